@@ -1,0 +1,1 @@
+"""Metrics (torchmetrics) and Composer callbacks / loggers of ours."""

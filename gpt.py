@@ -1,0 +1,281 @@
+"""GPT-2 (Radford et al. 2019) as a plain torch module, laid out like nanoGPT's ``model.py``.
+
+Pure torch on purpose: no Composer, no data, no parallelism. FSDP, ``torch.compile`` and activation
+checkpointing are applied from outside (torchtitan style), which is why the model exposes :meth:`GPT.blocks`
+(the unit to wrap) and :meth:`GPT.init_weights` (re-run after a meta-device build + ``to_empty``).
+
+Shapes: ``B`` batch, ``T`` sequence length, ``C`` n_embd, ``H`` n_head, ``D`` = C // H, ``V`` vocab_size,
+``Vp`` padded_vocab_size.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+# Matmuls run fastest when the vocab dimension is a multiple of 64 (nanoGPT: 50257 -> 50304).
+VOCAB_MULTIPLE = 64
+INIT_STD = 0.02
+
+# Architecture sizes only; block_size / vocab_size / dropout / bias come from GPTConfig defaults or overrides.
+PRESETS: dict[str, dict[str, int]] = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+    # Small CPU-friendly sizes. "nano" is the nanoGPT README's CPU run.
+    "nano": dict(n_layer=4, n_head=4, n_embd=128),
+    "micro": dict(n_layer=2, n_head=2, n_embd=64),
+    "mini": dict(n_layer=6, n_head=6, n_embd=384),
+}
+
+
+@dataclass
+class GPTConfig:
+    """Model hyperparameters; defaults are GPT-2 small (124M)."""
+
+    block_size: int = 1024
+    vocab_size: int = 50257
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # bias in Linear and LayerNorm layers, as GPT-2; False is a bit faster and no worse
+
+    def __post_init__(self) -> None:
+        """Fail at construction with a message naming the bad field, not deep inside a matmul."""
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            valid = [h for h in range(1, self.n_embd + 1) if self.n_embd % h == 0]
+            raise ValueError(
+                f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                f"n_head must be one of {', '.join(map(str, valid))}"
+            )
+        dropout_ok = isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool)
+        if not dropout_ok or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be a float in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.bias, bool):
+            raise ValueError(f"GPTConfig.bias must be a bool, got {self.bias!r}")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """vocab_size rounded up to a multiple of 64: rows of wte / lm_head (the extra ids are never predicted)."""
+        return -(-self.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> GPTConfig:
+        """Build a config from a named size in :data:`PRESETS`, with any field overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown GPT preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown GPTConfig field(s) {', '.join(unknown)}; valid fields: {', '.join(fields)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention through SDPA (flash / memory-efficient kernels where available)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        # q, k, v projections for all heads in one matmul
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        # Dropout on the attention probabilities: a float handed to SDPA, since SDPA never exposes them.
+        self.attn_dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()  # (B, T, C)
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # each (B, T, C)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
+        dropout_p = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)  # (B, H, T, D)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): re-assemble the heads side by side
+        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: C -> 4C -> GELU (tanh approximation, as GPT-2) -> C."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.gelu(self.c_fc(x))  # (B, T, 4C)
+        return self.dropout(self.c_proj(x))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """One pre-LN transformer block (GPT-2 moved LayerNorm to the input of each sub-block)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
+        return x
+
+
+class GPT(nn.Module):
+    """GPT-2 language model: token ids (B, T) -> next-token logits (B, T, vocab_size)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        vp = config.padded_vocab_size
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(vp, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, vp, bias=False)
+        # Weight tying (Press & Wolf 2017): input embedding and output projection share one matrix.
+        self.transformer.wte.weight = self.lm_head.weight
+        self.init_weights()
+
+    def blocks(self) -> list[Block]:
+        """The transformer blocks, in order: the unit an outside caller wraps (FSDP, checkpointing, compile)."""
+        return list(self.transformer.h)
+
+    def init_weights(self) -> None:
+        """(Re-)initialise every parameter in place, GPT-2 style.
+
+        Callable from outside: after building on the ``meta`` device and ``to_empty()``, parameters hold garbage
+        and ``to_empty`` has untied wte / lm_head, so this re-ties them first.
+        """
+        if self.transformer.wte.weight is not self.lm_head.weight:
+            self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual-stream output projections by 1/sqrt(N residual additions) = 1/sqrt(2 * n_layer)
+        # so the residual stream's variance does not grow with depth.
+        proj_std = INIT_STD / math.sqrt(2 * self.config.n_layer)
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=proj_std)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Per-module init (nanoGPT): N(0, 0.02) weights, zero biases, LayerNorm back to identity."""
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+        elif isinstance(module, nn.LayerNorm):
+            # Needed for meta-device init: torch's own LayerNorm init only ran on the meta tensors.
+            module.reset_parameters()
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits for every position; the caller computes the loss.
+
+        Logits are computed over the padded vocab (fast matmul) and the padded columns are dropped, so padded ids
+        can never be predicted. The result is a non-contiguous view: use ``reshape`` (or ``F.cross_entropy``
+        directly), not ``view``, if its layout matters.
+        """
+        if idx.dim() != 2:
+            raise ValueError(f"GPT.forward expects idx of shape (B, T), got {tuple(idx.shape)}")
+        B, T = idx.size()
+        if T > self.config.block_size:
+            raise ValueError(f"cannot forward a sequence of length {T}: block_size is {self.config.block_size}")
+        pos = torch.arange(0, T, dtype=torch.long, device=idx.device)  # (T,)
+        tok_emb = self.transformer.wte(idx)  # (B, T, C)
+        pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over B
+        x = self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x)  # (B, T, C)
+        x = self.transformer.ln_f(x)  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, Vp)
+        return logits[..., : self.config.vocab_size]  # (B, T, V)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count, as nanoGPT's get_num_params.
+
+        The tied wte / lm_head matrix (padded rows included) is counted once and kept in the non-embedding count,
+        because it does real work as the output projection; only the position embeddings are subtracted.
+        """
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields a tied Parameter once
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training (forward + backward) FLOPs per token, for MFU and compute budgets.
+
+        ``6 * N + 12 * n_layer * n_embd * T`` (PaLM appendix B, nanoGPT's estimate_mfu), where
+
+        * ``N = num_params(non_embedding=True)``: every weight does one multiply-add (2 FLOPs) per token in the
+          forward pass and twice that in the backward pass, hence 6N. N includes the tied lm_head matrix once,
+          i.e. its matmul is ``2 * n_embd * padded_vocab_size`` forward FLOPs; the position-embedding lookup is
+          free and excluded. Biases and LayerNorm gains are included (negligible, as nanoGPT).
+        * ``12 * n_layer * n_embd * T``: the attention scores ``q @ k^T`` and ``att @ v`` (2 * 2 * T * n_embd
+          forward FLOPs per token per layer, times 3 for forward + backward). Causal masking is not discounted.
+
+        ``T`` (``seq_len``) defaults to block_size.
+        """
+        T = self.config.block_size if seq_len is None else seq_len
+        if isinstance(T, bool) or not isinstance(T, int) or T <= 0:
+            raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")
+        cfg = self.config
+        return 6 * self.num_params(non_embedding=True) + 12 * cfg.n_layer * cfg.n_embd * T
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.LongTensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+    ) -> torch.LongTensor:
+        """Append ``max_new_tokens`` sampled tokens to ``idx`` (B, T) and return (B, T + max_new_tokens).
+
+        As nanoGPT: the context is cropped to the last block_size tokens; ``temperature == 0`` is greedy argmax;
+        ``top_k`` keeps only the k most likely ids. No KV cache, so each step re-runs the whole context. Call
+        ``model.eval()`` first, or dropout stays active. Padded ids are never produced (forward drops them).
+        """
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be None or >= 1, got {top_k}")
+        for _ in range(max_new_tokens):
+            idx_cond = idx[:, -self.config.block_size :]  # (B, <=block_size)
+            logits = self(idx_cond)[:, -1, :]  # (B, V): only the last position predicts the next token
+            if temperature == 0:
+                idx_next = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))  # (B, k)
+                    logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
+                probs = F.softmax(logits, dim=-1)  # (B, V)
+                idx_next = torch.multinomial(probs, num_samples=1)  # (B, 1)
+            idx = torch.cat((idx, idx_next), dim=1)  # (B, T + 1)
+        return idx

@@ -1,0 +1,54 @@
+"""Train a GPT-2 on a converted MDS dataset with Composer.
+
+    python gpt_pile_composer.py yamls/tiny.yaml [key=value ...]
+    composer -n 2 gpt_pile_composer.py yamls/gpt2.yaml run_name=my-run
+
+Re-running with the same ``run_name`` resumes from the latest checkpoint in the run folder.
+"""
+from __future__ import annotations
+
+import sys
+
+from loaders.errors import DataError
+from training.config import ConfigError, load_config
+from training.trainer import (
+    build_data,
+    build_model,
+    build_trainer,
+    describe_run,
+    init_distributed,
+    prepare_run_dir,
+)
+
+USAGE = "usage: gpt_pile_composer.py CONFIG.yaml [key=value ...]"
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help") or "=" in argv[0]:
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(argv[0], argv[1:])            # config
+        device = init_distributed(cfg)
+        autoresume = prepare_run_dir(cfg)
+        data = build_data(cfg)                           # data
+        model = build_model(cfg, data)                   # model
+        trainer = build_trainer(cfg, model, data, device, autoresume)  # trainer
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if _is_rank_zero():
+        print(describe_run(cfg, model, data), flush=True)
+    trainer.fit()                                        # fit
+    trainer.close()
+    return 0
+
+
+def _is_rank_zero() -> bool:
+    from composer.utils import dist
+
+    return dist.get_global_rank() == 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Everything about data: sources, tokenizer, packing, metadata, the StreamingDataset and collate."""

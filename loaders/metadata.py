@@ -1,0 +1,100 @@
+"""The metadata file written next to the shards: the single record of how a dataset was made.
+
+Conversion writes ``DIR/metadata.json`` last (its presence marks a finished dataset); training reads vocab size,
+EOS id and sequence length from it and rebuilds the tokenizer from ``DIR/tokenizer/``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loaders.errors import MetadataError
+
+METADATA_FILE = "metadata.json"
+TOKENIZER_DIR = "tokenizer"
+FORMAT = "gpt-composer-mds"
+VERSION = 1
+COLUMN = "tokens"
+
+
+@dataclass
+class SplitStats:
+    """What one split holds. ``bytes`` counts UTF-8 bytes of the documents' text."""
+
+    documents: int = 0
+    tokens: int = 0  # tokens in samples, EOS included (the tail that did not fill a sample is not counted)
+    bytes: int = 0
+    samples: int = 0
+    dropped_tokens: int = 0  # the last partial sample's tokens
+
+
+@dataclass
+class DatasetMetadata:
+    """Everything training needs to know about a converted dataset.
+
+    Each sample holds ``seq_len + 1`` tokens (``sample_len``): the model reads the first ``seq_len`` and predicts
+    the last ``seq_len``. Consecutive samples overlap by one token so every token is a target once.
+    """
+
+    tokenizer: dict  # {"kind": "bytes"|"hf", "name": str, "sha256": str|None}
+    vocab_size: int
+    eos_id: int
+    seq_len: int
+    dtype: str  # "uint16" or "uint32"
+    splits: dict[str, SplitStats] = field(default_factory=dict)
+    source: dict = field(default_factory=dict)  # inputs, val_fraction, text_key: for the record
+    format: str = FORMAT
+    version: int = VERSION
+    column: str = COLUMN
+
+    @property
+    def sample_len(self) -> int:
+        return self.seq_len + 1
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d["sample_len"] = self.sample_len
+        return json.dumps(d, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> "DatasetMetadata":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise MetadataError(f"{where} is not valid JSON ({e}); re-run convert_to_mds.py to rebuild it") from None
+        if d.get("format") != FORMAT:
+            raise MetadataError(f"{where} was not written by convert_to_mds.py; convert the data with it first")
+        if d.get("version") != VERSION:
+            raise MetadataError(
+                f"{where} has format version {d.get('version')}, this code reads {VERSION}; re-run convert_to_mds.py"
+            )
+        d.pop("sample_len", None)
+        d["splits"] = {k: SplitStats(**v) for k, v in d.get("splits", {}).items()}
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def write(self, directory: str | os.PathLike) -> None:
+        """Atomically write ``directory/metadata.json`` (a reader never sees half a file)."""
+        directory = Path(directory)
+        fd, tmp = tempfile.mkstemp(prefix=".metadata.", dir=directory)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.to_json())
+        os.replace(tmp, directory / METADATA_FILE)
+
+
+def read_metadata(directory: str | os.PathLike) -> DatasetMetadata:
+    """Read a local dataset's metadata, or fail saying how to make it."""
+    path = Path(directory) / METADATA_FILE
+    if not path.is_file():
+        if not Path(directory).exists():
+            raise MetadataError(f"dataset folder {directory} does not exist; convert data into it with convert_to_mds.py")
+        raise MetadataError(
+            f"{directory} has no {METADATA_FILE}: it is not a finished dataset made by convert_to_mds.py "
+            "(a conversion that was killed leaves none). Re-run convert_to_mds.py --out "
+            f"{directory} --overwrite"
+        )
+    return DatasetMetadata.from_json(path.read_text(), str(path))

@@ -1,0 +1,73 @@
+"""Clean Streaming's stale shared memory without touching a live run's.
+
+Streaming names its segments ``/dev/shm/NNNNNN_<name>`` (names from ``streaming.base.constant.SHM_TO_CLEAN``) and
+its file locks ``$TMPDIR/NNNNNN_*_filelock``. A SIGKILL'd run leaves them behind. Streaming's own
+``clean_stale_shared_memory`` unlinks every such segment, including those a live run on the same machine still
+uses (whose workers then fail to attach). Here a prefix is stale only when no live process maps any of its
+segments (read from ``/proc/*/maps``); where ``/proc`` is missing we fall back to Streaming's function.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from streaming.base.constant import BARRIER_FILELOCK, CACHE_FILELOCK, SHM_TO_CLEAN
+
+SHM_DIR = Path("/dev/shm")
+_SEGMENT = re.compile(r"^(\d{6})_(%s)$" % "|".join(map(re.escape, SHM_TO_CLEAN)))
+_FILELOCK = re.compile(r"^(\d{6})_(%s|%s)$" % (BARRIER_FILELOCK, CACHE_FILELOCK))
+
+
+def mapped_shm_names() -> set[str]:
+    """Names of /dev/shm segments some live process has mapped."""
+    names: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except (OSError, PermissionError):
+            continue  # the process exited, or is not ours to read
+        for line in text.splitlines():
+            idx = line.find("/dev/shm/")
+            if idx >= 0:
+                names.add(line[idx + len("/dev/shm/"):].split(" ")[0])
+    return names
+
+
+def stale_prefixes() -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """(stale segments, stale file locks) by prefix: prefixes none of whose segments a live process maps."""
+    segments: dict[str, list[Path]] = {}
+    for path in SHM_DIR.glob("*") if SHM_DIR.is_dir() else []:
+        if m := _SEGMENT.match(path.name):
+            segments.setdefault(m.group(1), []).append(path)
+    locks: dict[str, list[Path]] = {}
+    for path in Path(tempfile.gettempdir()).glob("*_filelock"):
+        if m := _FILELOCK.match(path.name):
+            locks.setdefault(m.group(1), []).append(path)
+    live = {m.group(1) for name in mapped_shm_names() if (m := _SEGMENT.match(name))}
+    stale_segments = {p: v for p, v in segments.items() if p not in live}
+    stale_locks = {p: v for p, v in locks.items() if p not in live}
+    return stale_segments, stale_locks
+
+
+def clean_stale_shared_memory(verbose: bool = False) -> list[str]:
+    """Remove stale Streaming segments and locks; return what was removed. Safe beside a live run."""
+    if not Path("/proc/self/maps").exists():  # not Linux: no way to tell live from stale
+        from streaming.base.util import clean_stale_shared_memory as clean_all
+
+        clean_all()
+        return ["(all, via streaming.base.util.clean_stale_shared_memory)"]
+    removed: list[str] = []
+    segments, locks = stale_prefixes()
+    for paths in [*segments.values(), *locks.values()]:
+        for path in paths:
+            try:
+                os.unlink(path)
+                removed.append(str(path))
+            except FileNotFoundError:
+                pass
+    if verbose:
+        for r in removed:
+            print(f"removed {r}")
+    return removed

@@ -1,0 +1,213 @@
+"""The one place that knows a tokenizer's vocab size, EOS id and each token's byte length.
+
+Conversion encodes with it, training reads vocab size / EOS / byte lengths back from it (via the copy saved next
+to the shards), and generation decodes with it. Two kinds:
+
+* ``bytes``: built in, ids 0..255 are the UTF-8 bytes, 256 is EOS. Needs no files.
+* ``hf``: a Hugging Face fast tokenizer: a hub name (must already be cached: we never download), or a local
+  directory holding ``tokenizer.json`` or GPT-2 BPE files ``vocab.json`` + ``merges.txt``.
+
+Document text is always encoded as ordinary text: a literal ``<|endoftext|>`` inside a document stays text.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from loaders.errors import TokenizerError
+
+BYTES_EOS_ID = 256
+_BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+_EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>")
+
+
+class Tokenizer:
+    """Interface shared by both kinds."""
+
+    kind: str
+    name: str
+    vocab_size: int
+    eos_id: int
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        raise NotImplementedError
+
+    def token_bytes(self) -> np.ndarray:
+        """(vocab_size,) int64: how many bytes of text each token stands for (EOS and other specials: 0)."""
+        raise NotImplementedError
+
+    def identity(self) -> dict:
+        """What the metadata records: enough to tell two tokenizers apart."""
+        raise NotImplementedError
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write what :func:`load_tokenizer` needs to rebuild this tokenizer from ``directory``."""
+        raise NotImplementedError
+
+
+class ByteTokenizer(Tokenizer):
+    """UTF-8 bytes as tokens, plus EOS = 256. Exact bits/byte: every token is one byte."""
+
+    kind = "bytes"
+    name = "bytes"
+    vocab_size = 257
+    eos_id = BYTES_EOS_ID
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+    def token_bytes(self) -> np.ndarray:
+        table = np.ones(self.vocab_size, dtype=np.int64)
+        table[self.eos_id] = 0
+        return table
+
+    def identity(self) -> dict:
+        return {"kind": "bytes", "name": "bytes", "sha256": None}
+
+    def save(self, directory: str | os.PathLike) -> None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / "bytes_tokenizer.json").write_text(json.dumps(self.identity()) + "\n")
+
+
+class HFTokenizer(Tokenizer):
+    """A transformers fast tokenizer with special tokens encoded as plain text."""
+
+    kind = "hf"
+
+    def __init__(self, hf_tokenizer, name: str):
+        self.hf = hf_tokenizer
+        self.name = name
+        # A literal "<|endoftext|>" in a document must not become the EOS id.
+        self.hf.backend_tokenizer.encode_special_tokens = True
+        self.vocab_size = len(self.hf)
+        self.eos_id = _find_eos_id(self.hf, name)
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.backend_tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        encs = self.hf.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [e.ids for e in encs]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=False)
+
+    def token_bytes(self) -> np.ndarray:
+        return _hf_token_bytes(self.hf, self.vocab_size)
+
+    def identity(self) -> dict:
+        return {"kind": "hf", "name": self.name, "sha256": _tokenizer_sha256(self.hf)}
+
+    def save(self, directory: str | os.PathLike) -> None:
+        self.hf.save_pretrained(str(directory))
+
+
+def _find_eos_id(hf, name: str) -> int:
+    if hf.eos_token_id is not None:
+        return int(hf.eos_token_id)
+    vocab = hf.get_vocab()
+    for tok in _EOS_CANDIDATES:
+        if tok in vocab:
+            return int(vocab[tok])
+    raise TokenizerError(
+        f"tokenizer {name!r} has no end-of-text token (looked for eos_token and {', '.join(_EOS_CANDIDATES)}); "
+        "use a tokenizer that defines one, or --tokenizer bytes"
+    )
+
+
+def _tokenizer_sha256(hf) -> str:
+    """Hash of the canonical tokenizer.json: same vocab, merges and normalisation give the same hash."""
+    blob = hf.backend_tokenizer.to_str()
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _hf_token_bytes(hf, vocab_size: int) -> np.ndarray:
+    """Byte length per token, read off the token strings (byte-level BPE exactly; byte-fallback and ▁ too)."""
+    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+
+    byte_decoder = {ch: b for b, ch in bytes_to_unicode().items()}
+    decoder_type = json.loads(hf.backend_tokenizer.to_str()).get("decoder") or {}
+    byte_level = "ByteLevel" in json.dumps(decoder_type)
+    special = set(hf.all_special_ids) | set(hf.added_tokens_decoder.keys())
+    table = np.zeros(vocab_size, dtype=np.int64)
+    for i, tok in enumerate(hf.convert_ids_to_tokens(list(range(vocab_size)))):
+        if tok is None or i in special:
+            continue
+        if byte_level and all(ch in byte_decoder for ch in tok):
+            table[i] = len(tok)  # each char of a byte-level token is exactly one byte
+        elif m := _BYTE_FALLBACK.match(tok):
+            table[i] = 1
+        else:
+            table[i] = len(tok.replace("\u2581", " ").encode("utf-8"))
+    return table
+
+
+def load_tokenizer(spec: str) -> Tokenizer:
+    """Resolve ``--tokenizer``: 'bytes', a local directory, or an (already cached) HF hub name."""
+    if spec == "bytes":
+        return ByteTokenizer()
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _load_dir(path)
+    if path.exists() or spec.startswith((".", "/", "~")):
+        raise TokenizerError(
+            f"tokenizer path {spec!r} is not a directory; give a folder holding tokenizer.json or "
+            "vocab.json + merges.txt, a Hugging Face tokenizer name, or 'bytes'"
+        )
+    return _load_hub_name(spec)
+
+
+def _load_dir(path: Path) -> Tokenizer:
+    from transformers import AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerFast
+
+    if (path / "bytes_tokenizer.json").exists():
+        return ByteTokenizer()
+    try:
+        if (path / "tokenizer_config.json").exists():
+            return HFTokenizer(AutoTokenizer.from_pretrained(str(path), use_fast=True), str(path))
+        if (path / "tokenizer.json").exists():
+            return HFTokenizer(PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json")), str(path))
+        if (path / "vocab.json").exists() and (path / "merges.txt").exists():
+            hf = GPT2TokenizerFast(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"))
+            return HFTokenizer(hf, str(path))
+    except (OSError, ValueError) as e:
+        raise TokenizerError(f"cannot load the tokenizer in {path}: {e}") from None
+    raise TokenizerError(
+        f"{path} holds no tokenizer: expected tokenizer.json, or GPT-2 BPE files vocab.json + merges.txt"
+    )
+
+
+def _load_hub_name(name: str) -> Tokenizer:
+    from transformers import AutoTokenizer
+
+    try:
+        hf = AutoTokenizer.from_pretrained(name, use_fast=True, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise TokenizerError(
+            f"unknown tokenizer {name!r}: it is not 'bytes', not a local folder, and not a Hugging Face tokenizer "
+            f"in the local cache ({type(e).__name__}). Give a folder with tokenizer.json or vocab.json + merges.txt, "
+            "or download it first (huggingface-cli download NAME)"
+        ) from None
+    if not hf.is_fast:
+        raise TokenizerError(f"tokenizer {name!r} has no fast (Rust) version; convert it to tokenizer.json first")
+    return HFTokenizer(hf, name)
+
+
+def token_dtype(vocab_size: int) -> str:
+    """Smallest unsigned dtype holding every id."""
+    return "uint16" if vocab_size <= 1 << 16 else "uint32"

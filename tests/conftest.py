@@ -1,0 +1,49 @@
+"""Shared test setup: make the repo root importable (``import loaders``) and give tests real-data fixtures."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+SHARED_DATA = Path("/work/shared/data")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir() -> Path:
+    """The real GPT-2 BPE files (vocab.json + merges.txt); tests needing them skip where they are absent."""
+    path = SHARED_DATA / "gpt2"
+    if not (path / "vocab.json").is_file():
+        pytest.skip(f"{path} not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shakespeare_text() -> str:
+    path = SHARED_DATA / "tinyshakespeare.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} not available")
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def read_split():
+    """``read_split(dir) -> (samples, seq_len + 1) array`` read back with the real StreamingDataset, in order."""
+
+    def read(directory: Path) -> np.ndarray:
+        from streaming import StreamingDataset
+
+        ds = StreamingDataset(local=str(directory), shuffle=False, batch_size=1)
+        return np.stack([ds[i]["tokens"] for i in range(len(ds))])
+
+    return read

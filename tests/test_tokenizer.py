@@ -1,0 +1,88 @@
+"""The tokenizer contract conversion and training rely on: ids, EOS, byte lengths, and the save → load round trip."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from loaders.errors import DataError, TokenizerError
+from loaders.tokenizer import ByteTokenizer, load_tokenizer, token_dtype
+
+TEXTS = [
+    "Hello, world!",
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n",
+    "naïve café — déjà vu, Straße, 東京, Ελληνικά, 🙂🚀",
+    "  leading spaces\tand\ttabs\r\nand CRLF  ",
+    "a literal <|endoftext|> inside a document",
+]
+
+
+@pytest.fixture(scope="module")
+def gpt2(gpt2_dir):
+    return load_tokenizer(str(gpt2_dir))
+
+
+def test_gpt2_basics(gpt2):
+    assert (gpt2.kind, gpt2.vocab_size, gpt2.eos_id) == ("hf", 50257, 50256)
+    assert token_dtype(gpt2.vocab_size) == "uint16"
+    assert gpt2.encode("Hello world") == [15496, 995]  # the real GPT-2 ids
+
+
+def test_literal_endoftext_stays_text(gpt2):
+    text = "before <|endoftext|> after"
+    ids = gpt2.encode(text)
+    assert gpt2.eos_id not in ids
+    assert gpt2.decode(ids) == text
+    assert all(gpt2.eos_id not in ids for ids in gpt2.encode_batch([text, "<|endoftext|>"]))
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_gpt2_token_bytes_sum_to_utf8_length(gpt2, text):
+    table = gpt2.token_bytes()
+    ids = gpt2.encode(text)
+    assert int(table[ids].sum()) == len(text.encode("utf-8"))
+    assert gpt2.decode(ids) == text
+
+
+def test_gpt2_token_bytes_table(gpt2):
+    table = gpt2.token_bytes()
+    assert table.shape == (gpt2.vocab_size,)
+    assert table[gpt2.eos_id] == 0
+    assert (np.delete(table, gpt2.eos_id) >= 1).all()
+
+
+def test_bytes_tokenizer():
+    tok = load_tokenizer("bytes")
+    assert isinstance(tok, ByteTokenizer)
+    assert (tok.vocab_size, tok.eos_id, token_dtype(tok.vocab_size)) == (257, 256, "uint16")
+    for text in TEXTS:
+        ids = tok.encode(text)
+        assert ids == list(text.encode("utf-8"))
+        assert tok.decode(ids + [tok.eos_id]) == text
+        assert int(tok.token_bytes()[ids].sum()) == len(text.encode("utf-8"))
+    assert tok.token_bytes()[tok.eos_id] == 0
+
+
+@pytest.mark.parametrize("spec", ["bytes", "gpt2"])
+def test_save_load_round_trip(spec, gpt2_dir, tmp_path):
+    """What conversion saves into DIR/tokenizer rebuilds the same tokenizer for training."""
+    tok = load_tokenizer(str(gpt2_dir) if spec == "gpt2" else "bytes")
+    tok.save(tmp_path / "tokenizer")
+    back = load_tokenizer(str(tmp_path / "tokenizer"))
+    assert (back.kind, back.vocab_size, back.eos_id) == (tok.kind, tok.vocab_size, tok.eos_id)
+    assert back.identity()["sha256"] == tok.identity()["sha256"]
+    assert np.array_equal(back.token_bytes(), tok.token_bytes())
+    assert back.encode_batch(TEXTS) == tok.encode_batch(TEXTS)
+    assert back.eos_id not in back.encode("x <|endoftext|> y")
+
+
+@pytest.mark.parametrize("spec", ["no-such-tokenizer-xyz", "./missing_dir", "/nonexistent/tok"])
+def test_unknown_tokenizer(spec):
+    with pytest.raises(TokenizerError) as e:
+        load_tokenizer(spec)
+    assert issubclass(e.type, DataError)
+    assert "bytes" in str(e.value)  # the message names a way out
+
+
+def test_folder_without_tokenizer(tmp_path):
+    with pytest.raises(TokenizerError, match="holds no tokenizer"):
+        load_tokenizer(str(tmp_path))

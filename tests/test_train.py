@@ -1,0 +1,93 @@
+"""End-to-end training through gpt_pile_composer.py with the real Composer Trainer and StreamingDataset."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.train_utils import REPO, make_dataset, metrics_rows, run_train, tiny_args
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, shakespeare_text) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"), shakespeare_text[:200_000], seq_len=32)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(dataset, tmp_path_factory) -> tuple[Path, str]:
+    runs = tmp_path_factory.mktemp("runs")
+    proc = run_train(tiny_args(dataset, runs, "run_name=e2e", "max_duration=60ba", "eval_interval=30ba",
+                               "save_interval=20ba", "save_num_checkpoints_to_keep=2"))
+    return runs / "e2e", proc.stdout
+
+
+def test_run_folder_has_config_metrics_and_checkpoints(tiny_run):
+    run_dir, _ = tiny_run
+    assert (run_dir / "config.yaml").read_text().count("max_duration: 60ba") == 1
+    model = json.loads((run_dir / "model.json").read_text())
+    assert model["block_size"] == 32 and model["vocab_size"] == 257  # read from the dataset, not typed
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("ep*-ba*-rank0.pt"))
+    assert ckpts == ["ep0-ba40-rank0.pt", "ep0-ba60-rank0.pt"]  # keep-2 dropped ba20
+    assert (run_dir / "checkpoints" / "latest-rank0.pt").resolve().name == "ep0-ba60-rank0.pt"
+
+
+def test_metrics_jsonl_one_row_per_step_and_loss_falls(tiny_run):
+    rows = metrics_rows(tiny_run[0])
+    assert [r["step"] for r in rows] == list(range(1, 61))
+    losses = [r["loss/train/total"] for r in rows]
+    assert math.isclose(losses[0], math.log(257), rel_tol=0.05)  # N(0, 0.02) init: near uniform
+    assert sum(losses[-10:]) / 10 < losses[0] - 1.0
+    val = [r for r in rows if "metrics/val/LanguageCrossEntropy" in r]
+    assert [r["step"] for r in val] == [30, 60]
+    assert val[1]["metrics/val/LanguageCrossEntropy"] < val[0]["metrics/val/LanguageCrossEntropy"]
+    last = val[-1]
+    # bytes tokenizer: one byte per token except EOS, so bits/byte is close to loss / ln 2
+    assert last["metrics/val/BitsPerByte"] == pytest.approx(last["metrics/val/LanguageCrossEntropy"] / math.log(2),
+                                                            rel=0.05)
+    assert last["metrics/val/LanguagePerplexity"] == pytest.approx(math.exp(last["metrics/val/LanguageCrossEntropy"]),
+                                                                   rel=1e-4)
+    assert 0 < last["metrics/val/TokenAccuracy"] < 1
+
+
+def test_monitors_log_throughput_lr_and_grad_norm(tiny_run):
+    rows = metrics_rows(tiny_run[0])
+    row = rows[-1]
+    assert row["throughput/tokens_per_sec"] > 0
+    flops = row["throughput/flops_per_sec"] / row["throughput/tokens_per_sec"]
+    model = json.loads((tiny_run[0] / "model.json").read_text())
+    from gpt import GPT, GPTConfig
+
+    expected = GPT(GPTConfig(**model)).flops_per_token(32)
+    assert flops == pytest.approx(expected, rel=0.02)  # SpeedMonitor is fed our FLOPs per token
+    assert "lr-DecoupledAdamW/group0" in row and "l2_norm/grad/global" in rows[9]
+    assert "time/remaining_estimate" in row
+
+
+def test_startup_summary_printed(tiny_run):
+    out = tiny_run[1]
+    assert "parameters" in out and "FLOPs/token" in out and "tokens/step  256 (8 x 32" in out
+    assert "run_name: e2e" in out
+
+
+def test_rerun_same_run_name_autoresumes(dataset, tmp_path):
+    args = tiny_args(dataset, tmp_path, "run_name=again", "eval_interval=1000ba", "save_interval=10ba")
+    run_train([*args, "max_duration=20ba"])
+    first = metrics_rows(tmp_path / "again")
+    run_train([*args, "max_duration=30ba"])
+    rows = metrics_rows(tmp_path / "again")
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    assert rows[:20] == first  # steps 1-20 were not redone (their wall-clock figures would differ)
+    ckpt = torch.load(tmp_path / "again" / "checkpoints" / "latest-rank0.pt", weights_only=False)
+    assert ckpt["state"]["timestamp"]["Timestamp"]["batch"] == 30
+
+
+def test_two_rank_launch_trains(dataset, tmp_path):
+    proc = run_train(tiny_args(dataset, tmp_path, "run_name=ddp", "max_duration=6ba", "eval_interval=6ba",
+                               "save_interval=6ba"), nproc=2)
+    rows = metrics_rows(tmp_path / "ddp")
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert "4 per rank x 2 ranks" in proc.stdout
+    assert (tmp_path / "ddp" / "checkpoints" / "ep0-ba6-rank0.pt").exists()

@@ -1,0 +1,203 @@
+"""Run configuration: a yaml plus ``key=value`` dotlist overrides, validated into :class:`TrainConfig`.
+
+Vocab size, EOS id and sequence length are not here on purpose: they come from the dataset's metadata.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+
+class ConfigError(Exception):
+    """A bad yaml, an unknown key, a wrong type or an inconsistent setting; the message says the fix."""
+
+
+@dataclass
+class StreamConfig:
+    """One weighted dataset root in a ``data.streams`` mixture (set at most one weight)."""
+
+    path: str = "???"
+    proportion: Optional[float] = None
+    repeat: Optional[float] = None
+    choose: Optional[int] = None
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = None  # dataset root: local folder or s3://bucket/prefix
+    cache: Optional[str] = None  # local cache for remote roots (default: {runs_root}/{run_name}/data_cache)
+    streams: Optional[dict[str, StreamConfig]] = None  # a mixture instead of `path`
+    shuffle: bool = True
+    shuffle_seed: Optional[int] = None  # default: the run's seed
+    num_canonical_nodes: Optional[int] = None
+    predownload: Optional[int] = None
+    cache_limit: Optional[str] = None
+    num_workers: int = 0
+    train_split: str = "train"
+    eval_split: str = "val"
+
+
+@dataclass
+class ModelConfig:
+    """A gpt.py preset plus overrides (None keeps the preset's value)."""
+
+    preset: str = "gpt2"
+    n_layer: Optional[int] = None
+    n_head: Optional[int] = None
+    n_embd: Optional[int] = None
+    dropout: Optional[float] = None
+    bias: Optional[bool] = None
+
+
+@dataclass
+class OptimizerConfig:
+    """DecoupledAdamW. ``weight_decay`` is in PyTorch AdamW units (decay per step = lr * weight_decay), as in
+    nanoGPT and litgpt; it is converted for Composer's decoupled form, which multiplies by lr / initial lr."""
+
+    lr: float = 6e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+
+
+@dataclass
+class SchedulerConfig:
+    """Linear warmup then cosine decay to ``alpha_f * lr`` at the end of ``max_duration``."""
+
+    t_warmup: str = "100ba"
+    alpha_f: float = 0.1
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False
+    project: str = "gpt-pile-composer"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    run_name: Optional[str] = None  # set it to get autoresume: re-running continues from the latest checkpoint
+    runs_root: str = "runs"
+    seed: int = 17
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    global_train_batch_size: int = 512  # samples (sequences) per optimizer step, over all ranks
+    device_train_microbatch_size: int = 16
+    device_eval_batch_size: Optional[int] = None  # default: device_train_microbatch_size
+    max_duration: str = "1ep"
+    eval_interval: str = "500ba"
+    eval_subset_num_batches: int = -1  # -1: the whole val split
+    save_interval: str = "1000ba"
+    save_num_checkpoints_to_keep: int = 3
+    save_folder: Optional[str] = None  # default: {runs_root}/{run_name}/checkpoints
+    load_path: Optional[str] = None
+    precision: str = "fp32"  # fp32 | amp_bf16 (GPU)
+    grad_clip_norm: float = 1.0  # 0 disables clipping
+    log_interval: str = "10ba"
+    progress_bar: bool = True
+    speed_window: int = 20  # batches SpeedMonitor averages over
+    peak_flops: Optional[float] = None  # device peak FLOP/s for MFU; None: Composer's GPU table
+    device: Optional[str] = None  # cpu | gpu; None: gpu when available
+    python_log_level: Optional[str] = None
+
+    @property
+    def run_dir(self) -> str:
+        return os.path.join(self.runs_root, self.run_name or "unnamed")
+
+
+PRECISIONS = ("fp32", "amp_bf16")
+
+
+def load_config(yaml_path: Optional[str], overrides: Sequence[str] = ()) -> TrainConfig:
+    """Merge defaults < yaml < dotlist, refusing unknown keys and wrong types with the valid choices."""
+    base = OmegaConf.structured(TrainConfig)
+    layers = []
+    try:
+        if yaml_path is not None:
+            layers.append(_load_yaml(yaml_path))
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(base, *layers)
+        cfg = OmegaConf.to_object(merged)
+    except ConfigKeyError as e:
+        raise ConfigError(_unknown_key_message(e)) from None
+    except ValidationError as e:
+        raise ConfigError(f"config key {e.full_key!r}: {e.msg.splitlines()[0]}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"bad config: {str(e).splitlines()[0]}") from None
+    assert isinstance(cfg, TrainConfig)
+    validate(cfg)
+    return cfg
+
+
+def _load_yaml(path: str):
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist; pass one of yamls/*.yaml or your own")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as e:  # noqa: BLE001 - yaml parser errors come in many types
+        raise ConfigError(f"{path} is not valid yaml: {str(e).splitlines()[0]}") from None
+    if not isinstance(loaded, type(OmegaConf.create({}))):
+        raise ConfigError(f"{path} must hold a mapping of config keys at top level")
+    return loaded
+
+
+def _unknown_key_message(e: ConfigKeyError) -> str:
+    key = e.full_key or str(e.key)
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    cls = _dataclass_at(parent)
+    valid = ", ".join(f.name for f in dataclasses.fields(cls)) if cls else "?"
+    where = f"under '{parent}'" if parent else "at top level"
+    return f"unknown config key {key!r}; valid keys {where}: {valid}"
+
+
+def _dataclass_at(dotted: str) -> Optional[type]:
+    cls: Any = TrainConfig
+    for part in [p for p in dotted.split(".") if p]:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part in fields and dataclasses.is_dataclass(_field_type(fields[part])):
+            cls = _field_type(fields[part])
+        elif cls is DataConfig or cls is StreamConfig:
+            cls = StreamConfig  # data.streams.<name>.<key>
+        else:
+            return None
+    return cls
+
+
+def _field_type(f: dataclasses.Field) -> Any:
+    t = f.type
+    if isinstance(t, str):
+        t = {c.__name__: c for c in (DataConfig, ModelConfig, OptimizerConfig, SchedulerConfig,
+                                     WandbConfig, StreamConfig)}.get(t, t)
+    return t
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Checks that need more than one key; each failure names the keys and the fix."""
+    if (cfg.data.path is None) == (not cfg.data.streams):
+        raise ConfigError("set exactly one of data.path (one dataset) or data.streams (a mixture)")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision={cfg.precision!r}; valid: {', '.join(PRECISIONS)}")
+    for key in ("global_train_batch_size", "device_train_microbatch_size"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"{key} must be positive, got {getattr(cfg, key)}")
+    if len(cfg.optimizer.betas) != 2:
+        raise ConfigError(f"optimizer.betas needs two numbers, got {cfg.optimizer.betas}")
+    for name, s in (cfg.data.streams or {}).items():
+        if sum(w is not None for w in (s.proportion, s.repeat, s.choose)) > 1:
+            raise ConfigError(f"data.streams.{name}: set at most one of proportion, repeat, choose")
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    """The resolved config as yaml, for the run folder and the start-up print."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,255 @@
+"""Assemble a Composer Trainer from a validated config: device, data, model, optimizer, callbacks, loggers.
+
+Each ``build_*`` function is one row of the training script's table of contents.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from composer import Trainer
+from composer.algorithms import GradientClipping
+from composer.callbacks import LRMonitor, OptimizerMonitor, RuntimeEstimator, SpeedMonitor
+from composer.core import DataSpec, Evaluator
+from composer.loggers import WandBLogger
+from composer.optim import CosineAnnealingWithWarmupScheduler, DecoupledAdamW
+from composer.utils import dist, reproducibility
+
+from callbacks.jsonl_logger import JSONLinesLogger
+from gpt import GPTConfig
+from loaders.dataset import (
+    LoaderSettings,
+    StreamSource,
+    build_dataspec,
+    check_compatible,
+    dataset_tokenizer,
+    fetch_metadata,
+    has_split,
+)
+from loaders.metadata import DatasetMetadata
+from loaders.shm import clean_stale_shared_memory
+from loaders.tokenizer import Tokenizer
+from training.checkpoint import save_model_config
+from training.config import ConfigError, TrainConfig, to_yaml
+from training.model import ComposerGPT
+
+
+@dataclass
+class RunData:
+    """What the data room hands the trainer: metadata, tokenizer and the dataloaders."""
+
+    meta: DatasetMetadata
+    tokenizer: Tokenizer
+    train: DataSpec
+    eval: Optional[DataSpec]
+    device_batch_size: int
+
+
+def init_distributed(cfg: TrainConfig) -> str:
+    """Pick the device, start the process group, and clear stale Streaming shared memory (one per node)."""
+    device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
+    if device == "cpu" and cfg.precision != "fp32":
+        raise ConfigError(f"precision={cfg.precision} needs a GPU; on CPU use precision=fp32")
+    dist.initialize_dist(device, timeout=300)
+    if dist.get_local_rank() == 0:
+        clean_stale_shared_memory()
+    dist.barrier()
+    return device
+
+
+def prepare_run_dir(cfg: TrainConfig) -> bool:
+    """Name the run if unnamed, create ``{runs_root}/{run_name}`` and record the resolved config (rank 0).
+
+    Returns whether to autoresume: only a run the user named can be found again by re-running.
+    """
+    autoresume = cfg.run_name is not None
+    if not autoresume:
+        name = [time.strftime("run-%Y%m%d-%H%M%S")]
+        dist.broadcast_object_list(name)  # every rank must agree on the folder
+        cfg.run_name = name[0]
+    if cfg.save_folder is None:
+        cfg.save_folder = os.path.join(cfg.run_dir, "checkpoints")
+    if cfg.data.cache is None:
+        cfg.data.cache = os.path.join(cfg.run_dir, "data_cache")
+    if dist.get_global_rank() == 0:
+        os.makedirs(cfg.run_dir, exist_ok=True)
+        with open(os.path.join(cfg.run_dir, "config.yaml"), "w") as f:
+            f.write(to_yaml(cfg))
+    return autoresume
+
+
+def _sources(cfg: TrainConfig) -> list[StreamSource]:
+    if cfg.data.path is not None:
+        return [StreamSource(cfg.data.path)]
+    return [StreamSource(s.path, s.proportion, s.repeat, s.choose) for s in (cfg.data.streams or {}).values()]
+
+
+def device_batch_size(cfg: TrainConfig) -> int:
+    """Per-rank batch; the global batch must split evenly over ranks."""
+    world = dist.get_world_size()
+    if cfg.global_train_batch_size % world:
+        raise ConfigError(
+            f"global_train_batch_size={cfg.global_train_batch_size} does not divide over {world} ranks; "
+            f"use a multiple of {world}"
+        )
+    return cfg.global_train_batch_size // world
+
+
+def build_data(cfg: TrainConfig) -> RunData:
+    """Read the dataset metadata (the one record of tokenizer and seq len) and build the loaders."""
+    sources = _sources(cfg)
+    metas = {s.path: fetch_metadata(s.path, cfg.data.cache) for s in sources}
+    meta = check_compatible(metas)
+    tokenizer = dataset_tokenizer(sources[0].path, cfg.data.cache)
+    settings = LoaderSettings(
+        shuffle=cfg.data.shuffle,
+        shuffle_seed=cfg.seed if cfg.data.shuffle_seed is None else cfg.data.shuffle_seed,
+        num_canonical_nodes=cfg.data.num_canonical_nodes,
+        predownload=cfg.data.predownload,
+        cache_limit=cfg.data.cache_limit,
+        num_workers=cfg.data.num_workers,
+    )
+    batch = device_batch_size(cfg)
+    train = build_dataspec(sources, cfg.data.train_split, batch, settings, cfg.data.cache)
+    eval_spec = None
+    if all(has_split(m, cfg.data.eval_split) for m in metas.values()):
+        eval_batch = cfg.device_eval_batch_size or cfg.device_train_microbatch_size
+        eval_settings = LoaderSettings(**{**settings.__dict__, "shuffle": False})
+        eval_spec = build_dataspec(sources, cfg.data.eval_split, eval_batch, eval_settings, cfg.data.cache, False)
+    return RunData(meta, tokenizer, train, eval_spec, batch)
+
+
+def build_model(cfg: TrainConfig, data: RunData) -> ComposerGPT:
+    """The GPT sized by the preset and overrides, its block size and vocab read from the dataset."""
+    overrides = {k: v for k, v in vars(cfg.model).items() if k != "preset" and v is not None}
+    try:
+        gpt_config = GPTConfig.from_preset(
+            cfg.model.preset, block_size=data.meta.seq_len, vocab_size=data.meta.vocab_size, **overrides
+        )
+    except ValueError as e:
+        raise ConfigError(f"model: {e}") from None
+    if dist.get_global_rank() == 0:
+        save_model_config(cfg.run_dir, gpt_config)
+    reproducibility.seed_all(cfg.seed)  # the same init on every rank and every run with this seed
+    return ComposerGPT(gpt_config, torch.as_tensor(data.tokenizer.token_bytes()))
+
+
+def build_optimizer(cfg: TrainConfig, model: ComposerGPT) -> DecoupledAdamW:
+    """Weight decay on matrices (>= 2-D) only; biases, LayerNorms stay undecayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    o = cfg.optimizer
+    return DecoupledAdamW(
+        [{"params": decay, "weight_decay": o.weight_decay * o.lr}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=o.lr,
+        betas=tuple(o.betas),
+        eps=o.eps,
+    )
+
+
+def wandb_id(run_name: str) -> str:
+    """A stable wandb run id per run_name, so a resumed process continues the same wandb run."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", run_name)[:48]
+    return f"{slug}-{hashlib.sha1(run_name.encode()).hexdigest()[:8]}"
+
+
+def build_loggers(cfg: TrainConfig) -> list:
+    loggers: list = [JSONLinesLogger(os.path.join(cfg.run_dir, "metrics.jsonl"))]
+    if cfg.wandb.enabled:
+        init_kwargs = {"dir": cfg.run_dir, "config": json.loads(json.dumps(_plain_config(cfg)))}
+        if cfg.run_name:
+            init_kwargs.update(id=wandb_id(cfg.run_name), resume="allow")
+        loggers.append(
+            WandBLogger(
+                project=cfg.wandb.project,
+                entity=cfg.wandb.entity,
+                group=cfg.wandb.group,
+                tags=list(cfg.wandb.tags) or None,
+                init_kwargs=init_kwargs,
+            )
+        )
+    return loggers
+
+
+def _plain_config(cfg: TrainConfig) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def build_callbacks(cfg: TrainConfig) -> list:
+    return [
+        SpeedMonitor(window_size=cfg.speed_window, gpu_flops_available=cfg.peak_flops, time_unit="seconds"),
+        LRMonitor(),
+        OptimizerMonitor(log_optimizer_metrics=False, batch_log_interval=10),  # grad norms every 10 steps
+        RuntimeEstimator(time_unit="minutes"),
+    ]
+
+
+def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: str, autoresume: bool) -> Trainer:
+    """Composer does the loop, checkpointing and autoresume; we hand it everything built above."""
+    optimizer = build_optimizer(cfg, model)
+    scheduler = CosineAnnealingWithWarmupScheduler(t_warmup=cfg.scheduler.t_warmup, alpha_f=cfg.scheduler.alpha_f)
+    evaluators = [] if data.eval is None else [
+        Evaluator(label="val", dataloader=data.eval, metric_names=list(model.get_metrics(is_train=False)))
+    ]
+    algorithms = [] if cfg.grad_clip_norm <= 0 else [
+        GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm)
+    ]
+    return Trainer(
+        model=model,
+        train_dataloader=data.train,
+        eval_dataloader=evaluators or None,
+        eval_interval=cfg.eval_interval,
+        eval_subset_num_batches=cfg.eval_subset_num_batches,
+        max_duration=cfg.max_duration,
+        optimizers=optimizer,
+        schedulers=scheduler,
+        algorithms=algorithms,
+        callbacks=build_callbacks(cfg),
+        loggers=build_loggers(cfg),
+        run_name=cfg.run_name,
+        progress_bar=cfg.progress_bar,
+        log_to_console=not cfg.progress_bar,
+        console_log_interval=cfg.log_interval,
+        save_folder=cfg.save_folder,
+        save_interval=cfg.save_interval,
+        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+        save_overwrite=False,
+        autoresume=autoresume,
+        load_path=cfg.load_path,
+        device=device,
+        precision=cfg.precision,
+        device_train_microbatch_size=cfg.device_train_microbatch_size,
+        seed=cfg.seed,
+        python_log_level=cfg.python_log_level,
+    )
+
+
+def describe_run(cfg: TrainConfig, model: ComposerGPT, data: RunData) -> str:
+    """The start-up summary: resolved config, parameters, FLOPs per token and tokens per step."""
+    gpt = model.model
+    tokens_per_step = cfg.global_train_batch_size * data.meta.seq_len
+    lines = [
+        "=" * 72,
+        to_yaml(cfg).rstrip(),
+        "-" * 72,
+        f"dataset      {data.meta.tokenizer.get('name')} tokenizer, vocab {data.meta.vocab_size}, "
+        f"EOS {data.meta.eos_id}, seq_len {data.meta.seq_len}, "
+        + ", ".join(f"{k} {v.samples:,} samples" for k, v in data.meta.splits.items()),
+        f"model        {gpt.config}",
+        f"parameters   {gpt.num_params(non_embedding=False):,} ({gpt.num_params():,} non-embedding)",
+        f"FLOPs/token  {gpt.flops_per_token(data.meta.seq_len):,} (training: forward + backward)",
+        f"tokens/step  {tokens_per_step:,} ({cfg.global_train_batch_size} x {data.meta.seq_len}; "
+        f"{data.device_batch_size} per rank x {dist.get_world_size()} ranks)",
+        f"run folder   {cfg.run_dir}  (checkpoints: {cfg.save_folder})",
+        "=" * 72,
+    ]
+    return "\n".join(lines)
