@@ -91,3 +91,80 @@ def test_two_rank_launch_trains(dataset, tmp_path):
     assert [r["step"] for r in rows] == list(range(1, 7))
     assert "4 per rank x 2 ranks" in proc.stdout
     assert (tmp_path / "ddp" / "checkpoints" / "ep0-ba6-rank0.pt").exists()
+
+
+def _assert_clean_error(proc, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def test_unknown_dotlist_key_lists_valid_keys(dataset, tmp_path):
+    proc = run_train(tiny_args(dataset, tmp_path, "data.pth=x"), check=False)
+    _assert_clean_error(proc, "'data.pth'", "path, cache, streams")
+
+
+def test_typo_in_yaml_key_lists_valid_keys(dataset, tmp_path):
+    yaml = tmp_path / "typo.yaml"
+    yaml.write_text(f"data:\n  path: {dataset}\nmax_duraton: 10ba\n")
+    proc = run_train([str(yaml), f"runs_root={tmp_path}"], check=False)
+    _assert_clean_error(proc, "'max_duraton'", "max_duration")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_wrong_type_is_named(dataset, tmp_path):
+    proc = run_train(tiny_args(dataset, tmp_path, "global_train_batch_size=many"), check=False)
+    _assert_clean_error(proc, "global_train_batch_size")
+
+
+def test_data_path_without_metadata(tmp_path):
+    empty = tmp_path / "not-a-dataset"
+    empty.mkdir()
+    proc = run_train(tiny_args(empty, tmp_path / "runs"), check=False)
+    _assert_clean_error(proc, "metadata.json", "convert_to_mds.py")
+    proc = run_train(tiny_args(tmp_path / "missing", tmp_path / "runs"), check=False)
+    _assert_clean_error(proc, "does not exist")
+
+
+def test_missing_yaml_and_bf16_on_cpu(dataset, tmp_path):
+    proc = run_train(["yamls/nope.yaml"], check=False)
+    _assert_clean_error(proc, "yamls/nope.yaml", "does not exist")
+    proc = run_train(tiny_args(dataset, tmp_path, "precision=amp_bf16"), check=False)
+    _assert_clean_error(proc, "amp_bf16", "precision=fp32")
+
+
+def test_wandb_offline_run_is_written_and_resumed(dataset, tmp_path):
+    args = tiny_args(dataset, tmp_path, "run_name=wb", "wandb.enabled=true", "wandb.project=tests",
+                     "save_interval=4ba", "eval_interval=4ba")
+    run_train([*args, "max_duration=4ba"])
+    run_train([*args, "max_duration=8ba"])
+    from training.trainer import wandb_id
+
+    run_id = wandb_id("wb")
+    runs = sorted((tmp_path / "wb" / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(runs) == 2  # one folder per process, same run id: wandb sync merges them into one run
+    history = _wandb_history(runs[-1] / f"run-{run_id}.wandb")
+    steps = [row["_step"] for row in history if "loss/train/total" in row]
+    assert steps and min(steps) >= 4  # the resumed process logged steps 4.. only
+    summary_loss = [row for row in history if "metrics/val/BitsPerByte" in row]
+    assert summary_loss, "eval metrics reached wandb"
+
+
+def _wandb_history(path: Path) -> list[dict]:
+    """Read the history records of an offline .wandb file with wandb's own reader."""
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    store = datastore.DataStore()
+    store.open_for_scan(str(path))
+    rows = []
+    while (data := store.scan_data()) is not None:
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(data)
+        if rec.WhichOneof("record_type") == "history":
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                         for item in rec.history.item})
+    return rows

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -17,10 +18,10 @@ from composer import Trainer
 from composer.algorithms import GradientClipping
 from composer.callbacks import LRMonitor, OptimizerMonitor, RuntimeEstimator, SpeedMonitor
 from composer.core import DataSpec, Evaluator
-from composer.loggers import WandBLogger
 from composer.optim import CosineAnnealingWithWarmupScheduler, DecoupledAdamW
 from composer.utils import dist, reproducibility
 
+from callbacks.console import ConsoleSummaryLogger
 from callbacks.jsonl_logger import JSONLinesLogger
 from gpt import GPTConfig
 from loaders.dataset import (
@@ -38,6 +39,7 @@ from loaders.tokenizer import Tokenizer
 from training.checkpoint import save_model_config
 from training.config import ConfigError, TrainConfig, to_yaml
 from training.model import ComposerGPT
+from training.workarounds import WandBLoggerNoArtifacts, skip_engine_debug_log
 
 
 @dataclass
@@ -162,12 +164,14 @@ def wandb_id(run_name: str) -> str:
 
 def build_loggers(cfg: TrainConfig) -> list:
     loggers: list = [JSONLinesLogger(os.path.join(cfg.run_dir, "metrics.jsonl"))]
+    if not cfg.progress_bar:
+        loggers.append(ConsoleSummaryLogger(log_interval=cfg.log_interval, stream="stdout"))
     if cfg.wandb.enabled:
         init_kwargs = {"dir": cfg.run_dir, "config": json.loads(json.dumps(_plain_config(cfg)))}
         if cfg.run_name:
             init_kwargs.update(id=wandb_id(cfg.run_name), resume="allow")
         loggers.append(
-            WandBLogger(
+            WandBLoggerNoArtifacts(
                 project=cfg.wandb.project,
                 entity=cfg.wandb.entity,
                 group=cfg.wandb.group,
@@ -203,34 +207,38 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
     algorithms = [] if cfg.grad_clip_norm <= 0 else [
         GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm)
     ]
-    return Trainer(
-        model=model,
-        train_dataloader=data.train,
-        eval_dataloader=evaluators or None,
-        eval_interval=cfg.eval_interval,
-        eval_subset_num_batches=cfg.eval_subset_num_batches,
-        max_duration=cfg.max_duration,
-        optimizers=optimizer,
-        schedulers=scheduler,
-        algorithms=algorithms,
-        callbacks=build_callbacks(cfg),
-        loggers=build_loggers(cfg),
-        run_name=cfg.run_name,
-        progress_bar=cfg.progress_bar,
-        log_to_console=not cfg.progress_bar,
-        console_log_interval=cfg.log_interval,
-        save_folder=cfg.save_folder,
-        save_interval=cfg.save_interval,
-        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
-        save_overwrite=False,
-        autoresume=autoresume,
-        load_path=cfg.load_path,
-        device=device,
-        precision=cfg.precision,
-        device_train_microbatch_size=cfg.device_train_microbatch_size,
-        seed=cfg.seed,
-        python_log_level=cfg.python_log_level,
-    )
+    with warnings.catch_warnings():
+        # We pass ConsoleSummaryLogger on purpose (it filters per-parameter norms); Composer warns about that.
+        warnings.filterwarnings("ignore", message="Specifying the ConsoleLogger via `loggers`")
+        trainer = Trainer(
+            model=model,
+            train_dataloader=data.train,
+            eval_dataloader=evaluators or None,
+            eval_interval=cfg.eval_interval,
+            eval_subset_num_batches=cfg.eval_subset_num_batches,
+            max_duration=cfg.max_duration,
+            optimizers=optimizer,
+            schedulers=scheduler,
+            algorithms=algorithms,
+            callbacks=build_callbacks(cfg),
+            loggers=build_loggers(cfg),
+            run_name=cfg.run_name,
+            progress_bar=cfg.progress_bar,
+            log_to_console=False,  # ConsoleSummaryLogger instead, when the progress bar is off
+            save_folder=cfg.save_folder,
+            save_interval=cfg.save_interval,
+            save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+            save_overwrite=False,
+            autoresume=autoresume,
+            load_path=cfg.load_path,
+            device=device,
+            precision=cfg.precision,
+            device_train_microbatch_size=cfg.device_train_microbatch_size,
+            seed=cfg.seed,
+            python_log_level=cfg.python_log_level,
+        )
+    skip_engine_debug_log(trainer)
+    return trainer
 
 
 def describe_run(cfg: TrainConfig, model: ComposerGPT, data: RunData) -> str:

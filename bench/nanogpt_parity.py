@@ -1,0 +1,170 @@
+"""nanoGPT parity: our Composer trainer vs a plain PyTorch loop on the same model and the same batches.
+
+    .venv/bin/python bench/nanogpt_parity.py [--steps 2000]
+
+Data: tiny Shakespeare (../shared/data/tinyshakespeare.txt), paragraphs as documents, bytes tokenizer, seq 64,
+10 % of paragraphs (by hash) for val. Config: yamls/nanogpt-cpu.yaml (nanoGPT's README CPU run). Both sides start
+from the same seed, read the same StreamingDataset batches in the same order, and use the same warmup+cosine
+schedule, AdamW settings and clipping; the plain loop uses torch.optim.AdamW as nanoGPT does. Prints tokens/s of
+each (training time only: eval excluded on both sides; best of --repeats interleaved runs, since run-to-run
+noise on a shared 2-core machine is a few percent), their ratio, wall times, and final val bits/byte.
+Goals: ratio >= 0.97; val <= 2.72 bits/byte (nanoGPT's own run: 1.886 nats/char = 2.72 bits/char, 91 s).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+YAML = ROOT / "yamls" / "nanogpt-cpu.yaml"
+EVAL_BATCHES = 20
+
+
+def prepare_data(work: Path) -> Path:
+    from loaders.convert import convert
+
+    src = work / "src" / "shakespeare.jsonl"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "w") as f:
+        for para in SHAKESPEARE.read_text().split("\n\n"):
+            if para.strip():
+                f.write(json.dumps({"text": para + "\n\n"}) + "\n")
+    out = work / "shakespeare-bytes-64"
+    convert([str(src)], str(out), "bytes", 64, val_fraction=0.1, progress=False)
+    return out
+
+
+def run_trainer(ds: Path, work: Path, steps: int) -> dict:
+    """Our product as users run it; figures read back from its metrics.jsonl."""
+    cmd = [sys.executable, str(ROOT / "gpt_pile_composer.py"), str(YAML), f"data.path={ds}",
+           f"runs_root={work / 'runs'}", f"max_duration={steps}ba", "progress_bar=false", "log_interval=100000ba"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    rows = [json.loads(line) for line in open(work / "runs" / "nanogpt-cpu" / "metrics.jsonl")]
+    last = rows[-1]
+    val = [r for r in rows if "metrics/val/BitsPerByte" in r][-1]
+    return {"tokens": last["time/token"], "train_s": last["time/train"], "wall_s": wall,
+            "val_loss": val["metrics/val/LanguageCrossEntropy"], "val_bpb": val["metrics/val/BitsPerByte"]}
+
+
+def plain_loop(ds: str, steps: int) -> dict:
+    """The same training written as a bare PyTorch loop (run in its own process, like the trainer)."""
+    import torch
+    import torch.nn.functional as F
+    from composer.utils import reproducibility
+
+    from callbacks.metrics import BitsPerByte
+    from gpt import GPT, GPTConfig
+    from loaders.dataset import LoaderSettings, StreamSource, build_dataspec, dataset_tokenizer, fetch_metadata
+    from loaders.shm import clean_stale_shared_memory
+    from training.config import load_config
+
+    cfg = load_config(str(YAML), [f"data.path={ds}"])
+    clean_stale_shared_memory()
+    meta = fetch_metadata(ds, None)
+    settings = LoaderSettings(shuffle=True, shuffle_seed=cfg.seed)
+    train = build_dataspec([StreamSource(ds)], "train", cfg.global_train_batch_size, settings).dataloader
+    val = build_dataspec([StreamSource(ds)], "val", cfg.global_train_batch_size,
+                         LoaderSettings(shuffle=False), drop_last=False).dataloader
+    reproducibility.seed_all(cfg.seed)
+    m = cfg.model
+    model = GPT(GPTConfig.from_preset(m.preset, block_size=meta.seq_len, vocab_size=meta.vocab_size,
+                                      dropout=m.dropout, bias=m.bias))
+    o = cfg.optimizer
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0}],
+                            lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    warmup = int(cfg.scheduler.t_warmup.removesuffix("ba"))
+
+    def lr_at(t: int) -> float:  # Composer's CosineAnnealingWithWarmupScheduler, written out
+        if t < warmup:
+            return o.lr * t / warmup
+        frac = min(1.0, (t - warmup) / (steps - warmup))
+        return o.lr * (cfg.scheduler.alpha_f + (1 - cfg.scheduler.alpha_f) * (1 + math.cos(math.pi * frac)) / 2)
+
+    model.train()
+    tokens, t, t0 = 0, 0, time.perf_counter()
+    while t < steps:
+        for batch in train:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(t)
+            logits = model(batch["input_ids"])
+            loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
+            opt.step()
+            loss.item()  # as any loop that logs its loss
+            tokens += batch["input_ids"].numel()
+            t += 1
+            if t == steps:
+                break
+    train_s = time.perf_counter() - t0
+    bpb = BitsPerByte(torch.as_tensor(dataset_tokenizer(ds, None).token_bytes()))
+    model.eval()
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for i, batch in enumerate(val):
+            if i == EVAL_BATCHES:
+                break
+            logits = model(batch["input_ids"])
+            bpb.update(logits, batch["labels"])
+            nll += F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), reduction="sum").item()
+            n += batch["labels"].numel()
+    return {"tokens": tokens, "train_s": train_s, "val_loss": nll / n, "val_bpb": float(bpb.compute())}
+
+
+def run_plain(ds: Path, steps: int) -> dict:
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, __file__, "--plain", str(ds), "--steps", str(steps)], check=True,
+                         capture_output=True, text=True, cwd=ROOT)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of each side; best is kept")
+    parser.add_argument("--plain", metavar="DATASET", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.plain:
+        print(json.dumps(plain_loop(args.plain, args.steps)))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="nanogpt-parity-") as tmp:
+        work = Path(tmp)
+        ds = prepare_data(work)
+        plains, ourss = [], []
+        for i in range(args.repeats):
+            plains.append(run_plain(ds, args.steps))
+            ourss.append(run_trainer(ds, work / f"r{i}", args.steps))
+    plain, ours = min(plains, key=lambda r: r["train_s"]), min(ourss, key=lambda r: r["train_s"])
+    print("train seconds per run: plain " + ", ".join(f"{r['train_s']:.1f}" for r in plains)
+          + "; ours " + ", ".join(f"{r['train_s']:.1f}" for r in ourss))
+    rows = [("plain PyTorch loop", plain), ("our Composer trainer", ours)]
+    print(f"nanoGPT parity, {args.steps} steps, batch 12 x 64 tokens, 4 layers/4 heads/128 dim, bytes tokenizer")
+    print(f"{'':24}{'tokens/s':>10}{'train s':>10}{'wall s':>9}{'val nats':>10}{'val bits/byte':>15}")
+    for name, r in rows:
+        print(f"{name:24}{r['tokens'] / r['train_s']:>10.0f}{r['train_s']:>10.1f}{r['wall_s']:>9.1f}"
+              f"{r['val_loss']:>10.4f}{r['val_bpb']:>15.4f}")
+    ratio = (ours["tokens"] / ours["train_s"]) / (plain["tokens"] / plain["train_s"])
+    overhead_ms = (ours["train_s"] - plain["train_s"]) / args.steps * 1000
+    print(f"throughput ratio (ours / plain) = {ratio:.3f}  (goal >= 0.97); trainer overhead {overhead_ms:.2f} ms/step")
+    print(f"final val bits/byte (ours) = {ours['val_bpb']:.4f}  (goal <= 2.72)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

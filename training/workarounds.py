@@ -1,0 +1,28 @@
+"""Work-arounds for behaviour of the pinned Composer 0.32.1 that gets no more releases; each names the issue.
+
+Each is applied to one Trainer instance (no global monkeypatching) and has a test in tests/test_workarounds.py
+that shows the upstream behaviour.
+"""
+from __future__ import annotations
+
+import os
+
+from composer import Trainer
+from composer.loggers import WandBLogger
+
+
+def skip_engine_debug_log(trainer: Trainer) -> None:
+    """Composer 0.32.1 bug: Engine._debug_log formats a timestamp string for every callback of every event even
+    when ENGINE_DEBUG is unset (~100 calls a step, ~1 ms a step on CPU); make it a no-op unless ENGINE_DEBUG is set."""
+    if not os.environ.get("ENGINE_DEBUG"):
+        trainer.engine._debug_log = lambda event, msg: None  # type: ignore[method-assign]
+
+
+class WandBLoggerNoArtifacts(WandBLogger):
+    """Composer 0.32.1 bug: autoresume asks every logger for the latest checkpoint before wandb.init, and
+    WandBLogger.download_file then raises RuntimeError (autoresume only skips FileNotFoundError), so the first
+    autoresume run with wandb crashes. We never store checkpoints as wandb artifacts: say "not found"."""
+
+    def download_file(self, remote_file_name: str, destination: str, overwrite: bool = False,
+                      progress_bar: bool = True) -> None:
+        raise FileNotFoundError(f"{remote_file_name}: checkpoints are not kept in wandb")
