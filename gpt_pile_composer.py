@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sys
 
+from callbacks.resume_guard import ResumeMismatchError
 from loaders.errors import DataError
+from training.checkpoint import CheckpointError
 from training.config import ConfigError, load_config
 from training.trainer import (
     build_data,
@@ -34,7 +36,7 @@ def main(argv: list[str]) -> int:
         data = build_data(cfg)                           # data
         model = build_model(cfg, data)                   # model
         trainer = build_trainer(cfg, model, data, device, autoresume)  # trainer
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, CheckpointError, ResumeMismatchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if _is_rank_zero():

@@ -5,11 +5,11 @@ from typing import Optional
 
 from composer.loggers import ConsoleLogger
 
-PER_PARAMETER = "l2_norm/grad/model."
+HIDDEN = ("l2_norm/grad/model.", "data/")  # per-parameter norms; per-sample records
 
 
 class ConsoleSummaryLogger(ConsoleLogger):
     """Prints every ``log_interval`` what a person reads: loss, throughput, lr, global grad norm, eval."""
 
     def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
-        super().log_metrics({k: v for k, v in metrics.items() if not k.startswith(PER_PARAMETER)}, step)
+        super().log_metrics({k: v for k, v in metrics.items() if not k.startswith(HIDDEN)}, step)

@@ -29,7 +29,7 @@ def is_remote(path: str) -> bool:
     return bool(_REMOTE.match(path)) and not path.startswith("file://")
 
 
-@dataclass
+@dataclass(frozen=True)
 class StreamSource:
     """One dataset root in a mixture, with Streaming's weighting knobs (at most one of them)."""
 
@@ -52,10 +52,10 @@ class LoaderSettings:
 
 
 class TokenSamples(StreamingDataset):
-    """A StreamingDataset whose items are the token arrays themselves (``seq_len + 1`` ids each)."""
+    """A StreamingDataset whose items are ``(sample id, tokens)``: ``seq_len + 1`` ids and where they came from."""
 
-    def __getitem__(self, idx: int) -> np.ndarray:
-        return super().__getitem__(idx)["tokens"]
+    def __getitem__(self, idx: int) -> tuple[int, np.ndarray]:
+        return idx, super().__getitem__(idx)["tokens"]
 
 
 def local_dir(path: str, cache: Optional[str]) -> str:
@@ -122,10 +122,14 @@ def dataset_tokenizer(path: str, cache: Optional[str]) -> Tokenizer:
     return load_tokenizer(os.path.join(local_dir(path, cache), TOKENIZER_DIR))
 
 
-def collate_tokens(samples: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
-    """(B, T+1) samples -> ``input_ids`` (B, T) and next-token ``labels`` (B, T), already shifted."""
-    tokens = torch.from_numpy(np.stack(samples).astype(np.int64))
-    return {"input_ids": tokens[:, :-1].contiguous(), "labels": tokens[:, 1:].contiguous()}
+def collate_tokens(samples: Sequence[tuple[int, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """(B, T+1) samples -> ``input_ids`` (B, T), next-token ``labels`` (B, T) already shifted, ``sample_ids`` (B,)."""
+    tokens = torch.from_numpy(np.stack([t for _, t in samples]).astype(np.int64))
+    return {
+        "input_ids": tokens[:, :-1].contiguous(),
+        "labels": tokens[:, 1:].contiguous(),
+        "sample_ids": torch.tensor([i for i, _ in samples], dtype=torch.int64),
+    }
 
 
 def num_tokens(batch: dict[str, torch.Tensor]) -> int:

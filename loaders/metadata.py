@@ -6,6 +6,7 @@ EOS id and sequence length from it and rebuilds the tokenizer from ``DIR/tokeniz
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -54,6 +55,12 @@ class DatasetMetadata:
     @property
     def sample_len(self) -> int:
         return self.seq_len + 1
+
+    def content_digest(self) -> str:
+        """Identity of the data itself (tokenizer, packing and per-split counts), not of where it was read from."""
+        d = dataclasses.asdict(self)
+        d.pop("source", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)

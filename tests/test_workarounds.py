@@ -61,3 +61,41 @@ def test_our_wandb_logger_reports_not_found(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     with pytest.raises(FileNotFoundError):
         WandBLoggerNoArtifacts(project="x").download_file("latest-rank0.pt", str(tmp_path / "ckpt"))
+
+
+def _live_dataset(tmp_path, shakespeare_text):
+    from loaders.dataset import TokenSamples
+    from tests.train_utils import make_dataset
+
+    ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=32, val_fraction=0.0)
+    dataset = TokenSamples(local=str(ds / "train"), batch_size=4)
+    from pathlib import Path
+
+    mine = {p.name for p in Path("/dev/shm").glob(f"{dataset._shm_prefix_int:06}_*")}
+    assert mine, "StreamingDataset keeps its state in /dev/shm"
+    return dataset, mine
+
+
+def test_upstream_clean_stale_shared_memory_removes_a_live_runs_memory(tmp_path, shakespeare_text):
+    from pathlib import Path
+
+    from streaming.base.util import clean_stale_shared_memory
+
+    dataset, mine = _live_dataset(tmp_path, shakespeare_text)
+    clean_stale_shared_memory()  # the upstream function: unlinks every Streaming segment, live or not
+    assert not any((Path("/dev/shm") / name).exists() for name in mine)
+    del dataset
+
+
+def test_our_cleaner_spares_live_memory_and_removes_dead(tmp_path, shakespeare_text):
+    from pathlib import Path
+
+    from loaders.shm import clean_stale_shared_memory
+
+    dataset, mine = _live_dataset(tmp_path, shakespeare_text)
+    stale = Path("/dev/shm") / "000999_barrier"
+    stale.write_bytes(b"\0" * 8)  # what a SIGKILLed run leaves: a segment nobody maps
+    removed = clean_stale_shared_memory()
+    assert str(stale) in removed and not stale.exists()
+    assert all((Path("/dev/shm") / name).exists() for name in mine)
+    del dataset

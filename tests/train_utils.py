@@ -67,3 +67,49 @@ def run_train(args: Sequence[str], nproc: int = 0, timeout: float = 300, check: 
 def metrics_rows(run_dir: Path) -> list[dict]:
     with open(run_dir / "metrics.jsonl", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def start_train(args: Sequence[str], log: Path, nproc: int = 0) -> subprocess.Popen:
+    """Start a training run in its own process group (so a test can SIGKILL all of it), output to ``log``."""
+    launcher = [PYTHON] if nproc == 0 else [COMPOSER, "-n", str(nproc)]
+    out = open(log, "w")
+    return subprocess.Popen([*launcher, "gpt_pile_composer.py", *args], cwd=REPO, env=train_env(), stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 240, poll: float = 0.002) -> None:
+    """SIGKILL the run's whole process group as soon as ``ready()`` is true."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (code {proc.returncode}) before the kill point")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError("the kill point never came")
+        time.sleep(poll)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def last_step(run_dir: Path) -> int:
+    """The last complete row of metrics.jsonl (0 when none), read as a tailing process would."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError):
+            continue
+    return 0
+
+
+def final_weights(run_dir: Path) -> dict:
+    import torch
+
+    ckpt = torch.load(run_dir / "checkpoints" / "latest-rank0.pt", map_location="cpu", weights_only=False)
+    return ckpt["state"]["model"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -75,3 +77,57 @@ def sample(model: GPT, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 
     ids = tokenizer.encode(prompt) or [tokenizer.eos_id]
     out = model.generate(torch.tensor([ids]), max_new_tokens, temperature=temperature, top_k=top_k)
     return tokenizer.decode(out[0].tolist())
+
+
+_CKPT = re.compile(r"^ep(\d+)-ba(\d+)-rank0\.pt$")
+
+
+def readable(path: Path) -> Optional[str]:
+    """None when ``path`` is a complete torch checkpoint (zip with intact CRCs), else what is wrong with it."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+        return None if bad is None else f"entry {bad} fails its CRC check"
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f"not a complete checkpoint ({type(e).__name__}: {e})"
+
+
+def repair_latest(save_folder: str, latest_name: str = LATEST) -> list[str]:
+    """Make ``latest`` name the newest readable checkpoint before autoresume loads it; returns what was done.
+
+    A kill during a save leaves a partial file (Composer writes in place) that is newer than ``latest``; a kill
+    between Composer's remove-and-recreate of the symlink leaves no ``latest``; a damaged disk leaves a corrupt
+    ``latest``. Unreadable files are renamed to ``*.corrupt`` (so the step can be saved again) and ``latest`` is
+    pointed at the newest good checkpoint. Raises CheckpointError when none is readable.
+    """
+    folder = Path(save_folder)
+    ckpts = sorted((p for p in folder.glob("ep*-ba*-rank0.pt") if _CKPT.match(p.name)),
+                   key=lambda p: int(_CKPT.match(p.name).group(2)), reverse=True)  # type: ignore[union-attr]
+    if not ckpts:
+        return []
+    latest = folder / latest_name
+    target = latest.resolve().name if latest.is_symlink() else None
+    notes: list[str] = []
+    for ckpt in ckpts:
+        problem = readable(ckpt)
+        if problem is None:
+            if ckpt.name != target:
+                _point(latest, ckpt)
+                notes.append(f"resuming from {ckpt} (latest pointed at {target or 'nothing'})")
+            return notes
+        aside = ckpt.with_name(ckpt.name + ".corrupt")
+        os.replace(ckpt, aside)
+        notes.append(f"checkpoint {ckpt} is unreadable: {problem}; moved it to {aside.name}")
+    raise CheckpointError(
+        f"no readable checkpoint in {folder} (all moved to *.corrupt); delete the folder to start the run over, "
+        "or set load_path to a good checkpoint from elsewhere"
+    )
+
+
+def _point(link: Path, target: Path) -> None:
+    """Atomically (re)point a relative symlink."""
+    tmp = link.with_name(link.name + ".tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target.name, tmp)
+    os.replace(tmp, link)

@@ -106,6 +106,7 @@ class TrainConfig:
     grad_clip_norm: float = 1.0  # 0 disables clipping
     log_interval: str = "10ba"
     progress_bar: bool = True
+    log_sample_ids: bool = False  # log each step's global batch sample ids to metrics.jsonl (data/sample_ids)
     speed_window: int = 20  # batches SpeedMonitor averages over
     peak_flops: Optional[float] = None  # device peak FLOP/s for MFU; None: Composer's GPU table
     device: Optional[str] = None  # cpu | gpu; None: gpu when available

@@ -23,6 +23,8 @@ from composer.utils import dist, reproducibility
 
 from callbacks.console import ConsoleSummaryLogger
 from callbacks.jsonl_logger import JSONLinesLogger
+from callbacks.resume_guard import ResumeGuard
+from callbacks.sample_ids import SampleIdLogger
 from gpt import GPTConfig
 from loaders.dataset import (
     LoaderSettings,
@@ -32,14 +34,20 @@ from loaders.dataset import (
     dataset_tokenizer,
     fetch_metadata,
     has_split,
+    is_remote,
 )
 from loaders.metadata import DatasetMetadata
 from loaders.shm import clean_stale_shared_memory
 from loaders.tokenizer import Tokenizer
-from training.checkpoint import save_model_config
+from training.checkpoint import repair_latest, save_model_config
 from training.config import ConfigError, TrainConfig, to_yaml
 from training.model import ComposerGPT
-from training.workarounds import WandBLoggerNoArtifacts, skip_engine_debug_log
+from training.workarounds import (
+    RestoreRNGOnResume,
+    WandBLoggerNoArtifacts,
+    restore_rng_on_resume,
+    skip_engine_debug_log,
+)
 
 
 @dataclass
@@ -47,6 +55,7 @@ class RunData:
     """What the data room hands the trainer: metadata, tokenizer and the dataloaders."""
 
     meta: DatasetMetadata
+    metas: dict[StreamSource, DatasetMetadata]
     tokenizer: Tokenizer
     train: DataSpec
     eval: Optional[DataSpec]
@@ -58,7 +67,8 @@ def init_distributed(cfg: TrainConfig) -> str:
     device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
     if device == "cpu" and cfg.precision != "fp32":
         raise ConfigError(f"precision={cfg.precision} needs a GPU; on CPU use precision=fp32")
-    dist.initialize_dist(device, timeout=300)
+    if dist.get_world_size() > 1:  # as Composer: a 1-rank process group would only add an all-reduce per metric
+        dist.initialize_dist(device, timeout=300)
     if dist.get_local_rank() == 0:
         clean_stale_shared_memory()
     dist.barrier()
@@ -106,8 +116,8 @@ def device_batch_size(cfg: TrainConfig) -> int:
 def build_data(cfg: TrainConfig) -> RunData:
     """Read the dataset metadata (the one record of tokenizer and seq len) and build the loaders."""
     sources = _sources(cfg)
-    metas = {s.path: fetch_metadata(s.path, cfg.data.cache) for s in sources}
-    meta = check_compatible(metas)
+    metas = {s: fetch_metadata(s.path, cfg.data.cache) for s in sources}
+    meta = check_compatible({s.path: m for s, m in metas.items()})
     tokenizer = dataset_tokenizer(sources[0].path, cfg.data.cache)
     settings = LoaderSettings(
         shuffle=cfg.data.shuffle,
@@ -124,7 +134,7 @@ def build_data(cfg: TrainConfig) -> RunData:
         eval_batch = cfg.device_eval_batch_size or cfg.device_train_microbatch_size
         eval_settings = LoaderSettings(**{**settings.__dict__, "shuffle": False})
         eval_spec = build_dataspec(sources, cfg.data.eval_split, eval_batch, eval_settings, cfg.data.cache, False)
-    return RunData(meta, tokenizer, train, eval_spec, batch)
+    return RunData(meta, metas, tokenizer, train, eval_spec, batch)
 
 
 def build_model(cfg: TrainConfig, data: RunData) -> ComposerGPT:
@@ -188,6 +198,24 @@ def _plain_config(cfg: TrainConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
+def run_fingerprint(cfg: TrainConfig, data: RunData, model: ComposerGPT) -> dict:
+    """What a resumed run must share with its checkpoint to replay it exactly (see callbacks/resume_guard.py)."""
+    gpt = model.config
+    fp = {
+        "global_train_batch_size": cfg.global_train_batch_size,
+        "seq_len": data.meta.seq_len,
+        "tokenizer": data.meta.tokenizer.get("sha256") or data.meta.tokenizer.get("name"),
+        "data.shuffle": cfg.data.shuffle,
+        "data.shuffle_seed": cfg.data.shuffle_seed if cfg.data.shuffle_seed is not None else cfg.seed,
+        "data.num_canonical_nodes": cfg.data.num_canonical_nodes,
+        **{f"model.{k}": getattr(gpt, k) for k in ("n_layer", "n_head", "n_embd", "vocab_size", "bias")},
+    }
+    for i, (src, meta) in enumerate(data.metas.items()):  # by position: a moved (same) dataset still matches
+        fp["data" if len(data.metas) == 1 else f"data.stream{i}"] = {
+            "content": meta.content_digest(), "proportion": src.proportion, "repeat": src.repeat, "choose": src.choose}
+    return fp
+
+
 def build_callbacks(cfg: TrainConfig) -> list:
     return [
         SpeedMonitor(window_size=cfg.speed_window, gpu_flops_available=cfg.peak_flops, time_unit="seconds"),
@@ -207,6 +235,11 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
     algorithms = [] if cfg.grad_clip_norm <= 0 else [
         GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm)
     ]
+    callbacks = [*build_callbacks(cfg), ResumeGuard(run_fingerprint(cfg, data, model), strict=autoresume),
+                 RestoreRNGOnResume()]
+    if cfg.log_sample_ids:
+        callbacks.append(SampleIdLogger())
+    check_checkpoints(cfg, autoresume)
     with warnings.catch_warnings():
         # We pass ConsoleSummaryLogger on purpose (it filters per-parameter norms); Composer warns about that.
         warnings.filterwarnings("ignore", message="Specifying the ConsoleLogger via `loggers`")
@@ -220,7 +253,7 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
             optimizers=optimizer,
             schedulers=scheduler,
             algorithms=algorithms,
-            callbacks=build_callbacks(cfg),
+            callbacks=callbacks,
             loggers=build_loggers(cfg),
             run_name=cfg.run_name,
             progress_bar=cfg.progress_bar,
@@ -238,7 +271,18 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
             python_log_level=cfg.python_log_level,
         )
     skip_engine_debug_log(trainer)
+    restore_rng_on_resume(trainer)
     return trainer
+
+
+def check_checkpoints(cfg: TrainConfig, autoresume: bool) -> None:
+    """Fail early on a missing ``load_path``; before autoresume, make ``latest`` name a readable checkpoint."""
+    if cfg.load_path and not is_remote(cfg.load_path) and not os.path.exists(cfg.load_path):
+        raise ConfigError(f"load_path {cfg.load_path} does not exist; point it at a checkpoint file (ep*-ba*-rank0.pt)")
+    if autoresume and cfg.save_folder and not is_remote(cfg.save_folder) and dist.get_global_rank() == 0:
+        for note in repair_latest(cfg.save_folder):
+            print(f"warning: {note}", flush=True)
+    dist.barrier()
 
 
 def describe_run(cfg: TrainConfig, model: ComposerGPT, data: RunData) -> str:

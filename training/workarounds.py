@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 
 from composer import Trainer
-from composer.loggers import WandBLogger
+from composer.core import Callback, State
+from composer.loggers import Logger, WandBLogger
+from composer.utils import reproducibility
 
 
 def skip_engine_debug_log(trainer: Trainer) -> None:
@@ -26,3 +28,26 @@ class WandBLoggerNoArtifacts(WandBLogger):
     def download_file(self, remote_file_name: str, destination: str, overwrite: bool = False,
                       progress_bar: bool = True) -> None:
         raise FileNotFoundError(f"{remote_file_name}: checkpoints are not kept in wandb")
+
+
+class RestoreRNGOnResume(Callback):
+    """Composer 0.32.1 bug: on a mid-epoch resume with dataset resumption (a StreamingDataset), _train_loop never
+    restores the checkpoint's RNG state (only at batch_in_epoch == 0 or while spinning), so dropout differs from
+    the uninterrupted run; restore it before the first resumed batch, where spinning would have."""
+
+    def __init__(self) -> None:
+        self.trainer: Trainer | None = None
+
+    def batch_start(self, state: State, logger: Logger) -> None:
+        del state, logger
+        if self.trainer is not None and self.trainer._rng_state is not None:
+            reproducibility.load_rng_state(self.trainer._rng_state)
+            self.trainer._rng_state = None
+        self.trainer = None  # once per fit
+
+
+def restore_rng_on_resume(trainer: Trainer) -> None:
+    """Hand the trainer to its RestoreRNGOnResume callback (the callback must exist before the trainer)."""
+    for cb in trainer.state.callbacks:
+        if isinstance(cb, RestoreRNGOnResume):
+            cb.trainer = trainer
