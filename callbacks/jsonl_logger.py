@@ -46,8 +46,10 @@ class JSONLinesLogger(LoggerDestination):
         if dist.get_global_rank() != 0:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        truncate_after(self.path, int(state.timestamp.batch))
+        step = int(state.timestamp.batch)
+        truncate_after(self.path, step)
         self._file = open(self.path, "a", encoding="utf-8")
+        self._last = _last_row(self.path, step)  # metrics for the resumed step (an epoch-end eval) merge into it
 
     def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
         del step  # rows are keyed by the batch in flight, see the module docstring
@@ -56,6 +58,9 @@ class JSONLinesLogger(LoggerDestination):
 
     def batch_checkpoint(self, state: State, logger: Logger) -> None:
         self._write(int(state.timestamp.batch))
+
+    def epoch_checkpoint(self, state: State, logger: Logger) -> None:
+        self._write(int(state.timestamp.batch))  # the epoch-end eval of the step just written: merged into its row
 
     def _write(self, step: int) -> None:
         if self._file is None or not self._row:
@@ -89,6 +94,16 @@ def truncate_after(path: Path, step: int) -> None:
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _last_row(path: Path, step: int) -> tuple[int, int, dict[str, Any]] | None:
+    """(step, byte offset, row) of the file's last line when it is row ``step``."""
+    data = path.read_bytes()
+    start = data.rstrip(b"\n").rfind(b"\n") + 1
+    if not data.strip():
+        return None
+    row = json.loads(data[start:])
+    return (step, start, {k: v for k, v in row.items() if k != "step"}) if row.get("step") == step else None
 
 
 def _line_step(line: str) -> float:

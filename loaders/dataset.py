@@ -54,8 +54,22 @@ class LoaderSettings:
 class TokenSamples(StreamingDataset):
     """A StreamingDataset whose items are ``(sample id, tokens)``: ``seq_len + 1`` ids and where they came from."""
 
+    _epoch_finished = False
+
     def __getitem__(self, idx: int) -> tuple[int, np.ndarray]:
         return idx, super().__getitem__(idx)["tokens"]
+
+    def set_epoch_finished(self, finished: bool) -> None:
+        """Told by the trainer at each epoch's end and start (see :meth:`state_dict`)."""
+        self._epoch_finished = finished
+
+    def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
+        state = super().state_dict(num_samples, from_beginning)
+        # Composer 0.32.1 + Streaming 0.13 bug: at an epoch-end checkpoint Composer passes sample_in_epoch 0 while
+        # Streaming still reports the finished epoch, so resume would replay that epoch's order; name the next one.
+        if self._epoch_finished and num_samples == 0 and from_beginning:
+            state["epoch"] += 1
+        return state
 
 
 def local_dir(path: str, cache: Optional[str]) -> str:

@@ -102,13 +102,14 @@ def test_sigkill_during_eval(dataset, reference, tmp_path):
 def test_truncated_latest_checkpoint_falls_back_and_says_so(dataset, reference, tmp_path):
     run = tmp_path / "b"
     args = resume_args(dataset, tmp_path, "b")
-    run_train([*args, "max_duration=30ba"])
+    run_train(args)
     latest = run / "checkpoints" / "latest-rank0.pt"
     path = latest.resolve()
+    assert path.name == "ep0-ba40-rank0.pt"
     with open(path, "r+b") as f:
         f.truncate(path.stat().st_size // 2)
-    out = run_train(args).stdout
-    assert f"checkpoint {path} is unreadable" in out and "resuming from" in out and "ep0-ba20-rank0.pt" in out
+    out = run_train(args).stdout  # the run is not finished any more: steps 31-40 are redone from ep0-ba30
+    assert f"checkpoint {path} is unreadable" in out and "resuming from" in out and "ep0-ba30-rank0.pt" in out
     assert_same_run(reference, run)
 
 
@@ -129,21 +130,23 @@ def _sample_ids(run_dir: Path) -> dict[int, list[int]]:
 
 
 @pytest.mark.parametrize("first,then", [(2, 0), (0, 2)])
-def test_elastic_resume_sees_the_same_samples(dataset, reference, tmp_path, first, then):
-    """Started with `composer -n 2` and resumed with one process (and the reverse), at the same global batch."""
-    ref = reference
-    if first == 2:
-        ref = tmp_path / "ref" / "a2"
-        run_train(resume_args(dataset, tmp_path / "ref", "a2"), nproc=2)
+def test_elastic_resume_sees_the_same_samples(dataset, tmp_path, first, then):
+    """Started with `composer -n 2` and resumed with one process (and the reverse), at the same global batch.
+
+    Dropout is off here: each rank draws its own dropout masks, so only without it can the losses be compared.
+    """
+    ref = tmp_path / "ref" / "a"
+    run_train(resume_args(dataset, tmp_path / "ref", "a", "model.dropout=0"), nproc=first)
     run = tmp_path / "b"
-    args = resume_args(dataset, tmp_path, "b")
+    args = resume_args(dataset, tmp_path, "b", "model.dropout=0")
     kill_when(start_train(args, tmp_path / "first.log", nproc=first), lambda: last_step(run) >= 15)
     run_train(args, nproc=then)
     ids_ref, ids = _sample_ids(ref), _sample_ids(run)
     assert sorted(ids) == list(range(1, 41))
     assert all(sorted(ids[s]) == sorted(ids_ref[s]) for s in ids), "a step saw different samples"
     la, lb = losses(ref), losses(run)
-    assert all(abs(la[s] - lb[s]) <= 2e-3 * la[s] for s in la), "the resumed run left the loss curve"
+    worst = max(abs(la[s] - lb[s]) / la[s] for s in la)
+    assert worst <= 1e-4, f"the resumed run left the loss curve (worst relative difference {worst:.2e})"
 
 
 def test_resume_across_epochs_including_an_epoch_end_checkpoint(tmp_path, shakespeare_text):
@@ -158,6 +161,12 @@ def test_resume_across_epochs_including_an_epoch_end_checkpoint(tmp_path, shakes
     kill_when(start_train(args("b"), tmp_path / "first.log"), lambda: last_step(run) >= epoch_len + 5)
     run_train(args("b"))  # resumes from the checkpoint taken exactly at the end of epoch 0
     assert_same_run(tmp_path / "a", run)
+    # the same with a batch checkpoint on the epoch's last batch (taken before Composer's epoch end)
+    run_c = tmp_path / "c"
+    args_c = [*args("c"), f"save_interval={epoch_len}ba"]
+    kill_when(start_train(args_c, tmp_path / "c.log"), lambda: last_step(run_c) >= epoch_len + 5)
+    run_train(args_c)
+    assert_same_run(tmp_path / "a", run_c)
     ids = _sample_ids(run)
     epoch0 = {i for s in range(1, epoch_len + 1) for i in ids[s]}
     epoch1 = {i for s in range(epoch_len + 1, 2 * epoch_len + 1) for i in ids[s]}

@@ -185,14 +185,14 @@ def test_streams_mixture_trains(tmp_path, shakespeare_text, dataset):
     other = make_dataset(tmp_path / "other", shakespeare_text[300_000:400_000], seq_len=32)
     run_train(tiny_args(dataset, tmp_path / "runs", "run_name=mix", "max_duration=6ba", "eval_interval=6ba",
                         "save_interval=6ba", "data.path=null",
-                        f"+data.streams.a.path={dataset}", "+data.streams.a.proportion=0.75",
-                        f"+data.streams.b.path={other}", "+data.streams.b.proportion=0.25"))
+                        f"data.streams.a.path={dataset}", "data.streams.a.proportion=0.75",
+                        f"data.streams.b.path={other}", "data.streams.b.proportion=0.25"))
     rows = metrics_rows(tmp_path / "runs" / "mix")
     assert [r["step"] for r in rows] == list(range(1, 7)) and "metrics/val/BitsPerByte" in rows[-1]
 
 
 def test_streams_must_share_tokenizer(tmp_path, shakespeare_text, dataset, gpt2_dir):
     other = make_dataset(tmp_path / "g2", shakespeare_text[:30_000], seq_len=32, tokenizer=str(gpt2_dir))
-    proc = run_train(tiny_args(dataset, tmp_path / "runs", "data.path=null", f"+data.streams.a.path={dataset}",
-                               f"+data.streams.b.path={other}"), check=False)
+    proc = run_train(tiny_args(dataset, tmp_path / "runs", "data.path=null", f"data.streams.a.path={dataset}",
+                               f"data.streams.b.path={other}"), check=False)
     _assert_clean_error(proc, "streams disagree on tokenizer")

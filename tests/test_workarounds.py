@@ -63,39 +63,80 @@ def test_our_wandb_logger_reports_not_found(tmp_path, monkeypatch):
         WandBLoggerNoArtifacts(project="x").download_file("latest-rank0.pt", str(tmp_path / "ckpt"))
 
 
-def _live_dataset(tmp_path, shakespeare_text):
+_SHM_PROBE = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from loaders.dataset import TokenSamples
+from loaders.shm import clean_stale_shared_memory
+clean_stale_shared_memory()  # no dead runs' locks or segments: this dataset takes prefix 0, where upstream looks
+dataset = TokenSamples(local={local!r}, batch_size=4)
+mine = sorted(p.name for p in Path("/dev/shm").glob(f"{{dataset._shm_prefix_int:06}}_*"))
+assert dataset._shm_prefix_int == 0 and mine, "StreamingDataset keeps its state in /dev/shm"
+stale = Path("/dev/shm") / "000999_barrier"
+stale.write_bytes(bytes(8))  # what a SIGKILLed run leaves: a segment nobody maps
+if {upstream!r}:
+    from streaming.base.util import clean_stale_shared_memory as upstream
+    upstream()
+else:
+    assert str(stale) in clean_stale_shared_memory() and not stale.exists()
+stale.unlink(missing_ok=True)
+print(sum((Path("/dev/shm") / name).exists() for name in mine), len(mine))
+"""
+
+
+def _live_segments_after_cleaning(tmp_path, text: str, upstream: bool) -> tuple[int, int]:
+    """In a fresh process (no other datasets alive): (live segments left, live segments before) after a clean."""
+    import subprocess
+    import sys
+
+    from tests.train_utils import REPO, make_dataset
+
+    ds = make_dataset(tmp_path, text[:20_000], seq_len=32, val_fraction=0.0)
+    code = _SHM_PROBE.format(repo=str(REPO), local=str(ds / "train"), upstream=upstream)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    left, before = map(int, out.split())
+    return left, before
+
+
+def test_upstream_clean_stale_shared_memory_removes_a_live_runs_memory(tmp_path, shakespeare_text):
+    left, before = _live_segments_after_cleaning(tmp_path, shakespeare_text, upstream=True)
+    assert before > 0 and left == 0  # the bug: a live dataset's segments are unlinked under it
+
+
+def test_our_cleaner_spares_live_memory_and_removes_dead(tmp_path, shakespeare_text):
+    left, before = _live_segments_after_cleaning(tmp_path, shakespeare_text, upstream=False)
+    assert before > 0 and left == before
+
+
+def _epoch_order(dataset) -> list[int]:
+    return [idx for idx, _ in dataset]
+
+
+def test_upstream_epoch_end_state_replays_the_finished_epoch(tmp_path, shakespeare_text):
+    from streaming import StreamingDataset
+
     from loaders.dataset import TokenSamples
     from tests.train_utils import make_dataset
 
     ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=32, val_fraction=0.0)
-    dataset = TokenSamples(local=str(ds / "train"), batch_size=4)
-    from pathlib import Path
-
-    mine = {p.name for p in Path("/dev/shm").glob(f"{dataset._shm_prefix_int:06}_*")}
-    assert mine, "StreamingDataset keeps its state in /dev/shm"
-    return dataset, mine
-
-
-def test_upstream_clean_stale_shared_memory_removes_a_live_runs_memory(tmp_path, shakespeare_text):
-    from pathlib import Path
-
-    from streaming.base.util import clean_stale_shared_memory
-
-    dataset, mine = _live_dataset(tmp_path, shakespeare_text)
-    clean_stale_shared_memory()  # the upstream function: unlinks every Streaming segment, live or not
-    assert not any((Path("/dev/shm") / name).exists() for name in mine)
-    del dataset
-
-
-def test_our_cleaner_spares_live_memory_and_removes_dead(tmp_path, shakespeare_text):
-    from pathlib import Path
-
-    from loaders.shm import clean_stale_shared_memory
-
-    dataset, mine = _live_dataset(tmp_path, shakespeare_text)
-    stale = Path("/dev/shm") / "000999_barrier"
-    stale.write_bytes(b"\0" * 8)  # what a SIGKILLed run leaves: a segment nobody maps
-    removed = clean_stale_shared_memory()
-    assert str(stale) in removed and not stale.exists()
-    assert all((Path("/dev/shm") / name).exists() for name in mine)
-    del dataset
+    kw = dict(local=str(ds / "train"), batch_size=4, shuffle=True, shuffle_seed=3)
+    first = TokenSamples(**kw)
+    epoch0, epoch1 = _epoch_order(first), _epoch_order(first)
+    assert epoch0 != epoch1
+    # Composer checkpoints an epoch end as sample_in_epoch 0; upstream still names the finished epoch
+    upstream = StreamingDataset.state_dict(first, 0, True)
+    assert upstream["epoch"] == 1 and upstream["sample_in_epoch"] == 0  # epoch 1 was the last one iterated
+    first.set_epoch_finished(True)
+    ours = first.state_dict(0, True)
+    assert ours["epoch"] == 2
+    del first
+    for state, expected in ((upstream, epoch1), (ours, None)):
+        resumed = TokenSamples(**kw)
+        resumed.load_state_dict(state)
+        order = _epoch_order(resumed)
+        if expected is not None:
+            assert order == expected  # the bug: the finished epoch is served again
+        else:
+            assert order not in (epoch0, epoch1) and sorted(order) == sorted(epoch0)  # a new epoch's order
+        del resumed

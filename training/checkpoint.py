@@ -131,3 +131,12 @@ def _point(link: Path, target: Path) -> None:
         tmp.unlink()
     os.symlink(target.name, tmp)
     os.replace(tmp, link)
+
+
+def saved_fingerprint(path: str) -> Optional[dict]:
+    """The ResumeGuard fingerprint stored in a checkpoint (memory-mapped: the weights are not read)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as e:  # noqa: BLE001 - truncated zips and pickles raise many types
+        raise CheckpointError(f"cannot read checkpoint {path} ({type(e).__name__}: {e})") from None
+    return state.get("state", {}).get("callbacks", {}).get("ResumeGuard", {}).get("fingerprint")

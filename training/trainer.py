@@ -23,7 +23,7 @@ from composer.utils import dist, reproducibility
 
 from callbacks.console import ConsoleSummaryLogger
 from callbacks.jsonl_logger import JSONLinesLogger
-from callbacks.resume_guard import ResumeGuard
+from callbacks.resume_guard import ResumeGuard, check_fingerprint
 from callbacks.sample_ids import SampleIdLogger
 from gpt import GPTConfig
 from loaders.dataset import (
@@ -39,10 +39,11 @@ from loaders.dataset import (
 from loaders.metadata import DatasetMetadata
 from loaders.shm import clean_stale_shared_memory
 from loaders.tokenizer import Tokenizer
-from training.checkpoint import repair_latest, save_model_config
+from training.checkpoint import LATEST, repair_latest, saved_fingerprint, save_model_config
 from training.config import ConfigError, TrainConfig, to_yaml
 from training.model import ComposerGPT
 from training.workarounds import (
+    MarkEpochEnds,
     RestoreRNGOnResume,
     WandBLoggerNoArtifacts,
     restore_rng_on_resume,
@@ -198,9 +199,12 @@ def _plain_config(cfg: TrainConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
+SCHEDULE_KEYS = frozenset({"max_duration", "optimizer", "scheduler", "grad_clip_norm"})  # changes warn only
+
+
 def run_fingerprint(cfg: TrainConfig, data: RunData, model: ComposerGPT) -> dict:
     """What a resumed run must share with its checkpoint to replay it exactly (see callbacks/resume_guard.py)."""
-    gpt = model.config
+    gpt, plain = model.config, _plain_config(cfg)
     fp = {
         "global_train_batch_size": cfg.global_train_batch_size,
         "seq_len": data.meta.seq_len,
@@ -209,6 +213,7 @@ def run_fingerprint(cfg: TrainConfig, data: RunData, model: ComposerGPT) -> dict
         "data.shuffle_seed": cfg.data.shuffle_seed if cfg.data.shuffle_seed is not None else cfg.seed,
         "data.num_canonical_nodes": cfg.data.num_canonical_nodes,
         **{f"model.{k}": getattr(gpt, k) for k in ("n_layer", "n_head", "n_embd", "vocab_size", "bias")},
+        **{key: plain[key] for key in SCHEDULE_KEYS},
     }
     for i, (src, meta) in enumerate(data.metas.items()):  # by position: a moved (same) dataset still matches
         fp["data" if len(data.metas) == 1 else f"data.stream{i}"] = {
@@ -235,11 +240,11 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
     algorithms = [] if cfg.grad_clip_norm <= 0 else [
         GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm)
     ]
-    callbacks = [*build_callbacks(cfg), ResumeGuard(run_fingerprint(cfg, data, model), strict=autoresume),
-                 RestoreRNGOnResume()]
+    guard = ResumeGuard(run_fingerprint(cfg, data, model), strict=autoresume, soft=SCHEDULE_KEYS)
+    callbacks = [*build_callbacks(cfg), guard, RestoreRNGOnResume(), MarkEpochEnds()]
     if cfg.log_sample_ids:
         callbacks.append(SampleIdLogger())
-    check_checkpoints(cfg, autoresume)
+    check_checkpoints(cfg, autoresume, guard)
     with warnings.catch_warnings():
         # We pass ConsoleSummaryLogger on purpose (it filters per-parameter norms); Composer warns about that.
         warnings.filterwarnings("ignore", message="Specifying the ConsoleLogger via `loggers`")
@@ -275,14 +280,25 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
     return trainer
 
 
-def check_checkpoints(cfg: TrainConfig, autoresume: bool) -> None:
-    """Fail early on a missing ``load_path``; before autoresume, make ``latest`` name a readable checkpoint."""
+def check_checkpoints(cfg: TrainConfig, autoresume: bool, guard: ResumeGuard) -> None:
+    """Before Composer loads anything: fail on a missing ``load_path``, make ``latest`` name a readable
+    checkpoint (autoresume), and compare the checkpoint's fingerprint with this run's (a changed model shape
+    would otherwise fail inside Composer's weight loading with a size-mismatch traceback)."""
     if cfg.load_path and not is_remote(cfg.load_path) and not os.path.exists(cfg.load_path):
         raise ConfigError(f"load_path {cfg.load_path} does not exist; point it at a checkpoint file (ep*-ba*-rank0.pt)")
-    if autoresume and cfg.save_folder and not is_remote(cfg.save_folder) and dist.get_global_rank() == 0:
+    local_save = bool(cfg.save_folder) and not is_remote(cfg.save_folder)
+    if autoresume and local_save and dist.get_global_rank() == 0:
         for note in repair_latest(cfg.save_folder):
             print(f"warning: {note}", flush=True)
     dist.barrier()
+    source, strict = None, True
+    if autoresume and local_save and os.path.exists(os.path.join(cfg.save_folder, LATEST)):
+        source = os.path.join(cfg.save_folder, LATEST)  # resuming this run: it must replay
+    elif cfg.load_path and not is_remote(cfg.load_path):
+        source, strict = cfg.load_path, False  # a new run from another's checkpoint: changes are on purpose
+    if source is not None:
+        check_fingerprint(saved_fingerprint(source), guard.fingerprint, strict=strict, soft=guard.soft)
+        guard.checked = True
 
 
 def describe_run(cfg: TrainConfig, model: ComposerGPT, data: RunData) -> str:

@@ -33,13 +33,24 @@ class WandBLoggerNoArtifacts(WandBLogger):
 class RestoreRNGOnResume(Callback):
     """Composer 0.32.1 bug: on a mid-epoch resume with dataset resumption (a StreamingDataset), _train_loop never
     restores the checkpoint's RNG state (only at batch_in_epoch == 0 or while spinning), so dropout differs from
-    the uninterrupted run; restore it before the first resumed batch, where spinning would have."""
+    the uninterrupted run; restore it where the uninterrupted run stood when it saved.
+
+    A checkpoint on an epoch's last batch resumes into an empty rest-of-epoch: restore at its EPOCH_END, before
+    the epoch-end eval and the next epoch's dataloader iterator draw from the RNG, as the uninterrupted run did
+    after saving. Otherwise restore at the first BATCH_START (the resumed epoch's iterator has drawn its seed by
+    then, as it had in the uninterrupted run).
+    """
 
     def __init__(self) -> None:
         self.trainer: Trainer | None = None
 
+    def epoch_end(self, state: State, logger: Logger) -> None:
+        self._restore()
+
     def batch_start(self, state: State, logger: Logger) -> None:
-        del state, logger
+        self._restore()
+
+    def _restore(self) -> None:
         if self.trainer is not None and self.trainer._rng_state is not None:
             reproducibility.load_rng_state(self.trainer._rng_state)
             self.trainer._rng_state = None
@@ -51,3 +62,20 @@ def restore_rng_on_resume(trainer: Trainer) -> None:
     for cb in trainer.state.callbacks:
         if isinstance(cb, RestoreRNGOnResume):
             cb.trainer = trainer
+
+
+class MarkEpochEnds(Callback):
+    """Tell the train dataset when an epoch ended, for TokenSamples.state_dict's epoch-end fix (loaders/dataset.py):
+    Composer 0.32.1 checkpoints an epoch end as (finished epoch, sample 0) of a StreamingDataset."""
+
+    def epoch_end(self, state: State, logger: Logger) -> None:
+        self._set(state, True)
+
+    def epoch_start(self, state: State, logger: Logger) -> None:
+        self._set(state, False)
+
+    @staticmethod
+    def _set(state: State, finished: bool) -> None:
+        dataset = getattr(state.train_dataloader, "dataset", None)
+        if hasattr(dataset, "set_epoch_finished"):
+            dataset.set_epoch_finished(finished)
