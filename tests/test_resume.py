@@ -172,3 +172,17 @@ def test_resume_across_epochs_including_an_epoch_end_checkpoint(tmp_path, shakes
     epoch1 = {i for s in range(epoch_len + 1, 2 * epoch_len + 1) for i in ids[s]}
     assert len(epoch0) == len(epoch1) == epoch_len * 32  # no sample twice within an epoch
     assert [ids[s] for s in range(1, 4)] != [ids[epoch_len + s] for s in range(1, 4)]
+
+
+def test_progress_bar_starts_at_the_resumed_step(dataset, tmp_path):
+    import re
+
+    run = tmp_path / "pb"
+    args = tiny_args(dataset, tmp_path, "run_name=pb", "max_duration=200ba", "save_interval=10ba",
+                     "eval_interval=1000ba", "progress_bar=true")
+    kill_when(start_train(args, tmp_path / "first.log"), lambda: last_step(run) >= 25)
+    resumed_from = int((run / "checkpoints" / "latest-rank0.pt").resolve().name.split("-ba")[1].split("-")[0])
+    proc = run_train(args)
+    bars = [int(n) for n in re.findall(r"train +\d+%\|[^\n]*?\| (\d+)/200 \[", proc.stderr)]
+    shown = [n for n in bars if n]  # (tqdm draws an empty bar once before Composer moves it to the timestamp)
+    assert shown and shown[0] == resumed_from >= 20 and shown[-1] == 200, bars[:5]
