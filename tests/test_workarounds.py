@@ -140,3 +140,38 @@ def test_upstream_epoch_end_state_replays_the_finished_epoch(tmp_path, shakespea
         else:
             assert order not in (epoch0, epoch1) and sorted(order) == sorted(epoch0)  # a new epoch's order
         del resumed
+
+
+_SIGNAL_PROBE = """
+import os, sys
+sys.path.insert(0, {repo!r})
+import torch.distributed as td
+from composer.utils import dist
+td.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=int(os.environ["RANK"]), world_size=2)
+upstream = dist.get_node_signal_file_name()
+from training.workarounds import per_node_signal_files
+per_node_signal_files()
+print(upstream, dist.get_node_signal_file_name())
+"""
+
+
+def test_signal_file_names_per_node():
+    """Two single-rank "nodes": upstream hands both the same signal file name; ours one each."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.train_utils import REPO
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = _SIGNAL_PROBE.format(repo=str(REPO), port=port)
+    procs = [subprocess.Popen([sys.executable, "-c", code], text=True, stdout=subprocess.PIPE,
+                              env={**__import__("os").environ, "RANK": str(r), "NODE_RANK": str(r), "WORLD_SIZE": "2",
+                                   "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}) for r in (0, 1)]
+    outs = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    (up0, ours0), (up1, ours1) = outs
+    assert up0 == up1 and up0.startswith("._signal_file_node0_")  # the bug: node 1 gets node 0's file
+    assert ours0 != ours1 and ours1.endswith("-node1")

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -79,11 +80,14 @@ def sample(model: GPT, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 
     return tokenizer.decode(out[0].tolist())
 
 
-_CKPT = re.compile(r"^ep(\d+)-ba(\d+)-rank0\.pt$")
+_CKPT = re.compile(r"^ep(\d+)-ba(\d+)(-rank0\.pt)?$")  # a monolithic file, or a sharded (FSDP) folder
 
 
 def readable(path: Path) -> Optional[str]:
-    """None when ``path`` is a complete torch checkpoint (zip with intact CRCs), else what is wrong with it."""
+    """None when ``path`` is a complete checkpoint, else what is wrong with it. A file must be a zip with intact
+    CRCs; a sharded folder must hold torch.distributed.checkpoint's ``.metadata``, which is written last."""
+    if path.is_dir():
+        return None if (path / ".metadata").is_file() else "a sharded checkpoint without .metadata (save cut short)"
     try:
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()
@@ -101,7 +105,7 @@ def repair_latest(save_folder: str, latest_name: str = LATEST) -> list[str]:
     pointed at the newest good checkpoint. Raises CheckpointError when none is readable.
     """
     folder = Path(save_folder)
-    ckpts = sorted((p for p in folder.glob("ep*-ba*-rank0.pt") if _CKPT.match(p.name)),
+    ckpts = sorted((p for p in folder.glob("ep*-ba*") if _CKPT.match(p.name)),
                    key=lambda p: int(_CKPT.match(p.name).group(2)), reverse=True)  # type: ignore[union-attr]
     if not ckpts:
         return []
@@ -116,6 +120,8 @@ def repair_latest(save_folder: str, latest_name: str = LATEST) -> list[str]:
                 notes.append(f"resuming from {ckpt} (latest pointed at {target or 'nothing'})")
             return notes
         aside = ckpt.with_name(ckpt.name + ".corrupt")
+        if aside.is_dir():
+            shutil.rmtree(aside)
         os.replace(ckpt, aside)
         notes.append(f"checkpoint {ckpt} is unreadable: {problem}; moved it to {aside.name}")
     raise CheckpointError(
@@ -134,7 +140,10 @@ def _point(link: Path, target: Path) -> None:
 
 
 def saved_fingerprint(path: str) -> Optional[dict]:
-    """The ResumeGuard fingerprint stored in a checkpoint (memory-mapped: the weights are not read)."""
+    """The ResumeGuard fingerprint stored in a monolithic checkpoint (memory-mapped: the weights are not read).
+    None for a sharded folder: its callback state is only read by Composer's loader (ResumeGuard checks then)."""
+    if os.path.isdir(path):
+        return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as e:  # noqa: BLE001 - truncated zips and pickles raise many types

@@ -83,6 +83,16 @@ class WandbConfig:
 
 
 @dataclass
+class FSDPConfig:
+    """Options for ``parallelism=fsdp`` (Composer's FSDP2: each transformer block is its own shard unit)."""
+
+    state_dict_type: str = "sharded"  # sharded (.distcp per rank) | full (one file, gathered on rank 0)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward
+    reshard_after_forward: bool = True  # ZeRO-3 (True) or ZeRO-2-like (False)
+    mixed_precision: str = "DEFAULT"  # DEFAULT | PURE | FULL: FSDP2's policy for precision=amp_bf16
+
+
+@dataclass
 class TrainConfig:
     run_name: Optional[str] = None  # set it to get autoresume: re-running continues from the latest checkpoint
     runs_root: str = "runs"
@@ -92,6 +102,8 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    parallelism: str = "ddp"  # ddp | fsdp (with options under fsdp:)
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     global_train_batch_size: int = 512  # samples (sequences) per optimizer step, over all ranks
     device_train_microbatch_size: int = 16
     device_eval_batch_size: Optional[int] = None  # default: device_train_microbatch_size
@@ -118,6 +130,7 @@ class TrainConfig:
 
 
 PRECISIONS = ("fp32", "amp_bf16")
+PARALLELISMS = ("ddp", "fsdp")
 
 
 def load_config(yaml_path: Optional[str], overrides: Sequence[str] = ()) -> TrainConfig:
@@ -179,7 +192,7 @@ def _field_type(f: dataclasses.Field) -> Any:
     t = f.type
     if isinstance(t, str):
         t = {c.__name__: c for c in (DataConfig, ModelConfig, OptimizerConfig, SchedulerConfig,
-                                     WandbConfig, StreamConfig)}.get(t, t)
+                                     WandbConfig, StreamConfig, FSDPConfig)}.get(t, t)
     return t
 
 
@@ -187,6 +200,10 @@ def validate(cfg: TrainConfig) -> None:
     """Checks that need more than one key; each failure names the keys and the fix."""
     if (cfg.data.path is None) == (not cfg.data.streams):
         raise ConfigError("set exactly one of data.path (one dataset) or data.streams (a mixture)")
+    if cfg.parallelism not in PARALLELISMS:
+        raise ConfigError(f"parallelism={cfg.parallelism!r}; valid: {', '.join(PARALLELISMS)}")
+    if cfg.fsdp.state_dict_type not in ("sharded", "full"):
+        raise ConfigError(f"fsdp.state_dict_type={cfg.fsdp.state_dict_type!r}; valid: sharded, full")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision={cfg.precision!r}; valid: {', '.join(PRECISIONS)}")
     for key in ("global_train_batch_size", "device_train_microbatch_size"):

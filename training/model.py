@@ -21,6 +21,9 @@ class ComposerGPT(ComposerModel):
     def __init__(self, config: GPTConfig, token_bytes: torch.Tensor):
         super().__init__()
         self.model = GPT(config)
+        # Composer's FSDP2 policy asks the ComposerModel's child which of its modules to shard on their own
+        self.model.fsdp_wrap_fn = self.fsdp_wrap_fn
+        self.model.activation_checkpointing_fn = self.activation_checkpointing_fn
         self.config = config
         self._train_flops_per_token = self.model.flops_per_token(config.block_size)
         self.val_metrics = eval_metrics(token_bytes)

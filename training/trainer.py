@@ -19,7 +19,7 @@ from composer.algorithms import GradientClipping
 from composer.callbacks import LRMonitor, OptimizerMonitor, RuntimeEstimator, SpeedMonitor
 from composer.core import DataSpec, Evaluator
 from composer.optim import CosineAnnealingWithWarmupScheduler, DecoupledAdamW
-from composer.utils import dist, reproducibility
+from composer.utils import FSDP2Config, dist, reproducibility
 
 from callbacks.console import ConsoleSummaryLogger
 from callbacks.jsonl_logger import JSONLinesLogger
@@ -44,6 +44,7 @@ from training.config import ConfigError, TrainConfig, to_yaml
 from training.model import ComposerGPT
 from training.workarounds import (
     MarkEpochEnds,
+    per_node_signal_files,
     RestoreRNGOnResume,
     WandBLoggerNoArtifacts,
     restore_rng_on_resume,
@@ -245,6 +246,7 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
     if cfg.log_sample_ids:
         callbacks.append(SampleIdLogger())
     check_checkpoints(cfg, autoresume, guard)
+    per_node_signal_files()
     with warnings.catch_warnings():
         # We pass ConsoleSummaryLogger on purpose (it filters per-parameter norms); Composer warns about that.
         warnings.filterwarnings("ignore", message="Specifying the ConsoleLogger via `loggers`")
@@ -272,12 +274,22 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
             device=device,
             precision=cfg.precision,
             device_train_microbatch_size=cfg.device_train_microbatch_size,
+            parallelism_config=parallelism_config(cfg),
             seed=cfg.seed,
             python_log_level=cfg.python_log_level,
         )
     skip_engine_debug_log(trainer)
     restore_rng_on_resume(trainer)
     return trainer
+
+
+def parallelism_config(cfg: TrainConfig) -> Optional[dict]:
+    """DDP (Composer's default for several ranks) or FSDP2; FSDP1's path in Composer 0.32.1 needs CUDA."""
+    if cfg.parallelism != "fsdp":
+        return None
+    f = cfg.fsdp
+    return {"fsdp": FSDP2Config(state_dict_type=f.state_dict_type, activation_checkpointing=f.activation_checkpointing,
+                                reshard_after_forward=f.reshard_after_forward, mixed_precision=f.mixed_precision)}
 
 
 def check_checkpoints(cfg: TrainConfig, autoresume: bool, guard: ResumeGuard) -> None:

@@ -10,6 +10,7 @@ import os
 from composer import Trainer
 from composer.core import Callback, State
 from composer.loggers import Logger, WandBLogger
+from composer.utils import dist as composer_dist
 from composer.utils import reproducibility
 
 
@@ -79,3 +80,18 @@ class MarkEpochEnds(Callback):
         dataset = getattr(state.train_dataloader, "dataset", None)
         if hasattr(dataset, "set_epoch_finished"):
             dataset.set_epoch_finished(finished)
+
+
+def per_node_signal_files() -> None:
+    """Composer 0.32.1 bug: dist.get_node_signal_file_name broadcasts rank 0's name ('._signal_file_node0_…') to every
+    node, so nodes sharing a save folder (NFS, Lustre) create and delete the same file during autoresume and one
+    crashes with FileNotFoundError; give each node its own name. Process-wide and idempotent."""
+    if getattr(composer_dist.get_node_signal_file_name, "per_node", False):
+        return
+    upstream = composer_dist.get_node_signal_file_name
+
+    def node_signal_file_name(rng=None) -> str:
+        return f"{upstream(rng)}-node{composer_dist.get_node_rank()}"
+
+    node_signal_file_name.per_node = True  # type: ignore[attr-defined]
+    composer_dist.get_node_signal_file_name = node_signal_file_name
