@@ -3,6 +3,9 @@
 Output is atomic: everything goes to a sibling ``DIR.partial`` and is renamed to ``DIR`` only when complete, with
 ``metadata.json`` written last. A crash, Ctrl-C or kill therefore never leaves a finished-looking dataset at
 ``DIR`` (a stale ``DIR.partial`` left by SIGKILL is removed by the next run).
+
+An ``s3://bucket/prefix`` output is converted the same way into a local temporary folder (under ``TMPDIR``), then
+uploaded with ``metadata.json`` last (see :mod:`loaders.remote`); the bucket is checked before any tokenizing.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -18,8 +22,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from loaders import remote
 from loaders.errors import InputError, OptionError, OutputExistsError
-from loaders.metadata import COLUMN, TOKENIZER_DIR, DatasetMetadata, SplitStats
+from loaders.metadata import COLUMN, METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, SplitStats, tokenizer_files
 from loaders.packing import Packer
 from loaders.sources import Document, expand_inputs, iter_documents
 from loaders.tokenizer import Tokenizer, load_tokenizer, token_dtype
@@ -40,19 +45,31 @@ def convert(inputs: list[str], out: str, tokenizer: str, seq_len: int, val_fract
             size_limit: int = 1 << 26, progress: bool = True) -> DatasetMetadata:
     """Convert text files into an MDS dataset at ``out`` (``train/``, maybe ``val/``, ``tokenizer/``, metadata).
 
-    Everything that can be checked up front (options, inputs, tokenizer, output) is, before anything is written.
-    ``compression`` may be ``"none"``. Raises :class:`~loaders.errors.DataError` subclasses for bad input.
+    ``out`` is a folder or an ``s3://bucket/prefix``. Everything that can be checked up front (options, inputs,
+    bucket, tokenizer, output) is, before anything is written. ``compression`` may be ``"none"``. Raises
+    :class:`~loaders.errors.DataError` subclasses for bad input.
     """
     check_options(seq_len, val_fraction, text_key, compression, size_limit)
-    if _URL.match(out):
-        raise OptionError(f"--out {out} is a remote URL; convert into a local folder, then upload it whole "
-                          "(e.g. aws s3 sync DIR s3://bucket/DIR) so readers never see a partial dataset")
     paths = expand_inputs(inputs)
-    out_dir = Path(out).expanduser()
-    check_output(out_dir, overwrite, paths)
-    tok = load_tokenizer(tokenizer)
     settings = _Settings(seq_len, val_fraction, text_key, None if compression == "none" else compression,
                          size_limit, progress)
+    if not _URL.match(out):
+        return _convert_local(paths, Path(out).expanduser(), tokenizer, settings, overwrite)
+    check_remote_output(out, overwrite)
+    work = Path(tempfile.mkdtemp(prefix="convert_to_mds-"))
+    try:
+        meta = _convert_local(paths, work / "dataset", tokenizer, settings, overwrite=False)
+        publish_remote(work / "dataset", out, overwrite, progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return meta
+
+
+def _convert_local(paths: list[Path], out_dir: Path, tokenizer: str, settings: _Settings,
+                   overwrite: bool) -> DatasetMetadata:
+    """The atomic local conversion: ``out_dir.partial`` filled, then renamed to ``out_dir``."""
+    check_output(out_dir, overwrite, paths)
+    tok = load_tokenizer(tokenizer)
     partial = _fresh_partial(out_dir)
     try:
         meta = _convert_into(partial, paths, tok, settings)
@@ -86,6 +103,27 @@ def check_options(seq_len: int, val_fraction: float, text_key: str, compression:
                           "(optionally NAME:LEVEL) or none")
     if not 0 < size_limit < 1 << 32:
         raise OptionError(f"--size-limit must be in (0, 2**32) bytes, got {size_limit}; e.g. 67108864 (64 MiB)")
+
+
+def check_remote_output(url: str, overwrite: bool) -> None:
+    """Refuse a non-empty bucket prefix without ``overwrite``; fail on a missing bucket, refused credentials or
+    an unreachable endpoint now, not after the tokenizing."""
+    if remote.exists(url) and not overwrite:
+        raise OutputExistsError(f"--out {url} already holds objects; pass --overwrite to replace them, or choose "
+                                "another prefix")
+
+
+def publish_remote(local: Path, url: str, overwrite: bool, progress: bool) -> None:
+    """Upload a finished local dataset. Old objects (``--overwrite``) are deleted only now, so the old dataset
+    stays readable during the conversion; ``metadata.json`` goes first on delete and last on upload, so the
+    prefix never looks finished while it is not."""
+    up = remote.uploader(url, local)
+    if remote.exists(url, up):
+        if not overwrite:
+            raise OutputExistsError(f"--out {url} received objects while converting; pass --overwrite to replace "
+                                    "them, or choose another prefix")
+        remote.delete_prefix(url, first=[METADATA_FILE], up=up)
+    remote.upload_dir(local, url, last=[METADATA_FILE], progress=progress)
 
 
 def check_output(out_dir: Path, overwrite: bool, inputs: list[Path]) -> None:
@@ -190,13 +228,14 @@ def _convert_into(partial: Path, paths: list[Path], tok: Tokenizer, s: _Settings
                          f"texts); check the paths and --text-key")
     stats = {n: w.finish() for n, w in splits.items()}
     _check_split_sizes(stats, partial, s.seq_len)
-    meta = DatasetMetadata(
-        tokenizer=tok.identity(), vocab_size=tok.vocab_size, eos_id=tok.eos_id, seq_len=s.seq_len,
+    tok.save(partial / TOKENIZER_DIR)
+    meta = DatasetMetadata(  # the tokenizer's file list lets a reader of a bucket fetch it (no listing needed)
+        tokenizer={**tok.identity(), "files": tokenizer_files(partial / TOKENIZER_DIR)},
+        vocab_size=tok.vocab_size, eos_id=tok.eos_id, seq_len=s.seq_len,
         dtype=token_dtype(tok.vocab_size), splits=stats,
         source={"inputs": [str(p) for p in paths], "val_fraction": s.val_fraction, "text_key": s.text_key,
-                "split_rule": _SPLIT_RULE},
+                "split_rule": _SPLIT_RULE, "compression": s.compression, "size_limit": s.size_limit},
     )
-    tok.save(partial / TOKENIZER_DIR)
     meta.write(partial)  # last: its presence marks a finished dataset
     return meta
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
+import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,11 +19,16 @@ from composer.core import DataSpec
 from streaming import Stream, StreamingDataset
 from torch.utils.data import DataLoader
 
-from loaders.errors import MetadataError
+from loaders.errors import MetadataError, OptionError, RemoteError
 from loaders.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, read_metadata
+from loaders.remote import download_file, endpoint, list_keys
 from loaders.tokenizer import Tokenizer, load_tokenizer
 
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")
+ROOT_LOCK = ".root_files.lock"
 
 
 def is_remote(path: str) -> bool:
@@ -51,7 +58,109 @@ class LoaderSettings:
     num_workers: int = 0
 
 
-class TokenSamples(StreamingDataset):
+class BoundedCacheDataset(StreamingDataset):
+    """A StreamingDataset whose ``cache_limit`` holds while shards download concurrently.
+
+    Streaming 0.13.0 bug (``StreamingDataset.prepare_shard``): the room check (``cache_usage + shard size <=
+    cache_limit``) is made under the cache lock, but the shard's bytes are only counted once its download ends, so
+    downloads running at the same time (the prefetch thread and the reading thread of each worker, of each rank on
+    the node) all see the same free room and together overshoot the limit. Here a download reserves its shard's
+    full size (raw + zip) before the lock is released, the reservation becomes the real size when it lands, and a
+    downloader that finds the room held by other downloads waits for them instead of failing.
+    Only the ``REMOTE`` branch differs from upstream; the others are upstream's, restated so that the state is
+    read and acted on under one hold of the lock.
+    """
+
+    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
+        from streaming.base.constant import TICK
+        from streaming.base.dataset import _ShardState
+
+        if not self.cache_limit:
+            return super().prepare_shard(shard_id, blocking)
+        lock = self._cache_lock()
+        lock.acquire()
+        state = self._shard_states[shard_id]
+        if state == _ShardState.REMOTE:
+            try:
+                self._shard_states[shard_id] = _ShardState.PREPARING
+                reserved = self.shards[shard_id].get_max_size()
+                self._make_room(reserved, lock)
+                self.cache_usage += reserved
+                self._download_reserved(shard_id, reserved, lock)
+            finally:
+                lock.release()
+        elif state == _ShardState.PREPARING:  # someone else is downloading it: as upstream, maybe wait
+            lock.release()
+            while blocking and self._shard_states[shard_id] == _ShardState.PREPARING:
+                time.sleep(TICK)
+        elif state == _ShardState.LOCAL:
+            self._touch_local(shard_id, lock)
+            lock.release()
+        else:
+            lock.release()
+            raise RuntimeError(f"Invalid shard state: {state}")
+
+    def _touch_local(self, shard_id: int, lock: BaseFileLock) -> None:
+        """Upstream's LOCAL branch: decompress if only the zip is there (counting the change), mark it used."""
+        from streaming.base.dataset import _ShardState
+
+        stream, shard = self.streams[self.stream_per_shard[shard_id]], self.shards[shard_id]
+        raw_info, _ = shard.file_pairs[0]
+        if not os.path.isfile(os.path.join(stream.local, stream.split, raw_info.basename)):
+            self._shard_states[shard_id] = _ShardState.PREPARING
+            lock.release()
+            delta = stream.prepare_shard(shard)
+            lock.acquire()
+            self._shard_states[shard_id] = _ShardState.LOCAL
+            self.cache_usage += delta
+        self._shard_access_times[shard_id] = time.time_ns()
+
+    def _cache_lock(self) -> BaseFileLock:
+        from filelock import FileLock
+        from streaming.base.constant import CACHE_FILELOCK
+
+        if not hasattr(self, CACHE_FILELOCK):  # as upstream: created lazily (not picklable)
+            self._cache_filelock = FileLock(self._cache_filelock_path)
+        return self._cache_filelock
+
+    def _make_room(self, needed: int, lock: BaseFileLock) -> None:
+        """Evict the coldest local shards until ``needed`` fits; while only in-flight downloads hold the room,
+        let go of the lock and wait for them. Called and returns with ``lock`` held."""
+        from streaming.base.constant import TICK
+        from streaming.base.dataset import _ShardState
+
+        while self.cache_limit < self.cache_usage + needed:
+            states = self._shard_states.numpy()
+            if (states == _ShardState.LOCAL).any():
+                self._evict_coldest_shard()
+            elif (states == _ShardState.PREPARING).sum() > 1:  # besides the caller's own shard
+                lock.release()
+                time.sleep(TICK)
+                lock.acquire()
+            else:
+                raise ValueError(f"cache_limit {self.cache_limit} bytes cannot hold a {needed}-byte shard next to "
+                                 f"{self.cache_usage} bytes of index files; raise data.cache_limit")
+
+    def _download_reserved(self, shard_id: int, reserved: int, lock: BaseFileLock) -> None:
+        """Download outside the lock; swap the reservation for the bytes that landed (or drop it on failure).
+        Called and returns with ``lock`` held."""
+        from streaming.base.dataset import _ShardState
+
+        lock.release()
+        try:
+            delta = self.streams[self.stream_per_shard[shard_id]].prepare_shard(self.shards[shard_id])
+        except BaseException:
+            lock.acquire()
+            self.cache_usage -= reserved  # a failed download must not hold room forever
+            self._shard_states[shard_id] = _ShardState.REMOTE
+            raise
+        lock.acquire()
+        self.cache_usage += delta - reserved
+        self._shard_access_times[shard_id] = time.time_ns()
+        self._shard_states[shard_id] = _ShardState.LOCAL
+
+
+class TokenSamples(BoundedCacheDataset):
     """A StreamingDataset whose items are ``(sample id, tokens)``: ``seq_len + 1`` ids and where they came from."""
 
     _epoch_finished = False
@@ -92,26 +201,66 @@ def fetch_metadata(path: str, cache: Optional[str]) -> DatasetMetadata:
 
 
 def _download_root_files(remote: str, local: str) -> None:
-    from streaming.base.storage.download import CloudDownloader
+    """Refresh ``metadata.json`` and the tokenizer files it lists from ``remote`` into the cache ``local``.
 
+    Always re-read (a re-converted dataset must not be served from a stale copy), each file replaced atomically and
+    the whole refresh under a file lock, because every rank of a node does this on the same folder at once. When
+    the dataset behind ``remote`` changed, its cached splits are dropped: Streaming reuses a local ``index.json``
+    and shards of the same name without checking them against the bucket.
+    """
+    from filelock import FileLock
+
+    base = remote.rstrip("/")
     os.makedirs(local, exist_ok=True)
-    target = os.path.join(local, METADATA_FILE)
-    if os.path.exists(target):
-        os.remove(target)  # always re-read: a re-converted dataset must not be served from a stale copy
+    with FileLock(os.path.join(local, ROOT_LOCK)):
+        fresh = os.path.join(local, METADATA_FILE + ".new")
+        _fetch(f"{base}/{METADATA_FILE}", fresh,
+               "and that convert_to_mds.py finished writing there (metadata.json is uploaded last)")
+        try:
+            with open(fresh, encoding="utf-8") as f:
+                meta = DatasetMetadata.from_json(f.read(), f"{base}/{METADATA_FILE}")
+        except MetadataError:
+            os.remove(fresh)
+            raise
+        _drop_stale_cache(local, meta)
+        os.replace(fresh, os.path.join(local, METADATA_FILE))
+        for name in _tokenizer_names(base, meta):
+            _fetch(f"{base}/{TOKENIZER_DIR}/{name}", os.path.join(local, TOKENIZER_DIR, name),
+                   "and that the dataset was uploaded whole")
+
+
+def _tokenizer_names(base: str, meta: DatasetMetadata) -> list[str]:
+    """The tokenizer's files as the metadata lists them; a dataset converted before the list was recorded (and
+    copied up with e.g. ``aws s3 sync``) has none, so an s3:// one is listed instead."""
+    names = meta.tokenizer.get("files")
+    if names is None and base.startswith("s3://"):
+        return list_keys(f"{base}/{TOKENIZER_DIR}")
+    return list(names or [])
+
+
+def _fetch(url: str, dest: str, also_check: str) -> None:
+    """One download, its failure turned into a one-line error that names the object and what to check."""
     try:
-        CloudDownloader.direct_download(f"{remote.rstrip('/')}/{METADATA_FILE}", target)
-    except Exception as e:  # noqa: BLE001 - every backend raises its own types
-        raise MetadataError(
-            f"cannot read {remote.rstrip('/')}/{METADATA_FILE} ({type(e).__name__}: {e}); check the bucket, "
-            "the credentials and S3_ENDPOINT_URL, and that convert_to_mds.py finished writing there"
-        ) from None
-    meta = read_metadata(local)
-    for name in meta.tokenizer.get("files", []):
-        dest = os.path.join(local, TOKENIZER_DIR, name)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        if os.path.exists(dest):
-            os.remove(dest)
-        CloudDownloader.direct_download(f"{remote.rstrip('/')}/{TOKENIZER_DIR}/{name}", dest)
+        download_file(url, dest)
+    except RemoteError as e:
+        raise RemoteError(f"{e}; check the bucket, the credentials and S3_ENDPOINT_URL (now {endpoint()}), "
+                          f"{also_check}") from None
+
+
+def _drop_stale_cache(local: str, fresh: DatasetMetadata) -> None:
+    """Remove cached splits and tokenizer unless the cached metadata is the same record, ``source`` included: the
+    same samples cut into other shards (``--size-limit``, ``--compression``) must not meet a stale index."""
+    try:
+        cached = read_metadata(local)
+    except MetadataError:
+        cached = None
+    if cached is not None and cached.to_json() == fresh.to_json():
+        return
+    names = set(fresh.splits) | set(cached.splits if cached else ()) | {TOKENIZER_DIR}
+    for name in sorted(names):
+        path = os.path.join(local, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
 
 
 def check_compatible(metas: dict[str, DatasetMetadata]) -> DatasetMetadata:
@@ -171,15 +320,20 @@ def build_dataspec(
         )
         for s in sources
     ]
-    dataset = TokenSamples(
-        streams=streams,
-        batch_size=device_batch_size,
-        shuffle=settings.shuffle,
-        shuffle_seed=settings.shuffle_seed,
-        num_canonical_nodes=settings.num_canonical_nodes,
-        predownload=settings.predownload,
-        cache_limit=settings.cache_limit,
-    )
+    try:
+        dataset = TokenSamples(
+            streams=streams,
+            batch_size=device_batch_size,
+            shuffle=settings.shuffle,
+            shuffle_seed=settings.shuffle_seed,
+            num_canonical_nodes=settings.num_canonical_nodes,
+            predownload=settings.predownload,
+            cache_limit=settings.cache_limit,
+        )
+    except ValueError as e:  # Streaming checks the limit against the index and the largest shard at start
+        if settings.cache_limit and "cache" in str(e).lower():
+            raise OptionError(f"data.cache_limit={settings.cache_limit} ({split}): {e}") from None
+        raise
     loader = DataLoader(
         dataset,
         batch_size=device_batch_size,

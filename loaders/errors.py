@@ -23,3 +23,7 @@ class OptionError(DataError):
 
 class OutputExistsError(DataError):
     """The conversion output is not empty and --overwrite was not given."""
+
+
+class RemoteError(DataError):
+    """A bucket cannot be used: missing bucket or object, refused credentials, unreachable endpoint."""

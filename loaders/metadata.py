@@ -41,7 +41,7 @@ class DatasetMetadata:
     the last ``seq_len``. Consecutive samples overlap by one token so every token is a target once.
     """
 
-    tokenizer: dict  # {"kind": "bytes"|"hf", "name": str, "sha256": str|None}
+    tokenizer: dict  # {"kind": "bytes"|"hf", "name": str, "sha256": str|None, "files": [names under tokenizer/]}
     vocab_size: int
     eos_id: int
     seq_len: int
@@ -57,9 +57,14 @@ class DatasetMetadata:
         return self.seq_len + 1
 
     def content_digest(self) -> str:
-        """Identity of the data itself (tokenizer, packing and per-split counts), not of where it was read from."""
+        """Identity of the data itself (tokenizer, packing and per-split counts), not of where it was read from.
+
+        ``tokenizer["files"]`` (how the tokenizer is stored, for downloading it) is left out: the tokenizer's identity
+        is its sha256, and datasets converted before the list was recorded keep their digest (checkpoints match).
+        """
         d = dataclasses.asdict(self)
         d.pop("source", None)
+        d["tokenizer"] = {k: v for k, v in d["tokenizer"].items() if k != "files"}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_json(self) -> str:
@@ -91,6 +96,13 @@ class DatasetMetadata:
         with os.fdopen(fd, "w") as f:
             f.write(self.to_json())
         os.replace(tmp, directory / METADATA_FILE)
+
+
+def tokenizer_files(directory: str | os.PathLike) -> list[str]:
+    """Sorted relative names of the files in a saved tokenizer folder: what a reader of a remote dataset must
+    download (an object store cannot be listed by every backend Streaming reads from)."""
+    root = Path(directory)
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
 def read_metadata(directory: str | os.PathLike) -> DatasetMetadata:

@@ -110,7 +110,7 @@ def test_round_trip_bytes(tmp_path, read_split):
     assert train.bytes == sum(len(d.encode("utf-8")) for d in DOCS[:4])
     assert train.tokens + train.dropped_tokens == len(expected)
     assert (meta.seq_len, meta.sample_len, meta.dtype, meta.vocab_size, meta.eos_id) == (16, 17, "uint16", 257, 256)
-    assert meta.tokenizer == {"kind": "bytes", "name": "bytes", "sha256": None}
+    assert meta.tokenizer == {"kind": "bytes", "name": "bytes", "sha256": None, "files": ["bytes_tokenizer.json"]}
     assert read_metadata(out) == meta
     assert meta.source["inputs"] == [str(f) for f in files] and meta.source["val_fraction"] == 0
 
@@ -337,8 +337,8 @@ def test_bad_options_raise_data_errors(tmp_path):
                    {"seq_len": 4, "size_limit": 0}, {"seq_len": 4, "text_key": ""}]:
         with pytest.raises(OptionError):
             convert(src, str(tmp_path / "ds"), "bytes", **kwargs)
-    with pytest.raises(OptionError, match="remote URL"):
-        convert(src, "s3://bucket/ds", "bytes", 4)
+    with pytest.raises(OptionError, match="only s3://"):
+        convert(src, "gs://bucket/ds", "bytes", 4)
     with pytest.raises(OptionError, match="inside --out"):
         convert(src, str(tmp_path), "bytes", 4, overwrite=True)
     assert not (tmp_path / "ds").exists()
