@@ -18,6 +18,7 @@ from training.trainer import (
     build_model,
     build_trainer,
     describe_run,
+    fit,
     init_distributed,
     prepare_run_dir,
 )
@@ -41,8 +42,13 @@ def main(argv: list[str]) -> int:
         return 2
     if _is_rank_zero():
         print(describe_run(cfg, model, data), flush=True)
-    trainer.fit()                                        # fit
-    trainer.close()
+    try:
+        fit(trainer, cfg)                                # fit
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        trainer.close()
     return 0
 
 

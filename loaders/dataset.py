@@ -53,6 +53,8 @@ class LoaderSettings:
     shuffle: bool = True
     shuffle_seed: int = 9176
     num_canonical_nodes: Optional[int] = None
+    shuffle_algo: str = "py1e"
+    shuffle_block_size: Optional[int] = None
     predownload: Optional[int] = None
     cache_limit: Optional[str] = None
     num_workers: int = 0
@@ -79,26 +81,32 @@ class BoundedCacheDataset(StreamingDataset):
             return super().prepare_shard(shard_id, blocking)
         lock = self._cache_lock()
         lock.acquire()
-        state = self._shard_states[shard_id]
-        if state == _ShardState.REMOTE:
-            try:
-                self._shard_states[shard_id] = _ShardState.PREPARING
+        while True:  # PREPARING always means "room reserved, download running": waiters stay REMOTE
+            state = self._shard_states[shard_id]
+            if state == _ShardState.REMOTE:
                 reserved = self.shards[shard_id].get_max_size()
-                self._make_room(reserved, lock)
-                self.cache_usage += reserved
-                self._download_reserved(shard_id, reserved, lock)
-            finally:
+                if not self._make_room(reserved):
+                    lock.release()  # only downloads in flight hold the room: let them land, then look again
+                    time.sleep(TICK)
+                    lock.acquire()
+                    continue
+                try:
+                    self._shard_states[shard_id] = _ShardState.PREPARING
+                    self.cache_usage += reserved
+                    self._download_reserved(shard_id, reserved, lock)
+                finally:
+                    lock.release()
+            elif state == _ShardState.PREPARING:  # someone else is downloading it: as upstream, maybe wait
                 lock.release()
-        elif state == _ShardState.PREPARING:  # someone else is downloading it: as upstream, maybe wait
-            lock.release()
-            while blocking and self._shard_states[shard_id] == _ShardState.PREPARING:
-                time.sleep(TICK)
-        elif state == _ShardState.LOCAL:
-            self._touch_local(shard_id, lock)
-            lock.release()
-        else:
-            lock.release()
-            raise RuntimeError(f"Invalid shard state: {state}")
+                while blocking and self._shard_states[shard_id] == _ShardState.PREPARING:
+                    time.sleep(TICK)
+            elif state == _ShardState.LOCAL:
+                self._touch_local(shard_id, lock)
+                lock.release()
+            else:
+                lock.release()
+                raise RuntimeError(f"Invalid shard state: {state}")
+            return
 
     def _touch_local(self, shard_id: int, lock: BaseFileLock) -> None:
         """Upstream's LOCAL branch: decompress if only the zip is there (counting the change), mark it used."""
@@ -123,23 +131,21 @@ class BoundedCacheDataset(StreamingDataset):
             self._cache_filelock = FileLock(self._cache_filelock_path)
         return self._cache_filelock
 
-    def _make_room(self, needed: int, lock: BaseFileLock) -> None:
-        """Evict the coldest local shards until ``needed`` fits; while only in-flight downloads hold the room,
-        let go of the lock and wait for them. Called and returns with ``lock`` held."""
-        from streaming.base.constant import TICK
+    def _make_room(self, needed: int) -> bool:
+        """Evict the coldest local shards until ``needed`` fits (call with the lock held). False when only
+        downloads in flight hold the room, so the caller must wait for them to land."""
         from streaming.base.dataset import _ShardState
 
         while self.cache_limit < self.cache_usage + needed:
             states = self._shard_states.numpy()
             if (states == _ShardState.LOCAL).any():
                 self._evict_coldest_shard()
-            elif (states == _ShardState.PREPARING).sum() > 1:  # besides the caller's own shard
-                lock.release()
-                time.sleep(TICK)
-                lock.acquire()
+            elif (states == _ShardState.PREPARING).any():
+                return False
             else:
                 raise ValueError(f"cache_limit {self.cache_limit} bytes cannot hold a {needed}-byte shard next to "
                                  f"{self.cache_usage} bytes of index files; raise data.cache_limit")
+        return True
 
     def _download_reserved(self, shard_id: int, reserved: int, lock: BaseFileLock) -> None:
         """Download outside the lock; swap the reservation for the bytes that landed (or drop it on failure).
@@ -158,6 +164,33 @@ class BoundedCacheDataset(StreamingDataset):
         self.cache_usage += delta - reserved
         self._shard_access_times[shard_id] = time.time_ns()
         self._shard_states[shard_id] = _ShardState.LOCAL
+
+
+    def _ready_thread(self, it: Any) -> None:
+        """Upstream's ready thread, except that its wait for a shard re-requests the shard if it went back to
+        REMOTE meanwhile.
+
+        Streaming 0.13.0 bug (``StreamingDataset._ready_thread``): it asks for a shard only if the shard is REMOTE
+        when first looked at, then polls until it is LOCAL. Under ``cache_limit`` the shard can land and be evicted
+        (or its download fail) between two polls; nobody fetches it again and the epoch hangs forever.
+        """
+        from streaming.base.constant import TICK
+        from streaming.base.dataset import _ShardState
+
+        while not it.should_exit() and it.ready_index < it.total and not self._event.is_set():
+            if self.predownload is not None and self.predownload < it.ready_index - it.yield_index:
+                time.sleep(TICK)
+                continue
+            sample_id = it.sample_ids[it.ready_index]
+            if sample_id != -1:
+                shard_id, _ = self.spanner[sample_id]
+                while self._shard_states[shard_id] != _ShardState.LOCAL and not self._event.is_set():
+                    if self._shard_states[shard_id] == _ShardState.REMOTE:
+                        self.prepare_shard(shard_id, False)
+                    else:
+                        time.sleep(TICK)
+            it.ready_index += 1
+        it.on_exit()
 
 
 class TokenSamples(BoundedCacheDataset):
@@ -327,6 +360,8 @@ def build_dataspec(
             shuffle=settings.shuffle,
             shuffle_seed=settings.shuffle_seed,
             num_canonical_nodes=settings.num_canonical_nodes,
+            shuffle_algo=settings.shuffle_algo,
+            shuffle_block_size=settings.shuffle_block_size,
             predownload=settings.predownload,
             cache_limit=settings.cache_limit,
         )

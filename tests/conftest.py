@@ -47,3 +47,25 @@ def read_split():
         return np.stack([ds[i]["tokens"] for i in range(len(ds))])
 
     return read
+
+
+@pytest.fixture(autouse=True)
+def _reap_children():
+    """Kill whatever a test left running (a timed-out run and its launcher's workers), so that a failure stays
+    one failure instead of holding shared memory, ports and CPU for the tests after it."""
+    import psutil
+
+    yield
+    left = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "multiprocessing" not in " ".join(child.cmdline()):  # spare Python's own resource tracker
+                left.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    for child in left:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(left, timeout=10)

@@ -12,6 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.s3 import closed_port, error_line, run_convert
@@ -265,6 +266,42 @@ def test_upstream_cache_limit_overshoots_with_concurrent_downloads(s3_process_en
             break
     assert max(upstream) > limit, (upstream, limit)
     assert max(ours) <= limit, (ours, limit)
+
+
+def _ready_thread_gets_stuck(cls: type, remote: Path, cache: Path) -> bool:
+    """Run the dataset's ready thread on one sample whose shard is being downloaded, then let the shard go back to
+    REMOTE (it landed and was evicted, or its download failed) before the thread looks again."""
+    from streaming.base.dataset import _Iterator, _ShardState
+
+    ds = cls(remote=str(remote), local=str(cache), shuffle=False, batch_size=1, cache_limit=10**9)
+    ds._event = threading.Event()
+    it = _Iterator(np.array([0], dtype=np.int64))
+    ds._shard_states[0] = _ShardState.PREPARING  # the prefetch thread has it
+    thread = threading.Thread(target=ds._ready_thread, args=(it,), daemon=True)
+    thread.start()
+    time.sleep(0.3)  # the ready thread is now polling for LOCAL
+    ds._shard_states[0] = _ShardState.REMOTE
+    thread.join(timeout=5)
+    stuck = thread.is_alive()
+    assert stuck or ds._shard_states[0] == _ShardState.LOCAL
+    ds._event.set()  # lets upstream's poll loop end
+    thread.join(timeout=5)
+    del ds, it
+    gc.collect()
+    return stuck
+
+
+def test_upstream_ready_thread_hangs_on_a_shard_evicted_between_polls(tmp_path, shakespeare_text):
+    """Streaming 0.13.0's ready thread waits forever for a shard that went back to REMOTE while it polled; this
+    hung a cache_limit training run. BoundedCacheDataset's ready thread fetches it again."""
+    from streaming import StreamingDataset
+
+    from loaders.dataset import BoundedCacheDataset
+    from tests.train_utils import make_dataset
+
+    ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=SEQ_LEN, val_fraction=0)
+    assert _ready_thread_gets_stuck(StreamingDataset, ds / "train", tmp_path / "upstream")
+    assert not _ready_thread_gets_stuck(BoundedCacheDataset, ds / "train", tmp_path / "ours")
 
 
 def _read_remote_split(url: str, cache: Path) -> list:

@@ -35,6 +35,8 @@ class DataConfig:
     shuffle: bool = True
     shuffle_seed: Optional[int] = None  # default: the run's seed
     num_canonical_nodes: Optional[int] = None
+    shuffle_algo: str = "py1e"  # Streaming's default; py1b / py1br / py1s / py2s / naive also accepted
+    shuffle_block_size: Optional[int] = None  # samples per shuffle block (Streaming's default: 4M / nodes)
     predownload: Optional[int] = None
     cache_limit: Optional[str] = None
     num_workers: int = 0
@@ -130,6 +132,7 @@ class TrainConfig:
 
 
 PRECISIONS = ("fp32", "amp_bf16")
+SHUFFLE_ALGOS = ("py1e", "py1b", "py1br", "py1s", "py2s", "naive")  # Streaming 0.13.0's
 PARALLELISMS = ("ddp", "fsdp")
 
 
@@ -206,6 +209,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"fsdp.state_dict_type={cfg.fsdp.state_dict_type!r}; valid: sharded, full")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision={cfg.precision!r}; valid: {', '.join(PRECISIONS)}")
+    if cfg.data.shuffle_algo not in SHUFFLE_ALGOS:
+        raise ConfigError(f"data.shuffle_algo={cfg.data.shuffle_algo!r}; valid: {', '.join(SHUFFLE_ALGOS)}")
     for key in ("global_train_batch_size", "device_train_microbatch_size"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {getattr(cfg, key)}")

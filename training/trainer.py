@@ -40,6 +40,8 @@ from loaders.metadata import DatasetMetadata
 from loaders.shm import clean_stale_shared_memory
 from loaders.tokenizer import Tokenizer
 from training.checkpoint import LATEST, repair_latest, saved_fingerprint, save_model_config
+from training.remote_checkpoints import (bucket_folder, check_bucket, fetch_newest_checkpoint, local_folder,
+                                         remote_saver, upload_failure)
 from training.config import ConfigError, TrainConfig, to_yaml
 from training.model import ComposerGPT
 from training.workarounds import (
@@ -125,6 +127,8 @@ def build_data(cfg: TrainConfig) -> RunData:
         shuffle=cfg.data.shuffle,
         shuffle_seed=cfg.seed if cfg.data.shuffle_seed is None else cfg.data.shuffle_seed,
         num_canonical_nodes=cfg.data.num_canonical_nodes,
+        shuffle_algo=cfg.data.shuffle_algo,
+        shuffle_block_size=cfg.data.shuffle_block_size,
         predownload=cfg.data.predownload,
         cache_limit=cfg.data.cache_limit,
         num_workers=cfg.data.num_workers,
@@ -213,6 +217,8 @@ def run_fingerprint(cfg: TrainConfig, data: RunData, model: ComposerGPT) -> dict
         "data.shuffle": cfg.data.shuffle,
         "data.shuffle_seed": cfg.data.shuffle_seed if cfg.data.shuffle_seed is not None else cfg.seed,
         "data.num_canonical_nodes": cfg.data.num_canonical_nodes,
+        "data.shuffle_algo": cfg.data.shuffle_algo,
+        "data.shuffle_block_size": cfg.data.shuffle_block_size,
         **{f"model.{k}": getattr(gpt, k) for k in ("n_layer", "n_head", "n_embd", "vocab_size", "bias")},
         **{key: plain[key] for key in SCHEDULE_KEYS},
     }
@@ -245,6 +251,9 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
     callbacks = [*build_callbacks(cfg), guard, RestoreRNGOnResume(), MarkEpochEnds()]
     if cfg.log_sample_ids:
         callbacks.append(SampleIdLogger())
+    saver = remote_saver(cfg)  # None: Composer's own saver, from save_folder
+    if saver is not None:
+        callbacks.append(saver)
     check_checkpoints(cfg, autoresume, guard)
     per_node_signal_files()
     with warnings.catch_warnings():
@@ -265,7 +274,7 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
             run_name=cfg.run_name,
             progress_bar=cfg.progress_bar,
             log_to_console=False,  # ConsoleSummaryLogger instead, when the progress bar is off
-            save_folder=cfg.save_folder,
+            save_folder=None if saver is not None else cfg.save_folder,
             save_interval=cfg.save_interval,
             save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
             save_overwrite=False,
@@ -281,6 +290,18 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
     skip_engine_debug_log(trainer)
     restore_rng_on_resume(trainer)
     return trainer
+
+
+def fit(trainer: Trainer, cfg: TrainConfig) -> None:
+    """Train; a run stopped by its checkpoint bucket (uploads failing after retries) ends in a CheckpointError
+    that says what to do, not a traceback from a worker process."""
+    try:
+        trainer.fit()
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is the bucket's
+        failure = upload_failure(trainer, cfg, e)
+        if failure is None:
+            raise
+        raise failure from None
 
 
 def parallelism_config(cfg: TrainConfig) -> Optional[dict]:
@@ -299,13 +320,17 @@ def check_checkpoints(cfg: TrainConfig, autoresume: bool, guard: ResumeGuard) ->
     if cfg.load_path and not is_remote(cfg.load_path) and not os.path.exists(cfg.load_path):
         raise ConfigError(f"load_path {cfg.load_path} does not exist; point it at a checkpoint file (ep*-ba*-rank0.pt)")
     local_save = bool(cfg.save_folder) and not is_remote(cfg.save_folder)
+    check_bucket(cfg)
+    if autoresume and (newest := fetch_newest_checkpoint(cfg)):
+        print(f"resuming from the bucket's newest checkpoint, {newest}", flush=True)
     if autoresume and local_save and dist.get_global_rank() == 0:
         for note in repair_latest(cfg.save_folder):
             print(f"warning: {note}", flush=True)
     dist.barrier()
     source, strict = None, True
-    if autoresume and local_save and os.path.exists(os.path.join(cfg.save_folder, LATEST)):
-        source = os.path.join(cfg.save_folder, LATEST)  # resuming this run: it must replay
+    latest_dir = cfg.save_folder if local_save else (local_folder(cfg) if bucket_folder(cfg) else None)
+    if autoresume and latest_dir and os.path.exists(os.path.join(latest_dir, LATEST)):
+        source = os.path.join(latest_dir, LATEST)  # resuming this run: it must replay
     elif cfg.load_path and not is_remote(cfg.load_path):
         source, strict = cfg.load_path, False  # a new run from another's checkpoint: changes are on purpose
     if source is not None:
