@@ -1,44 +1,102 @@
 #!/usr/bin/env python
-"""Convert text (.txt, .jsonl, .jsonl.zst) into a tokenized, packed MDS dataset for training.
+"""Convert text (.txt, JSON lines, parquet, saved or Hub datasets) into a tokenized, packed MDS dataset.
 
-    python convert_to_mds.py data/pile/*.jsonl.zst --out data/pile-mds --tokenizer gpt2 --seq-len 1024
+    python convert_to_mds.py data/pile/*.jsonl.zst --out data/pile-mds --tokenizer gpt2 --seq-len 1024 --workers 0
+    python convert_to_mds.py --verify data/pile-mds
 
-Writes DIR/train (and DIR/val), DIR/tokenizer and DIR/metadata.json; DIR may be s3://bucket/prefix (converted
-locally under TMPDIR, then uploaded with metadata.json last). Bad input is reported as one
-``error: ...`` line on stderr with exit code 2; the work itself lives in :mod:`loaders.convert`.
+Writes DIR/train (and DIR/val), DIR/tokenizer and DIR/metadata.json (with --group-by, one such dataset per group
+under DIR/<group> and DIR/groups.json); DIR may be s3://bucket/prefix (converted locally under TMPDIR, then
+uploaded with metadata.json last). Bad input is reported as one ``error: ...`` line on stderr with exit code 2;
+the work itself lives in :mod:`loaders.convert` and :mod:`loaders.verify`.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import warnings
 from pathlib import Path
 
-from loaders.convert import convert
-from loaders.errors import DataError
-from loaders.metadata import DatasetMetadata
+# Tokenizers need transformers, not torch; told so, transformers starts in 1 s instead of 3 s, and the workers begin
+# that much sooner (Streaming still imports torch at the first sample, while the workers are busy).
+os.environ.setdefault("USE_TORCH", "0")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")  # its "no PyTorch found" notice
+
+from loaders.convert import Conversion, ConvertRequest, HFSource, run  # noqa: E402
+from loaders.errors import DataError, OptionError  # noqa: E402
+from loaders.groups import summary_table  # noqa: E402
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one `error:` line, like every other bad input
+        print(f"error: {message}; see --help", file=sys.stderr)
+        sys.exit(2)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="files, directories (searched recursively) or globs of .txt / .jsonl / .jsonl.zst")
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="output dataset folder, or s3://bucket/prefix (endpoint: S3_ENDPOINT_URL)")
-    p.add_argument("--tokenizer", required=True, metavar="TOK",
+    p = _Parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="files, directories (searched recursively) or globs of .txt / .jsonl(.zst/.gz) / .json.gz / "
+                        ".parquet, or folders saved by datasets' save_to_disk")
+    p.add_argument("--out", metavar="DIR", help="output dataset folder, or s3://bucket/prefix (endpoint: "
+                                                "S3_ENDPOINT_URL)")
+    p.add_argument("--tokenizer", metavar="TOK",
                    help="'bytes', a folder with tokenizer.json or vocab.json + merges.txt, or a cached HF name")
-    p.add_argument("--seq-len", required=True, type=int, metavar="N",
-                   help="tokens the model reads per sample (each sample stores N + 1)")
+    p.add_argument("--seq-len", type=int, metavar="N", help="tokens the model reads per sample (each sample "
+                                                            "stores N + 1)")
     p.add_argument("--val-fraction", type=float, default=0.0005, metavar="F",
                    help="fraction of documents (by hash) put in the val split; 0 = no val split (default 0.0005)")
     p.add_argument("--text-key", default="text", metavar="K", help="JSON key holding the text (default: text)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="tokenizer processes (default 1; 0 = one per core); the output is the same for any N")
+    p.add_argument("--group-by", metavar="KEY", help="one dataset per value of this (dotted) key, e.g. "
+                                                     "meta.pile_set_name, under DIR/<value>")
+    p.add_argument("--skip-bad", action="store_true", help="skip bad records (counted and reported at the end) "
+                                                           "instead of stopping at the first")
+    p.add_argument("--hf-dataset", metavar="NAME", help="stream this Hugging Face Hub dataset instead of INPUTs")
+    p.add_argument("--hf-config", metavar="C", help="its config (subset)")
+    p.add_argument("--hf-split", default="train", metavar="S", help="its split (default: train)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (folder or bucket prefix)")
     p.add_argument("--compression", default="zstd", help="shard compression: zstd (default), br, gz, ... or none")
     p.add_argument("--size-limit", type=int, default=1 << 26, metavar="BYTES",
                    help="shard size limit in bytes (default 64 MiB)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--verify", metavar="DIR", help="check a converted dataset against the hashes and counts "
+                                                   "recorded at write time, then exit")
     return p.parse_args(argv)
+
+
+def request_from(args: argparse.Namespace) -> ConvertRequest:
+    """The conversion the arguments ask for, or an OptionError naming what is missing."""
+    missing = [flag for flag, value in (("--out", args.out), ("--tokenizer", args.tokenizer),
+                                        ("--seq-len", args.seq_len)) if value is None]
+    if missing:
+        raise OptionError(f"{', '.join(missing)} required; e.g. convert_to_mds.py data/*.jsonl.zst --out DIR "
+                          "--tokenizer gpt2 --seq-len 1024")
+    if args.hf_dataset is None and (args.hf_config is not None or args.hf_split != "train"):
+        raise OptionError("--hf-config / --hf-split need --hf-dataset NAME")
+    hf = HFSource(args.hf_dataset, args.hf_config, args.hf_split) if args.hf_dataset else None
+    return ConvertRequest(tuple(args.inputs), args.out, args.tokenizer, args.seq_len, args.val_fraction,
+                          args.text_key, args.compression, args.size_limit, args.workers, args.group_by,
+                          args.skip_bad, hf, args.overwrite, not args.no_progress)
+
+
+def verify_main(args: argparse.Namespace) -> int:
+    from loaders.verify import verify
+
+    extra = [flag for flag, value in (("INPUT", args.inputs), ("--out", args.out)) if value]
+    if extra:
+        raise OptionError(f"--verify DIR takes no {' or '.join(extra)}; e.g. convert_to_mds.py --verify DIR")
+    report = verify(args.verify)
+    if report.ok:
+        print(f"ok: {report.shards} shards, {report.samples} samples")
+        return 0
+    for problem in report.problems:
+        print(problem)
+    print(f"error: {args.verify}: {len(report.problems)} problem(s) found; re-convert it with --overwrite",
+          file=sys.stderr)
+    return 2
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -49,9 +107,14 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
     print(f"warning: {message}", file=sys.stderr)
 
 
-def _summary(meta: DatasetMetadata, out: str) -> str:
-    parts = [f"{name}: {s.samples} samples, {s.tokens} tokens, {s.documents} docs"
-             for name, s in meta.splits.items()]
+def _summary(conv: Conversion, out: str) -> str:
+    if conv.skipped:
+        return f"{out}: already converted with these arguments; nothing to do"
+    if conv.groups is not None:
+        return (f"wrote {out}: {len(conv.datasets)} groups ({conv.groups['group_by']}) in {out}/<group>, "
+                f"listed in {out}/groups.json\n" + summary_table(conv.groups["groups"], conv.groups["dropped"]))
+    meta = conv.metadata
+    parts = [f"{name}: {s.samples} samples, {s.tokens} tokens, {s.documents} docs" for name, s in meta.splits.items()]
     return f"wrote {out} ({meta.dtype}, seq_len {meta.seq_len}): " + "; ".join(parts)
 
 
@@ -67,18 +130,32 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` cleans up like Ctrl-C does
     warnings.showwarning = _print_warning
     try:
-        meta = convert(args.inputs, args.out, args.tokenizer, args.seq_len, val_fraction=args.val_fraction,
-                       text_key=args.text_key, overwrite=args.overwrite, compression=args.compression,
-                       size_limit=args.size_limit, progress=not args.no_progress)
+        if args.verify is not None:
+            return verify_main(args)
+        conv = run(request_from(args))
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"error: {_interrupted(args.out)}", file=sys.stderr)
+        print(f"error: {_interrupted(args.out or '')}", file=sys.stderr)
         return 130
-    print(_summary(meta, args.out))
+    print(_summary(conv, args.out))
+    if conv.bad is not None:
+        print(conv.bad.summary())
     return 0
 
 
+def _exit_now(code: int) -> None:
+    """Exit without tearing down the interpreter: everything is written and closed by now, and unloading the
+    torch / transformers modules that streaming imports takes over a second for nothing. The atexit hooks still
+    run: torch's import made a temporary folder that only its finalizer removes."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit_now(main())

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from composer.metrics.nlp import LanguageCrossEntropy, LanguagePerplexity, MaskedAccuracy
 from torchmetrics import Metric
 
+VAL_LABEL = "val"  # the evaluator of the run's val split (of the whole mixture): metrics/val/<metric>
+
 
 class BitsPerByte(Metric):
     """sum(-log2 p(target)) / sum(bytes(target)) over every target token seen.
@@ -52,3 +54,9 @@ def eval_metrics(token_bytes: torch.Tensor) -> dict[str, Metric]:
         "TokenAccuracy": MaskedAccuracy(),
         "BitsPerByte": BitsPerByte(token_bytes),
     }
+
+
+def stream_label(name: str) -> str:
+    """The evaluator label of one stream's val split. Composer logs each evaluator's metrics under
+    ``metrics/<label>/<metric>``, so a stream's land at ``metrics/val/<name>/<metric>``, beside the mixture's."""
+    return f"{VAL_LABEL}/{name}"

@@ -340,6 +340,7 @@ def build_dataspec(
     settings: LoaderSettings,
     cache: Optional[str] = None,
     drop_last: bool = True,
+    dataset_cls: type[TokenSamples] = TokenSamples,
 ) -> DataSpec:
     """Build the split's StreamingDataset over one or more roots and wrap it for Composer."""
     streams = [
@@ -354,7 +355,7 @@ def build_dataspec(
         for s in sources
     ]
     try:
-        dataset = TokenSamples(
+        dataset = dataset_cls(
             streams=streams,
             batch_size=device_batch_size,
             shuffle=settings.shuffle,

@@ -255,7 +255,7 @@ def test_expand_inputs(tmp_path):
                          str(tmp_path / "b" / "1.txt")])
     assert got == [tmp_path / "a.jsonl.zst", tmp_path / "b/1.txt", tmp_path / "b/2.jsonl", tmp_path / "c/deep/3.txt"]
     assert expand_inputs([str(tmp_path / "**" / "*.txt")]) == [tmp_path / "b/1.txt", tmp_path / "c/deep/3.txt"]
-    assert supported_suffixes() == [".jsonl", ".jsonl.zst", ".txt"]
+    assert supported_suffixes() == [".json.gz", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet", ".txt"]
     with pytest.raises(InputError, match="not a supported file kind"):
         expand_inputs([str(tmp_path / "b" / "skip.json")])
 

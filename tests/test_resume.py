@@ -6,6 +6,7 @@ must be restored too.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def dataset(tmp_path_factory, shakespeare_text) -> Path:
 
 def resume_args(ds: Path, runs: Path, name: str, *extra: str) -> list[str]:
     """A model big enough that a step takes tens of ms, so a kill lands between two checkpoints."""
-    return tiny_args(ds, runs, f"run_name={name}", "model.n_layer=2", "model.n_head=4", "model.n_embd=256",
+    return tiny_args(ds, runs, f"run_name={name}", "model.n_layer=2", "model.n_head=4", "model.n_embd=128",
                      "model.dropout=0.1", "global_train_batch_size=32", "device_train_microbatch_size=16",
                      "max_duration=40ba", "save_interval=10ba", "eval_interval=20ba", "save_num_checkpoints_to_keep=3",
                      "eval_subset_num_batches=20", "log_sample_ids=true", *extra)
@@ -100,9 +101,9 @@ def test_sigkill_during_eval(dataset, reference, tmp_path):
 
 
 def test_truncated_latest_checkpoint_falls_back_and_says_so(dataset, reference, tmp_path):
-    run = tmp_path / "b"
-    args = resume_args(dataset, tmp_path, "b")
-    run_train(args)
+    run = tmp_path / "a"  # the finished reference run, copied: its last checkpoint then gets truncated
+    shutil.copytree(reference, run, symlinks=True)
+    args = resume_args(dataset, tmp_path, "a")
     latest = run / "checkpoints" / "latest-rank0.pt"
     path = latest.resolve()
     assert path.name == "ep0-ba40-rank0.pt"
@@ -129,14 +130,21 @@ def _sample_ids(run_dir: Path) -> dict[int, list[int]]:
     return {r["step"]: r["data/sample_ids"] for r in metrics_rows(run_dir) if "data/sample_ids" in r}
 
 
+@pytest.fixture(scope="module")
+def no_dropout_reference(dataset, tmp_path_factory) -> Path:
+    """One process, dropout off: the samples and losses any world size must reproduce."""
+    runs = tmp_path_factory.mktemp("ref_nodrop")
+    run_train(resume_args(dataset, runs, "a", "model.dropout=0"))
+    return runs / "a"
+
+
 @pytest.mark.parametrize("first,then", [(2, 0), (0, 2)])
-def test_elastic_resume_sees_the_same_samples(dataset, tmp_path, first, then):
+def test_elastic_resume_sees_the_same_samples(dataset, no_dropout_reference, tmp_path, first, then):
     """Started with `composer -n 2` and resumed with one process (and the reverse), at the same global batch.
 
     Dropout is off here: each rank draws its own dropout masks, so only without it can the losses be compared.
     """
-    ref = tmp_path / "ref" / "a"
-    run_train(resume_args(dataset, tmp_path / "ref", "a", "model.dropout=0"), nproc=first)
+    ref = no_dropout_reference
     run = tmp_path / "b"
     args = resume_args(dataset, tmp_path, "b", "model.dropout=0")
     kill_when(start_train(args, tmp_path / "first.log", nproc=first), lambda: last_step(run) >= 15)

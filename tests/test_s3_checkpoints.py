@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from tests.s3 import HOST, error_line, start_moto
 from tests.s3_fixtures import moto_s3  # noqa: F401 - fixture
 from tests.train_utils import PYTHON, REPO, make_dataset, metrics_rows, run_train, tiny_args
 
-STEPS, EVERY = 160, 20
+STEPS, EVERY = 100, 20
 pytestmark = pytest.mark.timeout(400)
 
 
@@ -116,3 +117,50 @@ def test_unusable_checkpoint_bucket_fails_at_start(dataset, moto_s3, tmp_path):
     assert proc.returncode == 2
     assert "save_folder s3://no-such-bucket-xyz/runs/bk" in line and "no-such-bucket-xyz does not exist" in line, line
     assert not (tmp_path / "bk" / "metrics.jsonl").exists()
+
+
+def _wait_returns(wait, uploader, seconds: float) -> tuple[bool, BaseException | None]:
+    """Run ``wait(uploader)`` in a thread: (returned within ``seconds``, what it raised)."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            wait(uploader)
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            raised.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=seconds)
+    return not thread.is_alive(), (raised or [None])[0]
+
+
+def test_upstream_uploader_wait_hangs_on_an_existence_check_when_the_endpoint_dies(monkeypatch, tmp_path):
+    """Composer 0.32.1's RemoteUploader.wait() blocks on the existence check of an uploaded checkpoint (it polls a
+    dead endpoint for up to an hour) before it looks at the upload that failed; our fit_end sees the failure."""
+    from composer.utils.remote_uploader import RemoteUploader
+
+    from tests.s3 import s3_vars
+    from training.remote_checkpoints import raise_first_upload_failure
+
+    s3 = start_moto()
+    bucket = s3.new_bucket()
+    for name, value in {**s3_vars(s3.endpoint), "AWS_MAX_ATTEMPTS": "1"}.items():
+        monkeypatch.setenv(name, value)  # the uploader's worker processes inherit this environment
+    uploader = RemoteUploader(remote_folder=f"s3://{bucket}/ck")
+    payload = tmp_path / "ckpt.pt"
+    payload.write_bytes(b"checkpoint")
+    uploader.upload_file_async("ck/ep0-ba10-rank0.pt", payload, overwrite=True)
+    uploader.wait()  # the first checkpoint reached the bucket
+    s3.server.stop()  # then the endpoint dies
+    uploader.check_remote_files_exist_async(["ck/ep0-ba10-rank0.pt"], wait_before_next_try_in_seconds=0.5)
+    uploader.upload_file_async("ck/ep0-ba20-rank0.pt", payload, overwrite=True)
+    try:
+        returned, _ = _wait_returns(RemoteUploader.wait, uploader, 8)
+        assert not returned, "upstream wait() no longer blocks: drop BucketCheckpointSaver.fit_end"
+        returned, raised = _wait_returns(raise_first_upload_failure, uploader, 30)
+        assert returned and raised is not None and "Could not connect" in str(raised), raised
+    finally:
+        uploader.is_remote_upload_failed.set()  # lets the existence check (and a blocked wait) end
+        uploader.upload_executor.shutdown(wait=True, cancel_futures=True)
+        uploader.check_remote_files_exist_executor.shutdown(wait=True, cancel_futures=True)

@@ -82,6 +82,9 @@ def test_rerun_same_run_name_autoresumes(dataset, tmp_path):
     assert rows[:20] == first  # steps 1-20 were not redone (their wall-clock figures would differ)
     ckpt = torch.load(tmp_path / "again" / "checkpoints" / "latest-rank0.pt", weights_only=False)
     assert ckpt["state"]["timestamp"]["Timestamp"]["batch"] == 30
+    done = run_train([*args, "max_duration=30ba"])  # a finished run re-run: nothing to do, not a traceback
+    assert "run again already reached max_duration=30ba; nothing to train" in done.stdout
+    assert "Traceback" not in done.stderr and metrics_rows(tmp_path / "again") == rows
 
 
 def test_two_rank_launch_trains(dataset, tmp_path):

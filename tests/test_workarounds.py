@@ -86,7 +86,8 @@ print(sum((Path("/dev/shm") / name).exists() for name in mine), len(mine))
 
 
 def _live_segments_after_cleaning(tmp_path, text: str, upstream: bool) -> tuple[int, int]:
-    """In a fresh process (no other datasets alive): (live segments left, live segments before) after a clean."""
+    """In a fresh process with its own /dev/shm: (live segments left, live segments before) after a clean."""
+    import os
     import subprocess
     import sys
 
@@ -94,8 +95,14 @@ def _live_segments_after_cleaning(tmp_path, text: str, upstream: bool) -> tuple[
 
     ds = make_dataset(tmp_path, text[:20_000], seq_len=32, val_fraction=0.0)
     code = _SHM_PROBE.format(repo=str(REPO), local=str(ds / "train"), upstream=upstream)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    left, before = map(int, out.split())
+    # A private /dev/shm (tmpfs in its own mount namespace) and TMPDIR (Streaming's file locks): a dataset alive
+    # elsewhere on the machine cannot hold prefix 0, the one upstream's cleaner looks at.
+    private = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs tmpfs /dev/shm && exec "$@"', "probe"]
+    (tmp_path / "tmp").mkdir()
+    proc = subprocess.run([*private, sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    left, before = map(int, proc.stdout.split())
     return left, before
 
 

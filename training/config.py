@@ -112,6 +112,7 @@ class TrainConfig:
     max_duration: str = "1ep"
     eval_interval: str = "500ba"
     eval_subset_num_batches: int = -1  # -1: the whole val split
+    eval_per_stream: bool = True  # data.streams: also evaluate each stream's val alone (metrics/val/<name>/...)
     save_interval: str = "1000ba"
     save_num_checkpoints_to_keep: int = 3
     save_folder: Optional[str] = None  # default: {runs_root}/{run_name}/checkpoints

@@ -5,9 +5,10 @@ the bucket's latest checkpoint. Two Composer 0.32.1 behaviours are changed here 
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from composer.callbacks import CheckpointSaver
 from composer.utils import dist, format_name_with_dist, parse_uri
@@ -44,6 +45,30 @@ def check_bucket(cfg: TrainConfig) -> None:
             raise CheckpointError(f"save_folder {url}: {e}") from None
 
 
+class BucketCheckpointSaver(CheckpointSaver):
+    """Composer's saver, except that at the end of training a failed upload is seen at once.
+
+    Composer 0.32.1 bug (``RemoteUploader.wait``): it waits on its futures in order, and the existence check of an
+    earlier checkpoint (polled to decide when to move the latest pointer) keeps retrying a dead endpoint for up to
+    an hour, so ``fit_end`` hangs there and never looks at the upload that failed behind it.
+    """
+
+    def fit_end(self, state: Any, logger: Any) -> None:
+        if self.remote_uploader is not None:
+            raise_first_upload_failure(self.remote_uploader)
+        super().fit_end(state, logger)
+
+
+def raise_first_upload_failure(uploader: Any) -> None:
+    """Wait for the uploads until all are done or one failed; on a failure, tell the existence checks to stop
+    (they poll ``is_remote_upload_failed``) and raise it."""
+    done, _ = concurrent.futures.wait(list(uploader.futures), return_when=concurrent.futures.FIRST_EXCEPTION)
+    for future in done:
+        if future.exception() is not None:
+            uploader.is_remote_upload_failed.set()
+            raise future.exception()
+
+
 def remote_saver(cfg: TrainConfig) -> Optional[CheckpointSaver]:
     """Composer's CheckpointSaver for a bucket ``save_folder``, keeping its local copies in the run folder.
 
@@ -59,7 +84,7 @@ def remote_saver(cfg: TrainConfig) -> Optional[CheckpointSaver]:
     if url is None or (cfg.parallelism == "fsdp" and cfg.fsdp.state_dict_type == "sharded"):
         return None
     prefix = parse_uri(url)[2].strip("/")
-    saver = CheckpointSaver(
+    saver = BucketCheckpointSaver(
         folder=url,
         filename=CHECKPOINT_NAME,
         remote_file_name=f"{prefix}/{CHECKPOINT_NAME}" if prefix else CHECKPOINT_NAME,

@@ -10,14 +10,14 @@ import os
 import re
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from composer import Trainer
 from composer.algorithms import GradientClipping
 from composer.callbacks import LRMonitor, OptimizerMonitor, RuntimeEstimator, SpeedMonitor
-from composer.core import DataSpec, Evaluator
+from composer.core import DataSpec
 from composer.optim import CosineAnnealingWithWarmupScheduler, DecoupledAdamW
 from composer.utils import FSDP2Config, dist, reproducibility
 
@@ -33,7 +33,6 @@ from loaders.dataset import (
     check_compatible,
     dataset_tokenizer,
     fetch_metadata,
-    has_split,
     is_remote,
 )
 from loaders.metadata import DatasetMetadata
@@ -44,6 +43,8 @@ from training.remote_checkpoints import (bucket_folder, check_bucket, fetch_newe
                                          remote_saver, upload_failure)
 from training.config import ConfigError, TrainConfig, to_yaml
 from training.model import ComposerGPT
+from training.streams import (build_evaluators, build_mixture_eval, build_stream_evals, named_sources,
+                              record_stream_metadata, trained_sources)
 from training.workarounds import (
     MarkEpochEnds,
     per_node_signal_files,
@@ -64,6 +65,7 @@ class RunData:
     train: DataSpec
     eval: Optional[DataSpec]
     device_batch_size: int
+    stream_evals: dict[str, DataSpec] = field(default_factory=dict)  # a mixture's val per stream, by name
 
 
 def init_distributed(cfg: TrainConfig) -> str:
@@ -100,12 +102,6 @@ def prepare_run_dir(cfg: TrainConfig) -> bool:
     return autoresume
 
 
-def _sources(cfg: TrainConfig) -> list[StreamSource]:
-    if cfg.data.path is not None:
-        return [StreamSource(cfg.data.path)]
-    return [StreamSource(s.path, s.proportion, s.repeat, s.choose) for s in (cfg.data.streams or {}).values()]
-
-
 def device_batch_size(cfg: TrainConfig) -> int:
     """Per-rank batch; the global batch must split evenly over ranks."""
     world = dist.get_world_size()
@@ -118,10 +114,14 @@ def device_batch_size(cfg: TrainConfig) -> int:
 
 
 def build_data(cfg: TrainConfig) -> RunData:
-    """Read the dataset metadata (the one record of tokenizer and seq len) and build the loaders."""
-    sources = _sources(cfg)
-    metas = {s: fetch_metadata(s.path, cfg.data.cache) for s in sources}
-    meta = check_compatible({s.path: m for s, m in metas.items()})
+    """Read the dataset metadata (the one record of tokenizer and seq len) and build the loaders: the train
+    mixture of the streams of nonzero weight, its val, and each stream's val (training/streams.py)."""
+    named = named_sources(cfg)
+    sources = trained_sources(named)
+    by_name = {name: fetch_metadata(s.path, cfg.data.cache) for name, s in named.items()}
+    metas = {s: by_name[name] for name, s in named.items() if s in sources}
+    meta = check_compatible({named[name].path: m for name, m in by_name.items()})
+    record_stream_metadata(cfg.run_dir, named, cfg.data.cache)
     tokenizer = dataset_tokenizer(sources[0].path, cfg.data.cache)
     settings = LoaderSettings(
         shuffle=cfg.data.shuffle,
@@ -135,12 +135,10 @@ def build_data(cfg: TrainConfig) -> RunData:
     )
     batch = device_batch_size(cfg)
     train = build_dataspec(sources, cfg.data.train_split, batch, settings, cfg.data.cache)
-    eval_spec = None
-    if all(has_split(m, cfg.data.eval_split) for m in metas.values()):
-        eval_batch = cfg.device_eval_batch_size or cfg.device_train_microbatch_size
-        eval_settings = LoaderSettings(**{**settings.__dict__, "shuffle": False})
-        eval_spec = build_dataspec(sources, cfg.data.eval_split, eval_batch, eval_settings, cfg.data.cache, False)
-    return RunData(meta, metas, tokenizer, train, eval_spec, batch)
+    eval_batch = cfg.device_eval_batch_size or cfg.device_train_microbatch_size
+    eval_spec = build_mixture_eval(cfg, sources, list(metas.values()), eval_batch, settings)
+    stream_evals = build_stream_evals(cfg, named, by_name, eval_batch, settings)
+    return RunData(meta, metas, tokenizer, train, eval_spec, batch, stream_evals)
 
 
 def build_model(cfg: TrainConfig, data: RunData) -> ComposerGPT:
@@ -241,9 +239,7 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
     """Composer does the loop, checkpointing and autoresume; we hand it everything built above."""
     optimizer = build_optimizer(cfg, model)
     scheduler = CosineAnnealingWithWarmupScheduler(t_warmup=cfg.scheduler.t_warmup, alpha_f=cfg.scheduler.alpha_f)
-    evaluators = [] if data.eval is None else [
-        Evaluator(label="val", dataloader=data.eval, metric_names=list(model.get_metrics(is_train=False)))
-    ]
+    evaluators = build_evaluators(data.eval, data.stream_evals, list(model.get_metrics(is_train=False)))
     algorithms = [] if cfg.grad_clip_norm <= 0 else [
         GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm)
     ]
@@ -294,7 +290,13 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
 
 def fit(trainer: Trainer, cfg: TrainConfig) -> None:
     """Train; a run stopped by its checkpoint bucket (uploads failing after retries) ends in a CheckpointError
-    that says what to do, not a traceback from a worker process."""
+    that says what to do, not a traceback from a worker process. Re-running a finished run is not an error."""
+    state = trainer.state
+    if state.max_duration is not None and state.max_duration <= state.timestamp.get(state.max_duration.unit):
+        if dist.get_global_rank() == 0:
+            print(f"run {cfg.run_name} already reached max_duration={cfg.max_duration}; nothing to train (raise "
+                  "max_duration to continue it)", flush=True)
+        return
     try:
         trainer.fit()
     except Exception as e:  # noqa: BLE001 - re-raised unless it is the bucket's

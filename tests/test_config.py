@@ -1,0 +1,25 @@
+"""The config layer in-process (the CLI paths are in test_train.py): shuffle knobs reach Streaming, bad values
+are one ConfigError naming the valid ones."""
+from __future__ import annotations
+
+import pytest
+
+from training.config import ConfigError, load_config
+
+
+def test_bad_shuffle_algo_names_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"data.shuffle_algo='py9'; valid: py1e, py1b, py1br, py1s, py2s, naive"):
+        load_config("yamls/tiny.yaml", ["data.shuffle_algo=py9"])
+
+
+def test_shuffle_knobs_reach_the_streaming_dataset(tmp_path, shakespeare_text):
+    from loaders.dataset import LoaderSettings, StreamSource, build_dataspec
+    from tests.train_utils import make_dataset
+
+    cfg = load_config("yamls/tiny.yaml", ["data.shuffle_algo=py1br", "data.shuffle_block_size=64"])
+    ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=32, val_fraction=0)
+    settings = LoaderSettings(shuffle_algo=cfg.data.shuffle_algo, shuffle_block_size=cfg.data.shuffle_block_size)
+    spec = build_dataspec([StreamSource(str(ds))], "train", 4, settings)
+    dataset = spec.dataloader.dataset
+    assert (dataset.shuffle_algo, dataset.shuffle_block_size) == ("py1br", 64)
+    del spec, dataset
