@@ -18,14 +18,9 @@ import sys
 import warnings
 from pathlib import Path
 
-# Tokenizers need transformers, not torch; told so, transformers starts in 1 s instead of 3 s, and the workers begin
-# that much sooner (Streaming still imports torch at the first sample, while the workers are busy).
-os.environ.setdefault("USE_TORCH", "0")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")  # its "no PyTorch found" notice
-
-from loaders.convert import Conversion, ConvertRequest, HFSource, run  # noqa: E402
-from loaders.errors import DataError, OptionError  # noqa: E402
-from loaders.groups import summary_table  # noqa: E402
+from loaders.convert import Conversion, ConvertRequest, HFSource, run
+from loaders.errors import DataError, OptionError
+from loaders.groups import summary_table
 
 
 class _Parser(argparse.ArgumentParser):
@@ -157,5 +152,14 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+def _no_torch_for_tokenizers() -> None:
+    """Tokenizers need transformers, not torch; told so (before it is first imported), transformers starts in 1 s
+    instead of 3 s and the workers begin that much sooner. Streaming still imports torch, at the first sample, while
+    the workers are busy. Only when run as a script: an importer's transformers must keep its torch."""
+    os.environ.setdefault("USE_TORCH", "0")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")  # its "no PyTorch found" notice
+
+
 if __name__ == "__main__":
+    _no_torch_for_tokenizers()
     _exit_now(main())

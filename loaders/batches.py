@@ -14,6 +14,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from loaders.memory import release_free_memory
 from loaders.packing import flatten_documents
 from loaders.parallel import OrderedPool
 from loaders.sources import Document
@@ -125,7 +126,9 @@ def init_worker(spec: EncoderSpec) -> None:
 
 def encode_in_worker(job: Job) -> BatchResult:
     assert _WORKER_ENCODER is not None, "init_worker was not run in this process"
-    return _WORKER_ENCODER(*job)
+    result = _WORKER_ENCODER(*job)
+    release_free_memory()  # the documents' token lists and Rust encodings, freed by now
+    return result
 
 
 def job_of(batch: list[Document], grouped: bool = False) -> Job:

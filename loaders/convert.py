@@ -24,7 +24,7 @@ import tempfile
 import time
 import warnings
 from contextlib import closing
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -47,7 +47,7 @@ PARTIAL_SUFFIX = ".partial"
 REPLACED_SUFFIX = ".replaced"
 BATCH_DOCS = 1024
 BATCH_CHARS = 1 << 20  # ~1 MB of text per job: ~0.5 s of one core's BPE, small enough to balance workers
-SHARD_CACHE_BUDGET = 128 << 20  # samples held for unfinished shards, over all splits and groups (see _ShardBudget)
+SHARD_CACHE_BUDGET = 96 << 20  # samples held for unfinished shards, over all splits and groups (see _ShardBudget)
 SHARD_HASHES = ["sha256"]  # recorded by MDSWriter in index.json for every shard file; checked by --verify
 PACKER_CAPACITY = 1 << 18
 # Streaming's compression families (streaming/base/compression.py), checked here without importing streaming.
@@ -372,7 +372,8 @@ class _SplitWriter:
             from loaders.mds import LeanMDSWriter
 
             self._writer = LeanMDSWriter(out=str(self.directory), columns={COLUMN: self.column},
-                                     compression=self.compression, hashes=SHARD_HASHES, size_limit=self.size_limit)
+                                         compression=self.compression, hashes=SHARD_HASHES,
+                                         size_limit=self.size_limit)
         before = self.pending
         self._writer.write({COLUMN: sample})  # may write the full shard first
         self.budget.changed(self.pending - before)

@@ -74,22 +74,22 @@ class OrderedPool:
             payload: Callable[[T], Any] = lambda item: item) -> Iterator[tuple[T, R]]:
         """``(item, fn(payload(item)))`` in the order of ``items``, ``fn`` running in a worker; ``items`` is read
         only as results are consumed. ``payload`` picks what is pickled to the worker (the item stays here)."""
+        try:
+            yield from self._map(fn, items, payload)
+        except BrokenProcessPool:  # from submit() or result(), whichever noticed first
+            raise WorkerDied("a tokenizer worker process died (killed by the system, e.g. out of memory?); "
+                             "nothing was written: re-run, with fewer --workers if memory is short") from None
+
+    def _map(self, fn: Callable[[Any], R], items: Iterable[T], payload: Callable[[T], Any]) -> Iterator[tuple[T, R]]:
         pending: deque[tuple[T, Future]] = deque()
         for item in items:
             if len(pending) >= self.window:
-                yield self._next(pending)
+                item_done, future = pending.popleft()
+                yield item_done, future.result()
             pending.append((item, self._executor.submit(fn, payload(item))))
         while pending:
-            yield self._next(pending)
-
-    @staticmethod
-    def _next(pending: deque) -> tuple[Any, Any]:
-        item, future = pending.popleft()
-        try:
-            return item, future.result()
-        except BrokenProcessPool:
-            raise WorkerDied("a tokenizer worker process died (killed by the system, e.g. out of memory?); "
-                             "nothing was written: re-run, with fewer --workers if memory is short") from None
+            item_done, future = pending.popleft()
+            yield item_done, future.result()
 
     def terminate(self) -> None:
         """Stop every worker now (Python 3.11's executor has no public way: 3.14 adds terminate_workers())."""

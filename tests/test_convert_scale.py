@@ -167,6 +167,21 @@ def test_pool_keeps_a_bounded_window_and_input_order():
     assert len(workers) == 2 and gone(workers)
 
 
+def test_lean_mds_writer_writes_what_streamings_writes(tmp_path):
+    from streaming import MDSWriter
+
+    from loaders.mds import LeanMDSWriter
+
+    samples = np.random.default_rng(0).integers(0, 50257, (300, 129), dtype=np.uint16)
+    for name, cls in (("stock", MDSWriter), ("lean", LeanMDSWriter)):
+        with cls(out=str(tmp_path / name), columns={"tokens": "ndarray:uint16:129"}, compression="zstd",
+                 hashes=["sha256"], size_limit=10_000) as writer:
+            for sample in samples:
+                writer.write({"tokens": sample})
+    stock = files_of(tmp_path / "stock")
+    assert files_of(tmp_path / "lean") == stock and len(stock) > 4
+
+
 # ------------------------------------------------------------------------------------------------------- group-by
 
 
@@ -329,10 +344,12 @@ def test_finished_output_is_skipped_until_arguments_or_inputs_change(tmp_path, s
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
     assert time.monotonic() - started < 20
 
-    base = dict(seq_len=64, val_fraction=0.0, progress=False)
-    with pytest.raises(OutputExistsError, match="--overwrite"):  # other arguments
-        run(ConvertRequest((str(src),), str(out), "bytes", **{**base, "seq_len": 32}))
+    other = [str(a) if a != "64" else "32" for a in args]  # other arguments
+    assert "--overwrite" in one_error(cli(*other))
     os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))  # the input changed
+    assert "--overwrite" in one_error(cli(*args))
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    base = dict(seq_len=64, val_fraction=0.0, progress=False)
     with pytest.raises(OutputExistsError, match="--overwrite"):
         run(ConvertRequest((str(src),), str(out), "bytes", **base))
     redone = run(ConvertRequest((str(src),), str(out), "bytes", overwrite=True, **base))
@@ -357,12 +374,13 @@ def _is_worker(p: psutil.Process) -> bool:
         return False
 
 
-def _workers_running(proc: subprocess.Popen, partial: Path, timeout: float = 120) -> list[psutil.Process]:
-    """Wait until shards are being written by a conversion with two live workers; returns its children."""
+def _workers_running(proc: subprocess.Popen, partial: Path, shards: bool = True,
+                     timeout: float = 120) -> list[psutil.Process]:
+    """Wait until a conversion has two live workers (and is writing shards); returns its children."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         kids = [k for k in psutil.Process(proc.pid).children() if _is_worker(k)]
-        if len(kids) == 2 and any((partial / "train").glob("shard.*")):
+        if len(kids) == 2 and (not shards or any((partial / "train").glob("shard.*"))):
             return psutil.Process(proc.pid).children(recursive=True)
         time.sleep(0.02)
     raise AssertionError(f"the conversion never had two workers writing shards: {proc.communicate()}")
@@ -404,6 +422,22 @@ def test_ctrl_c_with_workers_cleans_up(big, gpt2_dir, tmp_path):
     assert [line for line in stderr.splitlines() if line.startswith("error: ")] == \
         [f"error: interrupted; partial output removed, {out} left as it was"]
     assert gone(children) and not out.exists() and not (tmp_path / "ds.partial").exists()
+
+
+def test_a_killed_worker_is_one_error(big, gpt2_dir, tmp_path):
+    out = tmp_path / "ds"
+    proc = _start([big, "--out", out, "--tokenizer", gpt2_dir, "--seq-len", "256", "--val-fraction", "0",
+                   "--size-limit", str(1 << 16), "--workers", "2", "--no-progress"])
+    children = _workers_running(proc, tmp_path / "ds.partial", shards=False)  # jobs are still pending
+    worker = next(c for c in children if _is_worker(c))
+    worker.kill()  # what the kernel's OOM killer does
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in stderr, stderr
+    assert "a tokenizer worker process died" in stderr and stderr.count("error: ") == 1
+    assert gone(children) and not out.exists() and not (tmp_path / "ds.partial").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------- verify
 
 
 def test_verify_passes_a_good_dataset_and_names_every_damage(single, tmp_path):
