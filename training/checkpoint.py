@@ -83,6 +83,12 @@ def sample(model: GPT, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 
 _CKPT = re.compile(r"^ep(\d+)-ba(\d+)(-rank0\.pt)?$")  # a monolithic file, or a sharded (FSDP) folder
 
 
+def checkpoint_batch(name: str) -> Optional[int]:
+    """The batch of a checkpoint named ``ep{E}-ba{B}-rank0.pt`` (or a sharded ``ep{E}-ba{B}`` folder), else None."""
+    m = _CKPT.match(name)
+    return int(m.group(2)) if m else None
+
+
 def readable(path: Path) -> Optional[str]:
     """None when ``path`` is a complete checkpoint, else what is wrong with it. A file must be a zip with intact
     CRCs; a sharded folder must hold torch.distributed.checkpoint's ``.metadata``, which is written last."""
@@ -106,7 +112,7 @@ def repair_latest(save_folder: str, latest_name: str = LATEST) -> list[str]:
     """
     folder = Path(save_folder)
     ckpts = sorted((p for p in folder.glob("ep*-ba*") if _CKPT.match(p.name)),
-                   key=lambda p: int(_CKPT.match(p.name).group(2)), reverse=True)  # type: ignore[union-attr]
+                   key=lambda p: checkpoint_batch(p.name), reverse=True)
     if not ckpts:
         return []
     latest = folder / latest_name

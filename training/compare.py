@@ -11,8 +11,8 @@ from typing import Any, Mapping, Sequence
 
 from loaders.metadata import METADATA_FILE, read_metadata
 
-# Restated from callbacks/metrics.py and training/plot.py, whose imports load torch and Composer (seconds) that a
-# comparison does not need; tests/test_streams.py checks they agree.
+# Restated from callbacks/metrics.py, whose imports load torch and Composer (seconds) that a comparison does not
+# need; tests/test_streams.py checks they agree. training/plot.py takes TRAIN_KEY and ema from here.
 VAL_LABEL = "val"
 TRAIN_KEY = "loss/train/total"
 RUN_KEYS = frozenset({"run_name", "runs_root", "save_folder", "data.cache"})  # where a run lives, not what it does
@@ -86,7 +86,8 @@ def read_rows(run_dir: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def _ema(values: list[float], beta: float = 0.9) -> list[float]:
+def ema(values: list[float], beta: float = 0.9) -> list[float]:
+    """Exponential moving average: per-step train loss is noisy."""
     out: list[float] = []
     for v in values:
         out.append(v if not out else beta * out[-1] + (1 - beta) * v)
@@ -110,7 +111,7 @@ def plot_runs(run_dirs: Sequence[str], out_png: str, metric: str = "LanguageCros
         for i, (run, rows) in enumerate(runs.items()):
             if panel == "train":
                 points = [(r["step"], r[TRAIN_KEY]) for r in rows if isinstance(r.get(TRAIN_KEY), (int, float))]
-                points = list(zip([s for s, _ in points], _ema([v for _, v in points])))
+                points = list(zip([s for s, _ in points], ema([v for _, v in points])))
             else:
                 points = curves[run].get(panel, [])
             if points:

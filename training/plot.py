@@ -6,17 +6,9 @@ from pathlib import Path
 from typing import Sequence
 
 from callbacks.jsonl_logger import read_metrics
+from training.compare import TRAIN_KEY, ema
 
-TRAIN_KEY = "loss/train/total"
 VAL_KEY = "metrics/val/LanguageCrossEntropy"
-
-
-def _ema(values: list[float], beta: float = 0.9) -> list[float]:
-    out, avg = [], None
-    for v in values:
-        avg = v if avg is None else beta * avg + (1 - beta) * v
-        out.append(avg)
-    return out
 
 
 def plot_loss_curves(run_dirs: Sequence[str], out_png: str) -> str:
@@ -33,7 +25,7 @@ def plot_loss_curves(run_dirs: Sequence[str], out_png: str) -> str:
         train = [(r["step"], r[TRAIN_KEY]) for r in rows if isinstance(r.get(TRAIN_KEY), (int, float))]
         val = [(r["step"], r[VAL_KEY]) for r in rows if isinstance(r.get(VAL_KEY), (int, float))]
         if train:
-            line, = ax.plot([s for s, _ in train], _ema([v for _, v in train]), label=f"{name} train", alpha=0.8)
+            line, = ax.plot([s for s, _ in train], ema([v for _, v in train]), label=f"{name} train", alpha=0.8)
             if val:
                 ax.plot([s for s, _ in val], [v for _, v in val], "o--", color=line.get_color(), label=f"{name} val")
     ax.set_xlabel("step")

@@ -1,13 +1,14 @@
 """Checkpoints in a bucket: ``save_folder=s3://BUCKET/PREFIX/{run_name}``.
 
 Composer uploads checkpoints and a ``latest`` pointer; re-running the same command on any machine resumes from
-the bucket's latest checkpoint. Two Composer 0.32.1 behaviours are changed here (see :func:`remote_saver`).
+the bucket's newest checkpoint. Composer 0.32.1 behaviours changed here: where autoresume keeps its download
+(:func:`remote_saver`), which checkpoint it resumes (:func:`fetch_newest_checkpoint`) and how the end of training
+waits for uploads (:class:`BucketCheckpointSaver`).
 """
 from __future__ import annotations
 
 import concurrent.futures
 import os
-import re
 from typing import TYPE_CHECKING, Any, Optional
 
 from composer.callbacks import CheckpointSaver
@@ -15,7 +16,7 @@ from composer.utils import dist, format_name_with_dist, parse_uri
 
 from loaders.dataset import is_remote
 from loaders.remote import download_file, explain, list_keys
-from training.checkpoint import LATEST, CheckpointError
+from training.checkpoint import LATEST, CheckpointError, checkpoint_batch
 
 if TYPE_CHECKING:
     from composer import Trainer
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from training.config import TrainConfig
 
 CHECKPOINT_NAME = "ep{epoch}-ba{batch}-rank{rank}.pt"
-_RANK0_CHECKPOINT = re.compile(r"ep\d+-ba(\d+)-rank0\.pt")
 SYMLINK_POLL_SECONDS = 2.0  # Composer's default (30 s) leaves the bucket's latest pointer that far behind
 
 
@@ -133,7 +133,8 @@ def fetch_newest_checkpoint(cfg: TrainConfig) -> Optional[str]:
         os.unlink(latest)
     if not url.startswith("s3://"):
         return None  # other stores: Composer fetches what their latest pointer names
-    batches = {int(m.group(1)): name for name in list_keys(url) if (m := _RANK0_CHECKPOINT.fullmatch(name))}
+    batches = {batch: name for name in list_keys(url)
+               if name.endswith("-rank0.pt") and (batch := checkpoint_batch(name)) is not None}
     if not batches:
         return None
     newest = batches[max(batches)]
