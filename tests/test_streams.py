@@ -213,7 +213,7 @@ def test_pair_differs_only_in_data_and_compare_runs_plots_it(runs, tmp_path):
 def test_pile_mixture_yaml(repo_root):
     from loaders.groups import group_folder  # the folder convert_to_mds.py --group-by writes for a value
 
-    cfg = load_config(str(repo_root / "yamls" / "gpt2-pile-mixture.yaml"))
+    cfg = load_config(str(repo_root / "yamls" / "gpt2.yaml"))
     streams = cfg.data.streams
     expected = {group_folder(name): w for name, w in PILE_WEIGHTS.items()}
     assert set(streams) == set(expected) and len(streams) == 22
@@ -233,7 +233,7 @@ def test_experiment_yamls_differ_only_in_data(repo_root):
     pair = {"cc": flat(exp / "pile-cc-only.yaml"), "mix": flat(exp / "pile-mixture.yaml")}
     diffs = config_differences(pair)
     assert diffs and all(key.startswith("data.") for key in diffs)
-    reference = flat(repo_root / "yamls" / "gpt2-pile-mixture.yaml")
+    reference = flat(repo_root / "yamls" / "gpt2.yaml")
     assert {k: v for k, v in pair["mix"].items() if k.startswith("data.streams.")} == \
         {k: v for k, v in reference.items() if k.startswith("data.streams.")}
     trained = [k for k, v in pair["cc"].items() if k.endswith(".proportion") and v > 0]
