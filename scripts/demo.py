@@ -14,11 +14,12 @@ sys.path.insert(0, str(ROOT))
 from callbacks.jsonl_logger import read_metrics  # noqa: E402
 from loaders.convert import convert  # noqa: E402
 from training.checkpoint import load_gpt, run_tokenizer, sample  # noqa: E402
-from training.plot import VAL_KEY, plot_loss_curves  # noqa: E402
+from training.compare import plot_runs  # noqa: E402
 
 CORPUS_MB = 6
 DATA = ROOT / "data" / "demo"
 RUNS = ROOT / "runs"
+VAL_KEY = "metrics/val/LanguageCrossEntropy"
 
 
 def stdlib_corpus(out: Path, limit_mb: int = CORPUS_MB) -> Path:
@@ -48,7 +49,7 @@ def main() -> int:
     run_dir = RUNS / "tiny"
     rows = read_metrics(run_dir / "metrics.jsonl")
     last_val = [r for r in rows if VAL_KEY in r][-1]
-    png = plot_loss_curves([str(run_dir)], str(run_dir / "loss.png"))
+    png = plot_runs([str(run_dir)], str(run_dir / "loss.png"))
     model = load_gpt(str(run_dir))
     text = sample(model, run_tokenizer(str(run_dir)), "def ", max_new_tokens=300)
     print("\n" + "=" * 72)

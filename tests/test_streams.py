@@ -238,3 +238,28 @@ def test_experiment_yamls_differ_only_in_data(repo_root):
         {k: v for k, v in reference.items() if k.startswith("data.streams.")}
     trained = [k for k, v in pair["cc"].items() if k.endswith(".proportion") and v > 0]
     assert trained == ["data.streams.Pile-CC.proportion"]
+
+
+def test_plot_draws_train_val_and_each_stream_of_every_run(runs, tmp_path):
+    """plot.py: the panels hold exactly what each run's metrics.jsonl logged (val points unsmoothed)."""
+    import subprocess
+
+    from training.compare import TRAIN_KEY, panels
+
+    curves = panels([str(d) for d in runs.values()])
+    assert list(curves) == ["train", "val", "val/a", "val/b"]
+    for name, d in runs.items():
+        rows = metrics_rows(d)
+        logged = [(r["step"], r["metrics/val/b/LanguageCrossEntropy"]) for r in rows
+                  if "metrics/val/b/LanguageCrossEntropy" in r]
+        assert curves["val/b"][name] == logged and logged
+        train_steps = [r["step"] for r in rows if TRAIN_KEY in r]
+        assert [s for s, _ in curves["train"][name]] == train_steps
+    out = tmp_path / "curves.png"
+    proc = subprocess.run([PYTHON, "plot.py", *map(str, runs.values()), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    proc = subprocess.run([PYTHON, "plot.py", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path}: no metrics.jsonl; give run " \
+        "folders of gpt_pile_composer.py runs"

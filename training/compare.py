@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 from loaders.metadata import METADATA_FILE, read_metadata
 
 # Restated from callbacks/metrics.py, whose imports load torch and Composer (seconds) that a comparison does not
-# need; tests/test_streams.py checks they agree. training/plot.py takes TRAIN_KEY and ema from here.
+# need; tests/test_streams.py checks they agree.
 VAL_LABEL = "val"
 TRAIN_KEY = "loss/train/total"
 RUN_KEYS = frozenset({"run_name", "runs_root", "save_folder", "data.cache"})  # where a run lives, not what it does
@@ -77,8 +77,11 @@ def val_curves(rows: list[dict], metric: str) -> dict[str, list[tuple[int, float
 
 def read_rows(run_dir: str | os.PathLike) -> list[dict]:
     """The rows of a run's metrics.jsonl (a torn last line, from a kill, is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no metrics.jsonl; give run folders of gpt_pile_composer.py runs")
     rows = []
-    for line in (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
@@ -94,6 +97,20 @@ def ema(values: list[float], beta: float = 0.9) -> list[float]:
     return out
 
 
+def panels(run_dirs: Sequence[str], metric: str = "LanguageCrossEntropy") -> dict[str, dict[str, list]]:
+    """``{panel: {run: [(step, value)]}}``: "train" (the smoothed train loss), then "val" (each run's mixture) and
+    "val/<stream>" (each stream alone), in that order; what :func:`plot_runs` draws."""
+    runs = {label: read_rows(d) for label, d in run_labels(run_dirs).items()}
+    out: dict[str, dict[str, list]] = {"train": {}}
+    for run, rows in runs.items():
+        points = [(r["step"], r[TRAIN_KEY]) for r in rows if isinstance(r.get(TRAIN_KEY), (int, float))]
+        out["train"][run] = list(zip([s for s, _ in points], ema([v for _, v in points])))
+    curves = {run: val_curves(rows, metric) for run, rows in runs.items()}
+    for label in sorted({label for c in curves.values() for label in c}, key=lambda x: (x != VAL_LABEL, x)):
+        out[label] = {run: c[label] for run, c in curves.items() if label in c}
+    return out
+
+
 def plot_runs(run_dirs: Sequence[str], out_png: str, metric: str = "LanguageCrossEntropy") -> str:
     """One panel of train loss, then one per val set (the mixture's, then each stream's), every run in each."""
     import matplotlib
@@ -101,27 +118,21 @@ def plot_runs(run_dirs: Sequence[str], out_png: str, metric: str = "LanguageCros
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = {label: read_rows(d) for label, d in run_labels(run_dirs).items()}
-    curves = {run: val_curves(rows, metric) for run, rows in runs.items()}
-    panels = ["train"] + sorted({label for c in curves.values() for label in c}, key=lambda x: (x != VAL_LABEL, x))
-    cols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / cols)
+    data = panels(run_dirs, metric)
+    colors = {run: f"C{i}" for i, run in enumerate(run_labels(run_dirs))}
+    cols = min(3, len(data))
+    nrows = math.ceil(len(data) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), squeeze=False)
-    for ax, panel in zip(axes.flat, panels):
-        for i, (run, rows) in enumerate(runs.items()):
-            if panel == "train":
-                points = [(r["step"], r[TRAIN_KEY]) for r in rows if isinstance(r.get(TRAIN_KEY), (int, float))]
-                points = list(zip([s for s, _ in points], ema([v for _, v in points])))
-            else:
-                points = curves[run].get(panel, [])
+    for ax, (panel, runs) in zip(axes.flat, data.items()):
+        for run, points in runs.items():
             if points:
-                ax.plot(*zip(*points), "-" if panel == "train" else "o-", color=f"C{i}", label=run, ms=3)
+                ax.plot(*zip(*points), "-" if panel == "train" else "o-", color=colors[run], label=run, ms=3)
         title = {"train": "train loss (smoothed)", VAL_LABEL: f"val (each run's mixture) {metric}"}
         ax.set_title(title.get(panel, f"{panel} {metric}"), fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(data):]:
         ax.axis("off")
     fig.tight_layout()
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
