@@ -9,19 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from callbacks.resume_guard import ResumeMismatchError
-from loaders.errors import DataError
-from training.checkpoint import CheckpointError
-from training.config import ConfigError, load_config
-from training.trainer import (
-    build_data,
-    build_model,
-    build_trainer,
-    describe_run,
-    fit,
-    init_distributed,
-    prepare_run_dir,
-)
+from training.config import ConfigError, TrainConfig, load_config
 
 USAGE = "usage: gpt_pile_composer.py CONFIG.yaml [key=value ...]"
 
@@ -31,7 +19,21 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     try:
-        cfg = load_config(argv[0], argv[1:])            # config
+        cfg = load_config(argv[0], argv[1:])  # config: checked before torch and Composer load, so a typo fails fast
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return train(cfg)
+
+
+def train(cfg: TrainConfig) -> int:
+    from callbacks.resume_guard import ResumeMismatchError
+    from loaders.errors import DataError
+    from training.checkpoint import CheckpointError
+    from training.trainer import build_data, build_model, build_trainer, describe_run, fit, init_distributed, \
+        prepare_run_dir
+
+    try:
         device = init_distributed(cfg)
         autoresume = prepare_run_dir(cfg)
         data = build_data(cfg)                           # data
