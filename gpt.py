@@ -4,6 +4,9 @@ Pure torch on purpose: no Composer, no data, no parallelism. FSDP, ``torch.compi
 checkpointing are applied from outside (torchtitan style), which is why the model exposes :meth:`GPT.blocks`
 (the unit to wrap) and :meth:`GPT.init_weights` (re-run after a meta-device build + ``to_empty``).
 
+Generation keeps a :class:`KVCache` (each layer's keys and values of the tokens so far), so that after the prompt
+each new token costs a forward of one position instead of the whole context.
+
 Shapes: ``B`` batch, ``T`` sequence length, ``C`` n_embd, ``H`` n_head, ``D`` = C // H, ``V`` vocab_size,
 ``Vp`` padded_vocab_size.
 """
@@ -82,6 +85,46 @@ class GPTConfig:
         return cls(**{**PRESETS[name], **overrides})
 
 
+class LayerKV:
+    """One layer's cached keys and values: (B, H, block_size, D) buffers, filled from position 0.
+
+    Allocated at the first write, with the dtype and device of the keys (under autocast or mixed precision they
+    need not be the parameters' dtype).
+    """
+
+    def __init__(self, block_size: int) -> None:
+        self.block_size = block_size
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def store(self, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new positions' k, v (B, H, T, D) at ``start``; return every position so far (B, H, start+T, D)."""
+        B, H, T, D = k.size()
+        if self.k is None or self.k.shape[:2] != (B, H) or self.k.dtype != k.dtype or self.k.device != k.device:
+            self.k = k.new_zeros(B, H, self.block_size, D)
+            self.v = v.new_zeros(B, H, self.block_size, D)
+        assert self.v is not None
+        self.k[:, :, start : start + T] = k
+        self.v[:, :, start : start + T] = v
+        return self.k[:, :, : start + T], self.v[:, :, : start + T]
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, and how many there are.
+
+    GPT-2's position embeddings are absolute, so the cache holds at most block_size tokens; :meth:`GPT.generate`
+    starts it over (a fresh prefill of the last block_size tokens) when it is full.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        self.layers = [LayerKV(config.block_size) for _ in range(config.n_layer)]
+        self.length = 0  # positions filled: the position of the next token
+
+    def reset(self) -> None:
+        """Forget the cached tokens (the buffers are kept and overwritten)."""
+        self.length = 0
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention through SDPA (flash / memory-efficient kernels where available)."""
 
@@ -96,14 +139,23 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: LayerKV | None = None, start: int = 0) -> torch.Tensor:
+        """``x`` holds positions ``start .. start+T-1``; with ``kv`` they also attend to the cached positions."""
         B, T, C = x.size()  # (B, T, C)
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # each (B, T, C)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
         dropout_p = self.attn_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)  # (B, H, T, D)
+        if kv is not None:
+            k, v = kv.store(k, v, start)  # (B, H, start + T, D): the cached positions, then the new ones
+        if kv is None or start == 0:  # training, or a prefill from position 0: plain causal attention
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)  # (B, H, T, D)
+        else:
+            # New query i sits at position start + i: it sees every cached key and the new keys up to itself.
+            # (SDPA's is_causal aligns the triangle top-left, wrong when keys outnumber queries.) One query sees all.
+            mask = None if T == 1 else torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
@@ -133,8 +185,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))  # (B, T, C)
+    def forward(self, x: torch.Tensor, kv: LayerKV | None = None, start: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv, start)  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))  # (B, T, C)
         return x
 
@@ -192,8 +244,11 @@ class GPT(nn.Module):
             # Needed for meta-device init: torch's own LayerNorm init only ran on the meta tensors.
             module.reset_parameters()
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits for every position; the caller computes the loss.
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits for every position of ``idx``; the caller computes the loss.
+
+        With a ``cache``, ``idx`` holds the tokens that follow the ``cache.length`` cached ones: they are placed at
+        positions ``cache.length ..``, attend to the cached tokens too, and are added to the cache.
 
         Logits are computed over the padded vocab (fast matmul) and the padded columns are dropped, so padded ids
         can never be predicted. The result is a non-contiguous view: use ``reshape`` (or ``F.cross_entropy``
@@ -202,14 +257,18 @@ class GPT(nn.Module):
         if idx.dim() != 2:
             raise ValueError(f"GPT.forward expects idx of shape (B, T), got {tuple(idx.shape)}")
         B, T = idx.size()
-        if T > self.config.block_size:
-            raise ValueError(f"cannot forward a sequence of length {T}: block_size is {self.config.block_size}")
-        pos = torch.arange(0, T, dtype=torch.long, device=idx.device)  # (T,)
+        start = 0 if cache is None else cache.length
+        if start + T > self.config.block_size:
+            where = "" if cache is None else f" after {start} cached tokens"
+            raise ValueError(f"cannot forward a sequence of length {T}{where}: block_size is {self.config.block_size}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
         tok_emb = self.transformer.wte(idx)  # (B, T, C)
         pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over B
         x = self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, None if cache is None else cache.layers[i], start)  # (B, T, C)
+        if cache is not None:
+            cache.length += T
         x = self.transformer.ln_f(x)  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, Vp)
         return logits[..., : self.config.vocab_size]  # (B, T, V)
@@ -252,30 +311,87 @@ class GPT(nn.Module):
         max_new_tokens: int,
         temperature: float = 1.0,
         top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        eos_id: int | None = None,
     ) -> torch.LongTensor:
-        """Append ``max_new_tokens`` sampled tokens to ``idx`` (B, T) and return (B, T + max_new_tokens).
+        """Append up to ``max_new_tokens`` sampled tokens to ``idx`` (B, T) and return (B, T + new).
 
-        As nanoGPT: the context is cropped to the last block_size tokens; ``temperature == 0`` is greedy argmax;
-        ``top_k`` keeps only the k most likely ids. No KV cache, so each step re-runs the whole context. Call
-        ``model.eval()`` first, or dropout stays active. Padded ids are never produced (forward drops them).
+        The prompt is run once (prefill) into a :class:`KVCache`; after that each step runs only the new token,
+        so the cost is linear in the length. The context is nanoGPT's: every token so far, cropped to the last
+        block_size. Once the cache is full, the step re-runs the last block_size tokens from position 0 (the exact
+        crop, at block_size positions a step; absolute position embeddings cannot slide a cache).
+
+        ``temperature == 0`` is greedy argmax; ``top_k`` / ``top_p`` restrict sampling (see :func:`sample_next`);
+        ``generator`` keeps sampling off the global RNG. With ``eos_id``, a sequence that produced it is padded
+        with it, and generation stops early once every sequence has. Call ``model.eval()`` first, or dropout
+        stays active. Padded ids are never produced (forward drops them).
         """
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be None or >= 1, got {top_k}")
+        check_sampling(max_new_tokens, temperature, top_k, top_p)
+        if idx.dim() != 2 or idx.size(1) == 0:
+            raise ValueError(f"generate needs a prompt of shape (B, T) with T >= 1, got {tuple(idx.shape)}")
+        block_size = self.config.block_size
+        cache = KVCache(self.config)
+        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,) sequences that ended
+        idx_next = None
         for _ in range(max_new_tokens):
-            idx_cond = idx[:, -self.config.block_size :]  # (B, <=block_size)
-            logits = self(idx_cond)[:, -1, :]  # (B, V): only the last position predicts the next token
-            if temperature == 0:
-                idx_next = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            if idx_next is None or cache.length == block_size:
+                cache.reset()
+                logits = self(idx[:, -block_size:], cache)[:, -1, :]  # (B, V): prefill the (cropped) context
             else:
-                logits = logits / temperature
-                if top_k is not None:
-                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))  # (B, k)
-                    logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
-                probs = F.softmax(logits, dim=-1)  # (B, V)
-                idx_next = torch.multinomial(probs, num_samples=1)  # (B, 1)
+                logits = self(idx_next, cache)[:, -1, :]  # (B, V): the new token only, attending to the cache
+            idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+            if eos_id is not None:
+                idx_next = idx_next.masked_fill(done[:, None], eos_id)
+                done |= idx_next[:, 0] == eos_id
             idx = torch.cat((idx, idx_next), dim=1)  # (B, T + 1)
+            if done.all():
+                break
         return idx
+
+
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Refuse settings that would fail mid-generation, or silently mean something else."""
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be None or >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be None or in (0, 1], got {top_p}")
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.LongTensor:
+    """The next ids (B, 1) from last-position logits (B, V).
+
+    Greedy argmax at ``temperature == 0``; otherwise a draw from softmax(logits / temperature) restricted to the
+    ``top_k`` most likely ids, then to the ``top_p`` nucleus (:func:`top_p_filter`, Holtzman et al. 2020), in
+    the order transformers applies its sampling warpers.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+    logits = logits / temperature
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))  # (B, k)
+        logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        logits = top_p_filter(logits, top_p)
+    probs = F.softmax(logits, dim=-1)  # (B, V)
+    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Logits (B, V) with every id outside the nucleus set to -inf: the nucleus is the fewest most likely ids
+    whose probability adds up to at least ``top_p``; the most likely id always stays."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V) each
+    probs = F.softmax(sorted_logits, dim=-1)  # (B, V)
+    mass_before = probs.cumsum(dim=-1) - probs  # (B, V): probability of the ids ranked above; 0 for the top id
+    sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
+    return logits.scatter(-1, order, sorted_logits)  # (B, V): back to vocab order

@@ -23,3 +23,15 @@ def test_shuffle_knobs_reach_the_streaming_dataset(tmp_path, shakespeare_text):
     dataset = spec.dataloader.dataset
     assert (dataset.shuffle_algo, dataset.shuffle_block_size) == ("py1br", 64)
     del spec, dataset
+
+
+def test_the_pile_yaml_takes_one_dataset_only_when_told():
+    """yamls/gpt2.yaml is the Pile mixture: a bare data.path is refused with the two ways to get one dataset, and
+    both ways work."""
+    with pytest.raises(ConfigError, match=r"both set.*data.streams=null.*yamls/gpt2-single.yaml"):
+        load_config("yamls/gpt2.yaml", ["data.path=/data/one"])
+    assert load_config("yamls/gpt2.yaml", ["data.streams=null", "data.path=/data/one"]).data.path == "/data/one"
+    single = load_config("yamls/gpt2-single.yaml", ["data.path=/data/one"])
+    assert (single.data.path, single.data.streams) == ("/data/one", None)
+    with pytest.raises(ConfigError, match=r"set data.path \(one dataset\) or data.streams"):
+        load_config("yamls/gpt2-single.yaml", ["data.path=null"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,8 @@ def test_two_rank_launch_trains(dataset, tmp_path):
                                "save_interval=6ba"), nproc=2)
     rows = metrics_rows(tmp_path / "ddp")
     assert [r["step"] for r in rows] == list(range(1, 7))
-    assert "4 per rank x 2 ranks" in proc.stdout
+    cores = os.cpu_count() or 1
+    assert f"4 per rank x 2 ranks; {max(1, cores // 2)} CPU threads per rank" in proc.stdout  # cores split, as torchrun
     assert (tmp_path / "ddp" / "checkpoints" / "ep0-ba6-rank0.pt").exists()
 
 
@@ -132,11 +134,42 @@ def test_data_path_without_metadata(tmp_path):
     _assert_clean_error(proc, "does not exist")
 
 
-def test_missing_yaml_and_bf16_on_cpu(dataset, tmp_path):
+def test_missing_yaml(dataset, tmp_path):
     proc = run_train(["yamls/nope.yaml"], check=False)
     _assert_clean_error(proc, "yamls/nope.yaml", "does not exist")
-    proc = run_train(tiny_args(dataset, tmp_path, "precision=amp_bf16"), check=False)
-    _assert_clean_error(proc, "amp_bf16", "precision=fp32")
+
+
+def test_bf16_on_cpu_trains_like_fp32(tiny_run, dataset, tmp_path):
+    """precision=amp_bf16 on CPU (Composer allows only fp32 there): the forward autocasts itself to bf16. Same init
+    and batches as the fp32 tiny_run: the losses differ (another arithmetic) but track it, and fall."""
+    run_train(tiny_args(dataset, tmp_path, "run_name=bf16", "precision=amp_bf16", "max_duration=60ba",
+                        "eval_interval=60ba", "save_interval=60ba"))  # tiny_run's schedule
+    bf16, fp32 = metrics_rows(tmp_path / "bf16"), metrics_rows(tiny_run[0])
+    pairs = [(a["loss/train/total"], b["loss/train/total"]) for a, b in zip(bf16, fp32)]
+    assert len(pairs) == 60 and pairs[0][0] != pairs[0][1]
+    assert max(abs(a - b) for a, b in pairs) < 0.05, pairs
+    assert sum(a for a, _ in pairs[-10:]) / 10 < pairs[0][0] - 1.0
+    val = bf16[-1]["metrics/val/LanguageCrossEntropy"]
+    assert val == pytest.approx(bf16[-1]["metrics/val/BitsPerByte"] * math.log(2), rel=0.05)
+
+
+def test_cpu_bf16_forward_runs_in_bf16():
+    from training.config import TrainConfig
+    from training.model import ComposerGPT
+    from training.trainer import apply_precision
+    from gpt import GPTConfig
+
+    model = ComposerGPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=16), torch.ones(11))
+    assert apply_precision(TrainConfig(precision="amp_bf16"), model, "gpu") == "amp_bf16"  # Composer's AMP
+    assert model.cpu_autocast_dtype is None
+    assert apply_precision(TrainConfig(precision="amp_bf16"), model, "cpu") == "fp32"  # ours
+    batch = {"input_ids": torch.randint(0, 11, (2, 8)), "labels": torch.randint(0, 11, (2, 8))}
+    outputs = model(batch)
+    assert outputs.dtype == torch.bfloat16  # the matmuls ran in bf16
+    loss = model.loss(outputs, batch)
+    loss.backward()
+    assert loss.dtype == torch.float32 and all(p.grad.dtype == torch.float32 for p in model.parameters())
+    assert model.eval_forward(batch).dtype == torch.float32  # val metrics in fp32
 
 
 def test_wandb_offline_run_is_written_and_resumed(dataset, tmp_path):
@@ -199,3 +232,19 @@ def test_streams_must_share_tokenizer(tmp_path, shakespeare_text, dataset, gpt2_
     proc = run_train(tiny_args(dataset, tmp_path / "runs", "data.path=null", f"data.streams.a.path={dataset}",
                                f"data.streams.b.path={other}"), check=False)
     _assert_clean_error(proc, "streams disagree on tokenizer")
+
+
+def test_flops_per_batch_follow_the_batch_sequence_length():
+    """MFU must count attention at the data's sequence length: a model initialised from GPT-2 has block_size 1024
+    while its dataset may be cut at 256."""
+    import torch
+
+    from gpt import GPTConfig
+    from training.model import ComposerGPT
+
+    model = ComposerGPT(GPTConfig(block_size=64, vocab_size=257, n_layer=2, n_head=2, n_embd=32), torch.ones(257))
+    for T in (16, 64):
+        batch = {"input_ids": torch.zeros(3, T, dtype=torch.long)}
+        assert model.flops_per_batch(batch) == 3 * T * model.model.flops_per_token(T)
+    assert model.flops_per_batch({"input_ids": torch.zeros(3, 16, dtype=torch.long)}) < \
+        3 * 16 * model.model.flops_per_token(64)

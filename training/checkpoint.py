@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -18,8 +19,8 @@ import torch
 from omegaconf import OmegaConf
 
 from gpt import GPT, GPTConfig
-from loaders.dataset import dataset_tokenizer
-from loaders.tokenizer import Tokenizer
+from loaders.errors import TokenizerError
+from loaders.tokenizer import Tokenizer, load_tokenizer
 
 MODEL_FILE = "model.json"
 LATEST = "latest-rank0.pt"
@@ -37,6 +38,8 @@ def save_model_config(run_dir: str, config: GPTConfig) -> None:
 def resolve_checkpoint(source: str) -> tuple[Path, Path]:
     """(run folder, checkpoint file) from a run folder or a checkpoint inside ``RUN/checkpoints/``."""
     path = Path(source)
+    if is_sharded(path):  # an FSDP ep*-ba* folder (or a latest-rank0.pt link to one)
+        return path.resolve().parent.parent, path.resolve()
     if path.is_dir():
         ckpt = path / "checkpoints" / LATEST
         if not ckpt.exists():
@@ -47,13 +50,26 @@ def resolve_checkpoint(source: str) -> tuple[Path, Path]:
     raise CheckpointError(f"{source} is neither a run folder nor a checkpoint file")
 
 
+def is_sharded(path: Path) -> bool:
+    """A torch.distributed.checkpoint folder (FSDP ``state_dict_type=sharded``): ``.distcp`` files + ``.metadata``."""
+    return path.is_dir() and (path / ".metadata").is_file()
+
+
 def load_gpt(source: str, map_location: str = "cpu") -> GPT:
-    """The GPT with a run's latest (or the given) checkpoint's weights, in eval mode."""
+    """The GPT (eval mode) of a run folder (its latest checkpoint), a checkpoint (monolithic ``.pt`` file or
+    sharded FSDP folder), or a Hugging Face GPT-2 folder (config.json + model.safetensors)."""
+    from training.hf import is_hf_folder, load_hf_gpt  # training.hf imports this module
+
+    if is_hf_folder(source):
+        return load_hf_gpt(source)
     run_dir, ckpt = resolve_checkpoint(source)
     model_file = run_dir / MODEL_FILE
     if not model_file.exists():
         raise CheckpointError(f"{model_file} is missing: point at a run folder made by gpt_pile_composer.py")
     model = GPT(GPTConfig(**json.loads(model_file.read_text())))
+    if ckpt.is_dir():
+        _load_sharded(model, ckpt)
+        return model.eval()
     try:
         state = torch.load(ckpt, map_location=map_location, weights_only=False)
     except Exception as e:  # noqa: BLE001 - truncated zips and pickles raise many types
@@ -63,8 +79,50 @@ def load_gpt(source: str, map_location: str = "cpu") -> GPT:
     return model.eval()
 
 
+def _load_sharded(model: GPT, ckpt: Path) -> None:
+    """Read a sharded FSDP checkpoint's weights into ``model`` in this one process (no process group).
+
+    Composer saves ``{"state": {"model": {"model.<gpt key>": ...}, "optimizers": ...}}``; asking DCP for the
+    model entries only reassembles each full tensor from every rank's shards, in place, and skips the optimizer.
+    """
+    import torch.distributed.checkpoint as dcp
+
+    problem = readable(ckpt)
+    if problem is not None:
+        raise CheckpointError(f"{ckpt} is {problem}; point at an earlier checkpoint")
+    state = {"state": {"model": {f"model.{k}": v for k, v in model.state_dict().items()}}}
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")  # one process: on purpose
+            dcp.load(state, checkpoint_id=str(ckpt), no_dist=True)
+    except Exception as e:  # noqa: BLE001 - DCP wraps missing keys / size mismatches / IO in CheckpointException
+        raise CheckpointError(f"cannot read sharded checkpoint {ckpt}: {str(e).splitlines()[0]} (does "
+                              f"{ckpt.parent.parent / MODEL_FILE} describe this model?)") from None
+
+
+def load_tokenizer_for(source: str) -> Tokenizer:
+    """The tokenizer that goes with :func:`load_gpt`'s model: a run's (or its checkpoint's) dataset tokenizer,
+    or the tokenizer saved in a Hugging Face folder."""
+    from training.hf import is_hf_folder
+
+    path = Path(source)
+    if is_hf_folder(path):
+        try:
+            return load_tokenizer(str(path))
+        except TokenizerError as e:
+            raise CheckpointError(f"{e}. The model folder {path} has no usable tokenizer: save one into it "
+                                  "(tokenizer.save_pretrained) or pass a tokenizer explicitly") from None
+    run_dir = path if (path / "config.yaml").is_file() else resolve_checkpoint(source)[0]
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir / 'config.yaml'} is missing: point at a run folder made by "
+                              "gpt_pile_composer.py, a checkpoint inside one, or a Hugging Face model folder")
+    return run_tokenizer(str(run_dir))
+
+
 def run_tokenizer(run_dir: str) -> Tokenizer:
     """The tokenizer of the dataset a run trained on (read from the run's recorded config)."""
+    from loaders.dataset import dataset_tokenizer  # imports Streaming (seconds): only when a run's tokenizer is read
+
     cfg = OmegaConf.load(os.path.join(run_dir, "config.yaml"))
     path: Optional[str] = cfg.data.path or next(iter(cfg.data.streams.values())).path
     return dataset_tokenizer(path, cfg.data.cache)
@@ -72,11 +130,16 @@ def run_tokenizer(run_dir: str) -> Tokenizer:
 
 @torch.no_grad()
 def sample(model: GPT, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 200,
-           temperature: float = 0.8, top_k: Optional[int] = 40, seed: int = 0) -> str:
-    """Continue ``prompt``; seeded so the demo prints the same text on every machine."""
-    torch.manual_seed(seed)
+           temperature: float = 0.8, top_k: Optional[int] = 40, seed: int = 0, top_p: Optional[float] = None,
+           stop_at_eos: bool = False) -> str:
+    """Continue ``prompt`` (an empty one starts a new document); seeded so the demo prints the same text on every
+    machine. The seed drives a private generator: the global RNG is left alone, so sampling during training
+    (callbacks/samples.py) does not change the run."""
+    device = next(model.parameters()).device
     ids = tokenizer.encode(prompt) or [tokenizer.eos_id]
-    out = model.generate(torch.tensor([ids]), max_new_tokens, temperature=temperature, top_k=top_k)
+    out = model.generate(torch.tensor([ids], device=device), max_new_tokens, temperature=temperature, top_k=top_k,
+                         top_p=top_p, generator=torch.Generator(device).manual_seed(seed),
+                         eos_id=tokenizer.eos_id if stop_at_eos else None)
     return tokenizer.decode(out[0].tolist())
 
 

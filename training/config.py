@@ -54,6 +54,7 @@ class ModelConfig:
     n_embd: Optional[int] = None
     dropout: Optional[float] = None
     bias: Optional[bool] = None
+    init_from: Optional[str] = None  # hf:FOLDER_OR_NAME: start from GPT-2 weights (shape from the HF config)
 
 
 @dataclass
@@ -117,11 +118,15 @@ class TrainConfig:
     save_num_checkpoints_to_keep: int = 3
     save_folder: Optional[str] = None  # default: {runs_root}/{run_name}/checkpoints
     load_path: Optional[str] = None
-    precision: str = "fp32"  # fp32 | amp_bf16 (GPU)
+    precision: str = "fp32"  # fp32 | amp_bf16 (GPU: Composer's AMP; CPU: bf16 autocast of the forward)
     grad_clip_norm: float = 1.0  # 0 disables clipping
     log_interval: str = "10ba"
     progress_bar: bool = True
     log_sample_ids: bool = False  # log each step's global batch sample ids to metrics.jsonl (data/sample_ids)
+    sample_prompt: Optional[str] = None  # log a continuation of this text during training ("" = a new document)
+    sample_interval: Optional[str] = None  # how often (e.g. 500ba, 1ep); default: eval_interval
+    sample_max_new_tokens: int = 64
+    sample_temperature: float = 0.8  # 0 = greedy; sampling has its own generator (seeded with seed)
     speed_window: int = 20  # batches SpeedMonitor averages over
     peak_flops: Optional[float] = None  # device peak FLOP/s for MFU; None: Composer's GPU table
     device: Optional[str] = None  # cpu | gpu; None: gpu when available
@@ -202,8 +207,15 @@ def _field_type(f: dataclasses.Field) -> Any:
 
 def validate(cfg: TrainConfig) -> None:
     """Checks that need more than one key; each failure names the keys and the fix."""
-    if (cfg.data.path is None) == (not cfg.data.streams):
-        raise ConfigError("set exactly one of data.path (one dataset) or data.streams (a mixture)")
+    if cfg.data.path is not None and cfg.data.streams:
+        raise ConfigError("data.path and data.streams are both set; to train on one dataset with a yaml that has "
+                          "streams (yamls/gpt2.yaml), add data.streams=null, or use yamls/gpt2-single.yaml")
+    if cfg.data.path is None and not cfg.data.streams:
+        raise ConfigError("set data.path (one dataset) or data.streams (a mixture)")
+    if cfg.model.init_from is not None and not cfg.model.init_from.startswith("hf:"):
+        raise ConfigError(f"model.init_from={cfg.model.init_from!r}; use hf:FOLDER_OR_NAME (a Hugging Face GPT-2)")
+    if cfg.model.init_from is not None and cfg.load_path:
+        raise ConfigError("model.init_from and load_path are both set; a run starts from one of them: drop one")
     if cfg.parallelism not in PARALLELISMS:
         raise ConfigError(f"parallelism={cfg.parallelism!r}; valid: {', '.join(PARALLELISMS)}")
     if cfg.fsdp.state_dict_type not in ("sharded", "full"):
@@ -220,6 +232,26 @@ def validate(cfg: TrainConfig) -> None:
     for name, s in (cfg.data.streams or {}).items():
         if sum(w is not None for w in (s.proportion, s.repeat, s.choose)) > 1:
             raise ConfigError(f"data.streams.{name}: set at most one of proportion, repeat, choose")
+    if cfg.sample_prompt is not None:
+        _validate_samples(cfg)
+
+
+def _validate_samples(cfg: TrainConfig) -> None:
+    from composer.core import Time, TimeUnit  # the parser Composer will use for the interval
+
+    if cfg.sample_max_new_tokens < 1:
+        raise ConfigError(f"sample_max_new_tokens must be >= 1, got {cfg.sample_max_new_tokens}")
+    if cfg.sample_temperature < 0:
+        raise ConfigError(f"sample_temperature must be >= 0 (0 = greedy), got {cfg.sample_temperature}")
+    if cfg.sample_interval is not None:
+        units = (TimeUnit.BATCH, TimeUnit.EPOCH, TimeUnit.SAMPLE, TimeUnit.TOKEN, TimeUnit.DURATION)
+        try:
+            t = Time.from_timestring(cfg.sample_interval)
+        except (ValueError, TypeError):
+            t = None
+        if t is None or t.unit not in units or t.value <= 0:  # a bare "5" parses as seconds: not reproducible
+            raise ConfigError(f"sample_interval={cfg.sample_interval!r} is not a positive duration in ba, ep, sp, "
+                              "tok or dur; use e.g. 500ba, or leave it out to sample at each eval_interval")
 
 
 def to_yaml(cfg: TrainConfig) -> str:

@@ -25,17 +25,25 @@ class ComposerGPT(ComposerModel):
         self.model.fsdp_wrap_fn = self.fsdp_wrap_fn
         self.model.activation_checkpointing_fn = self.activation_checkpointing_fn
         self.config = config
-        self._train_flops_per_token = self.model.flops_per_token(config.block_size)
+        self._flops_per_token: dict[int, int] = {}  # by sequence length: the batches', not block_size
         self.val_metrics = eval_metrics(token_bytes)
+        # precision=amp_bf16 on CPU (set by training/trainer.py): Composer 0.32.1 trains only fp32 on CPU, so the
+        # forward autocasts itself. Parameters, gradients, optimizer and the cross-entropy stay fp32, as with AMP.
+        self.cpu_autocast_dtype: Optional[torch.dtype] = None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(batch["input_ids"])  # (B, T, V)
+        if self.cpu_autocast_dtype is None:
+            return self.model(batch["input_ids"])  # (B, T, V)
+        with torch.autocast("cpu", dtype=self.cpu_autocast_dtype):
+            return self.model(batch["input_ids"])  # (B, T, V) in bf16: the loss upcasts it
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
         return F.cross_entropy(outputs.flatten(0, 1).float(), batch["labels"].flatten())
 
     def eval_forward(self, batch: dict[str, torch.Tensor], outputs: Optional[Any] = None) -> torch.Tensor:
-        return outputs if outputs is not None else self.forward(batch)
+        outputs = outputs if outputs is not None else self.forward(batch)
+        # every val metric in fp32 (a bf16 sum of per-token losses would round at the 3rd digit)
+        return outputs if self.cpu_autocast_dtype is None else outputs.float()
 
     def get_metrics(self, is_train: bool = False) -> dict[str, Metric]:
         # Training logs its loss every step already; per-step train metrics would cost a sync each step.
@@ -45,8 +53,12 @@ class ComposerGPT(ComposerModel):
         metric.update(outputs, batch["labels"])
 
     def flops_per_batch(self, batch: dict[str, torch.Tensor]) -> int:
-        """Training FLOPs (forward + backward) of one batch, for SpeedMonitor's FLOP/s and MFU."""
-        return self._train_flops_per_token * batch["input_ids"].numel()
+        """Training FLOPs (forward + backward) of one batch, for SpeedMonitor's FLOP/s and MFU. Attention FLOPs grow
+        with the batch's sequence length, which is shorter than block_size when a dataset's seq_len is."""
+        B, T = batch["input_ids"].shape
+        if T not in self._flops_per_token:
+            self._flops_per_token[T] = self.model.flops_per_token(T)
+        return self._flops_per_token[T] * B * T
 
     def fsdp_wrap_fn(self, module: torch.nn.Module) -> bool:
         """FSDP shards each transformer block on its own."""

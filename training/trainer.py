@@ -25,6 +25,7 @@ from callbacks.console import ConsoleSummaryLogger
 from callbacks.jsonl_logger import JSONLinesLogger
 from callbacks.resume_guard import ResumeGuard, check_fingerprint
 from callbacks.sample_ids import SampleIdLogger
+from callbacks.samples import SampleLogger
 from gpt import GPTConfig
 from loaders.dataset import (
     LoaderSettings,
@@ -42,6 +43,7 @@ from training.checkpoint import LATEST, repair_latest, saved_fingerprint, save_m
 from training.remote_checkpoints import (bucket_folder, check_bucket, fetch_newest_checkpoint, local_folder,
                                          remote_saver, upload_failure)
 from training.config import ConfigError, TrainConfig, to_yaml
+from training.hf import init_config, load_init_weights
 from training.model import ComposerGPT
 from training.streams import (build_evaluators, build_mixture_eval, build_stream_evals, named_sources,
                               record_stream_metadata, trained_sources)
@@ -71,14 +73,22 @@ class RunData:
 def init_distributed(cfg: TrainConfig) -> str:
     """Pick the device, start the process group, and clear stale Streaming shared memory (one per node)."""
     device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
-    if device == "cpu" and cfg.precision != "fp32":
-        raise ConfigError(f"precision={cfg.precision} needs a GPU; on CPU use precision=fp32")
+    share_cpu_threads(device)
     if dist.get_world_size() > 1:  # as Composer: a 1-rank process group would only add an all-reduce per metric
         dist.initialize_dist(device, timeout=300)
     if dist.get_local_rank() == 0:
         clean_stale_shared_memory()
     dist.barrier()
     return device
+
+
+def share_cpu_threads(device: str) -> None:
+    """On CPU, split the cores between the ranks of a node, as torchrun does (Composer's launcher does not): every
+    rank starting one thread per core oversubscribes the cores, and OpenMP's spinning threads then wait on each
+    other. An explicit OMP_NUM_THREADS wins."""
+    local_ranks = dist.get_local_world_size()
+    if device == "cpu" and local_ranks > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_ranks))
 
 
 def prepare_run_dir(cfg: TrainConfig) -> bool:
@@ -142,18 +152,25 @@ def build_data(cfg: TrainConfig) -> RunData:
 
 
 def build_model(cfg: TrainConfig, data: RunData) -> ComposerGPT:
-    """The GPT sized by the preset and overrides, its block size and vocab read from the dataset."""
-    overrides = {k: v for k, v in vars(cfg.model).items() if k != "preset" and v is not None}
+    """The GPT sized by the preset and overrides, its block size and vocab read from the dataset; or, with
+    ``model.init_from=hf:...``, shaped and initialised by a Hugging Face GPT-2 (training/hf.py)."""
+    overrides = {k: v for k, v in vars(cfg.model).items() if k not in ("preset", "init_from") and v is not None}
     try:
-        gpt_config = GPTConfig.from_preset(
-            cfg.model.preset, block_size=data.meta.seq_len, vocab_size=data.meta.vocab_size, **overrides
-        )
+        if cfg.model.init_from:
+            gpt_config = init_config(cfg.model.init_from, overrides, data.meta.seq_len, data.meta.vocab_size)
+        else:
+            gpt_config = GPTConfig.from_preset(
+                cfg.model.preset, block_size=data.meta.seq_len, vocab_size=data.meta.vocab_size, **overrides
+            )
     except ValueError as e:
         raise ConfigError(f"model: {e}") from None
     if dist.get_global_rank() == 0:
         save_model_config(cfg.run_dir, gpt_config)
     reproducibility.seed_all(cfg.seed)  # the same init on every rank and every run with this seed
-    return ComposerGPT(gpt_config, torch.as_tensor(data.tokenizer.token_bytes()))
+    model = ComposerGPT(gpt_config, torch.as_tensor(data.tokenizer.token_bytes()))
+    if cfg.model.init_from:  # before the Trainer: FSDP shards these weights, autoresume overwrites them
+        load_init_weights(model.model, cfg.model.init_from)
+    return model
 
 
 def build_optimizer(cfg: TrainConfig, model: ComposerGPT) -> DecoupledAdamW:
@@ -247,6 +264,9 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
     callbacks = [*build_callbacks(cfg), guard, RestoreRNGOnResume(), MarkEpochEnds()]
     if cfg.log_sample_ids:
         callbacks.append(SampleIdLogger())
+    if cfg.sample_prompt is not None:
+        callbacks.append(SampleLogger(data.tokenizer, cfg.sample_prompt, cfg.sample_interval or cfg.eval_interval,
+                                      cfg.sample_max_new_tokens, cfg.sample_temperature, seed=cfg.seed))
     saver = remote_saver(cfg)  # None: Composer's own saver, from save_folder
     if saver is not None:
         callbacks.append(saver)
@@ -277,7 +297,7 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
             autoresume=autoresume,
             load_path=cfg.load_path,
             device=device,
-            precision=cfg.precision,
+            precision=apply_precision(cfg, model, device),
             device_train_microbatch_size=cfg.device_train_microbatch_size,
             parallelism_config=parallelism_config(cfg),
             seed=cfg.seed,
@@ -286,6 +306,17 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
     skip_engine_debug_log(trainer)
     restore_rng_on_resume(trainer)
     return trainer
+
+
+def apply_precision(cfg: TrainConfig, model: ComposerGPT, device: str) -> str:
+    """The precision to hand Composer. Composer 0.32.1 trains only fp32 on CPU, so there ``amp_bf16`` becomes the
+    model's own bf16 autocast of its forward (ComposerGPT.cpu_autocast_dtype) under an fp32 Trainer: matmuls in
+    bf16 (several times the fp32 speed on CPUs with AVX512-BF16 or AMX, see BENCHMARKS.md), weights, optimizer
+    and loss in fp32."""
+    if device == "cpu" and cfg.precision == "amp_bf16":
+        model.cpu_autocast_dtype = torch.bfloat16
+        return "fp32"
+    return cfg.precision
 
 
 def fit(trainer: Trainer, cfg: TrainConfig) -> None:
@@ -355,7 +386,8 @@ def describe_run(cfg: TrainConfig, model: ComposerGPT, data: RunData) -> str:
         f"parameters   {gpt.num_params(non_embedding=False):,} ({gpt.num_params():,} non-embedding)",
         f"FLOPs/token  {gpt.flops_per_token(data.meta.seq_len):,} (training: forward + backward)",
         f"tokens/step  {tokens_per_step:,} ({cfg.global_train_batch_size} x {data.meta.seq_len}; "
-        f"{data.device_batch_size} per rank x {dist.get_world_size()} ranks)",
+        f"{data.device_batch_size} per rank x {dist.get_world_size()} ranks; {torch.get_num_threads()} CPU "
+        "threads per rank)",
         f"run folder   {cfg.run_dir}  (checkpoints: {cfg.save_folder})",
         "=" * 72,
     ]

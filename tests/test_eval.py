@@ -1,0 +1,176 @@
+"""eval.py: a checkpoint's val metrics on any dataset split (reproducing what training logged), and HellaSwag-format
+multiple choice. One real training run (subprocess) shared by every test; eval.py's main is called in-process."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.train_utils import make_dataset, metrics_rows, run_train, tiny_args, train_env
+
+HELLASWAG = Path(__file__).parent / "data" / "hellaswag_tiny.jsonl"
+METRICS = ("LanguageCrossEntropy", "LanguagePerplexity", "BitsPerByte", "TokenAccuracy")
+STEPS = 150  # enough for a byte model to learn which letters follow which (the multiple-choice test needs that)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, shakespeare_text) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"), shakespeare_text[:100_000], seq_len=64, val_fraction=0.05)
+
+
+@pytest.fixture(scope="module")
+def run(dataset, tmp_path_factory) -> Path:
+    """Its last step is both an eval over the whole val split and a checkpoint: eval.py must reproduce it.
+    One thread: a model this small gains nothing from two, and on a busy machine two spin-wait for each other."""
+    runs = tmp_path_factory.mktemp("runs")
+    run_train(tiny_args(dataset, runs, "run_name=ev", "model.n_embd=64", "global_train_batch_size=16",
+                        "device_train_microbatch_size=16", "optimizer.lr=2e-3", "scheduler.t_warmup=10ba",
+                        f"max_duration={STEPS}ba", f"eval_interval={STEPS}ba", f"save_interval={STEPS}ba",
+                        "eval_subset_num_batches=-1"), env={**train_env(), "OMP_NUM_THREADS": "1"})
+    return runs / "ev"
+
+
+def final_checkpoint(run: Path) -> Path:
+    return (run / "checkpoints" / "latest-rank0.pt").resolve()
+
+
+def eval_main(capsys, *argv: str) -> tuple[int, str, str]:
+    import eval as eval_script
+
+    code = eval_script.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def eval_json(capsys, *argv: str) -> dict:
+    code, out, err = eval_main(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def eval_error(capsys, *argv: str) -> str:
+    code, out, err = eval_main(capsys, *argv)
+    assert code == 2 and out == "" and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------------- LM metrics
+
+
+def test_eval_reproduces_the_runs_last_val_metrics(run, dataset, capsys):
+    logged = [r for r in metrics_rows(run) if "metrics/val/LanguageCrossEntropy" in r][-1]
+    assert logged["step"] == STEPS and final_checkpoint(run).name.endswith(f"-ba{STEPS}-rank0.pt")
+    result = eval_json(capsys, run)  # no --data: the run's own val split, latest checkpoint
+    for name in METRICS:
+        assert result[name] == pytest.approx(logged[f"metrics/val/{name}"], rel=1e-5), name
+    val_samples = json.loads((dataset / "metadata.json").read_text())["splits"]["val"]["samples"]
+    assert result["tokens"] == val_samples * 64  # every val sample, once
+    assert result["LanguageCrossEntropy"] < math.log(257) - 1  # a trained model, not a uniform one
+
+
+def test_eval_any_dataset_stream_split_and_checkpoint_file(run, tmp_path, shakespeare_text, capsys):
+    other = make_dataset(tmp_path, shakespeare_text[600_000:640_000], seq_len=32, val_fraction=0.2)
+    part = ("--data", other, "--split", "train", "--max-batches", "2", "--batch-size", "4")
+    first = eval_json(capsys, final_checkpoint(run), *part)
+    assert first["tokens"] == 2 * 4 * 32 and first["split"] == "train"  # shorter samples than block_size: fine
+    assert all(math.isfinite(first[name]) for name in METRICS)
+    assert first["LanguagePerplexity"] == pytest.approx(math.exp(first["LanguageCrossEntropy"]), rel=1e-5)
+    assert eval_json(capsys, run, *part) == {**first, "source": str(run)}  # the run folder's latest checkpoint
+    stream = eval_json(capsys, run, "--stream", "dataset")  # a lone data.path's name, as in RUN/data/dataset/
+    assert stream["data"] == "stream dataset of run ev"
+    logged = [r for r in metrics_rows(run) if "metrics/val/LanguageCrossEntropy" in r][-1]
+    assert stream["LanguageCrossEntropy"] == pytest.approx(logged["metrics/val/LanguageCrossEntropy"], rel=1e-5)
+
+
+def test_eval_refuses_bad_sources_streams_splits_and_long_samples(run, tmp_path, shakespeare_text, capsys):
+    assert "neither a run folder nor a checkpoint" in eval_error(capsys, tmp_path / "nope")
+    assert "no stream 'web'; its streams: dataset" in eval_error(capsys, run, "--stream", "web")
+    assert "no 'test' split (its splits: train, val)" in eval_error(capsys, run, "--split", "test")
+    long = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=128, val_fraction=0.2)
+    assert "seq_len 128, longer than the model's block_size 64" in eval_error(capsys, run, "--data", long)
+    assert "--max-batches must be a positive integer" in eval_error(capsys, run, "--max-batches", "0")
+
+
+def test_eval_refuses_a_dataset_of_another_tokenizer(run, tmp_path, shakespeare_text, gpt2_dir, capsys):
+    bpe = make_dataset(tmp_path, shakespeare_text[:5_000], seq_len=16, val_fraction=0.3, tokenizer=str(gpt2_dir))
+    message = eval_error(capsys, run, "--data", bpe)
+    assert f"tokenized with {gpt2_dir} (vocab 50257)" in message and "with bytes (vocab 257)" in message
+    assert "--tokenizer bytes" in message
+
+
+# ----------------------------------------------------------------------------------------------- multiple choice
+
+
+def unbatched_losses(model, tokenizer, item) -> list[tuple[float, float]]:
+    """(summed, mean) loss of each ending's tokens: one plain forward per ending, the context cut on the left so
+    that the longest ending fits in block_size."""
+    ctx = tokenizer.encode(item.ctx)
+    ends = [tokenizer.encode(" " + e) for e in item.endings]
+    room = model.config.block_size - max(len(e) for e in ends)
+    ctx = ctx[max(0, len(ctx) - room):]
+    out = []
+    for end in ends:
+        ids = torch.tensor([ctx + end])
+        with torch.no_grad():
+            logp = F.log_softmax(model(ids)[0, :-1].float(), dim=-1)
+        nll = -logp[torch.arange(len(ctx) - 1, ids.shape[1] - 1), torch.tensor(end)]
+        out.append((nll.sum().item(), nll.mean().item()))
+    return out
+
+
+def test_hellaswag_batched_scoring_matches_one_ending_at_a_time(run, capsys):
+    from training.checkpoint import load_gpt, load_tokenizer_for
+    from training.evaluate import encode_item, ending_losses, read_items
+
+    model, tokenizer = load_gpt(str(run)), load_tokenizer_for(str(run))
+    items = read_items(str(HELLASWAG))
+    assert any(len(set(map(len, i.endings))) > 1 for i in items)  # padding is in play
+    assert any(len(tokenizer.encode(i.ctx)) + 10 > model.config.block_size for i in items)  # so is truncation
+    hits = hits_norm = 0
+    for item in items:
+        total, mean = ending_losses(model, *encode_item(item, tokenizer, model.config.block_size))
+        expected = unbatched_losses(model, tokenizer, item)
+        assert total.tolist() == pytest.approx([s for s, _ in expected], rel=1e-4, abs=1e-4)
+        assert mean.tolist() == pytest.approx([m for _, m in expected], rel=1e-4, abs=1e-4)
+        hits += min(range(len(expected)), key=lambda i: expected[i][0]) == item.label
+        hits_norm += min(range(len(expected)), key=lambda i: expected[i][1]) == item.label
+    result = eval_json(capsys, run, "--hellaswag", HELLASWAG)
+    assert result["items"] == len(items) == 8
+    assert (result["acc"], result["acc_norm"]) == (hits / len(items), hits_norm / len(items))
+
+
+def test_hellaswag_trained_model_prefers_real_continuations(run, capsys):
+    """Each item: the line's real end among three character shuffles (of it and of other endings)."""
+    result = eval_json(capsys, run, "--hellaswag", HELLASWAG)
+    assert result["acc_norm"] >= 0.75  # chance: 0.25
+    assert eval_json(capsys, run, "--hellaswag", HELLASWAG, "--max-batches", "3")["items"] == 3
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("{not json", "not JSON"),
+    ('{"ctx": "A", "endings": ["b", "c"]}', "keys ctx, endings, label"),
+    ('{"ctx": "A", "endings": ["b", "c"], "label": 2}', "label must be an int in [0, 2), got 2"),
+    ('{"ctx": "A", "endings": [], "label": 0}', "endings must be a non-empty list"),
+    ('{"ctx": "A", "endings": ["b", 3], "label": 0}', "endings must be a non-empty list"),
+    ('{"ctx": "A", "endings": "bc", "label": 0}', "endings must be a non-empty list"),
+])
+def test_hellaswag_malformed_line_names_file_and_line(tmp_path, line, problem):
+    from training.evaluate import HellaSwagError, read_items
+
+    path = tmp_path / "mc.jsonl"
+    path.write_text('{"ctx": "A", "endings": ["b", "c"], "label": 1}\n' + line + "\n")
+    with pytest.raises(HellaSwagError, match=f"^{re.escape(str(path))}:2: .*{re.escape(problem)}"):
+        read_items(str(path))
+
+
+def test_hellaswag_bad_file_is_one_error_line(run, tmp_path, capsys):
+    path = tmp_path / "mc.jsonl"
+    path.write_text('{"ctx": "A", "endings": ["b"], "label": true}\n')
+    assert f"{path}:1: label must be an int" in eval_error(capsys, run, "--hellaswag", path)

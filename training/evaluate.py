@@ -1,0 +1,288 @@
+"""Evaluate a trained GPT away from its training run: LM metrics on any split of any dataset (or of one stream of
+the run's mixture), and HellaSwag-format multiple choice.
+
+The LM metrics are callbacks/metrics.py's :func:`eval_metrics` fed by the project's own loader (loaders/dataset.py
+``build_dataspec``, unshuffled, in this one process), so a figure here means exactly what a run's
+``metrics/val/<Metric>`` means: evaluating a run's last checkpoint on its whole val split reproduces the val metrics
+it logged at that step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from composer.core import DataSpec
+
+from callbacks.metrics import eval_metrics
+from gpt import GPT
+from loaders.dataset import (LoaderSettings, StreamSource, build_dataspec, dataset_tokenizer,
+                             fetch_metadata, has_split, is_remote)
+from loaders.metadata import METADATA_FILE, DatasetMetadata, read_metadata
+from loaders.tokenizer import Tokenizer
+from training.checkpoint import resolve_checkpoint
+from training.config import TrainConfig, load_config
+from training.streams import build_mixture_eval, named_sources, trained_sources
+
+EVAL_CACHE = "eval"  # under a run's data.cache: shards of remote datasets read by eval.py (not a live run's folder)
+DEFAULT_BATCH = 8
+
+
+class EvalError(Exception):
+    """A model and dataset that cannot be evaluated together, or a bad option; the message says the fix."""
+
+
+class HellaSwagError(EvalError):
+    """A line of a multiple-choice file that is not ``{"ctx": str, "endings": [str, ...], "label": int}``."""
+
+
+# ----------------------------------------------------------------------------------------------- what to evaluate
+
+
+@dataclass
+class RunRecord:
+    """What a run folder says about its data: the resolved config and the metadata of the data it trained on."""
+
+    run_dir: Path
+    cfg: TrainConfig
+    meta: Optional[DatasetMetadata]  # from RUN/data/<stream>/metadata.json; None for runs made before that record
+
+
+@dataclass
+class EvalTarget:
+    """The dataset root(s) to read and how to describe them; several roots = the run's own val mixture."""
+
+    label: str
+    sources: list[StreamSource]
+    cache: Optional[str]
+
+
+def find_run(source: str) -> Optional[RunRecord]:
+    """The run a source belongs to (a run folder, or a checkpoint inside ``RUN/checkpoints/``); None for a
+    Hugging Face folder or a checkpoint that lives outside any run."""
+    from training.hf import is_hf_folder
+
+    if is_hf_folder(source):
+        return None
+    run_dir = resolve_checkpoint(source)[0]
+    if not (run_dir / "config.yaml").is_file():
+        return None
+    records = sorted((run_dir / "data").glob(f"*/{METADATA_FILE}"))
+    meta = read_metadata(records[0].parent) if records else None  # every stream of a run shares the tokenizer
+    return RunRecord(run_dir, load_config(str(run_dir / "config.yaml")), meta)
+
+
+def choose_data(run: Optional[RunRecord], data: Optional[str], stream: Optional[str],
+                cache: Optional[str]) -> EvalTarget:
+    """``--data`` (any root), ``--stream`` (one of the run's), or neither: the run's own data as its val read it."""
+    if data is not None and stream is not None:
+        raise EvalError("give --data PATH or --stream NAME, not both")
+    if data is not None:
+        label, sources = data, [StreamSource(data)]
+    elif run is None:
+        raise EvalError("this model is not a run folder of gpt_pile_composer.py: give the dataset with --data PATH")
+    else:
+        label, sources = _run_data(run, stream)
+    if cache is None and run is not None and run.cfg.data.cache:
+        cache = os.path.join(run.cfg.data.cache, EVAL_CACHE)  # a live run's own cache folder would collide
+    remote = [s.path for s in sources if is_remote(s.path)]
+    if remote and cache is None:
+        raise EvalError(f"{remote[0]} is remote: give --cache DIR, a local folder for its shards")
+    return EvalTarget(label, sources, cache)
+
+
+def _run_data(run: RunRecord, stream: Optional[str]) -> tuple[str, list[StreamSource]]:
+    """One stream of the run by name, or the trained streams with their weights (a lone data.path: itself)."""
+    named = named_sources(run.cfg)
+    if stream is None:
+        sources = trained_sources(named)
+        what = "dataset" if len(sources) == 1 else f"val mixture ({', '.join(named)})"
+        return f"the {what} of run {run.run_dir.name}", sources
+    if stream not in named:
+        raise EvalError(f"run {run.run_dir} has no stream {stream!r}; its streams: {', '.join(named)}")
+    return f"stream {stream} of run {run.run_dir.name}", [StreamSource(named[stream].path)]
+
+
+def check_model_data(model: GPT, run: Optional[RunRecord], metas: dict[str, DatasetMetadata], split: str) -> None:
+    """The dataset must be tokenized as the model was trained, fit in its context, and have the split."""
+    cfg = model.config
+    for path, meta in metas.items():
+        if run is not None and run.meta is not None and _tokenization(run.meta) != _tokenization(meta):
+            trained = run.meta.tokenizer.get("name")
+            raise EvalError(f"{path} was tokenized with {meta.tokenizer.get('name')} (vocab {meta.vocab_size}), run "
+                            f"{run.run_dir} with {trained} (vocab {run.meta.vocab_size}): convert the data with "
+                            f"the run's tokenizer (convert_to_mds.py --tokenizer {trained})")
+        if meta.vocab_size != cfg.vocab_size:
+            raise EvalError(f"{path} has vocab size {meta.vocab_size} but the model has {cfg.vocab_size}: convert "
+                            "the data with the model's tokenizer")
+        if meta.seq_len > cfg.block_size:
+            raise EvalError(f"{path} has seq_len {meta.seq_len}, longer than the model's block_size "
+                            f"{cfg.block_size}: convert it with --seq-len {cfg.block_size} (or less)")
+        if not has_split(meta, split):
+            have = ", ".join(k for k in meta.splits if has_split(meta, k)) or "none"
+            raise EvalError(f"{path} has no {split!r} split (its splits: {have}); pick one with --split")
+
+
+def _tokenization(meta: DatasetMetadata) -> tuple:
+    """What must match for token ids to mean the same text (as loaders.dataset.check_compatible compares)."""
+    return meta.tokenizer.get("kind"), meta.tokenizer.get("sha256"), meta.vocab_size, meta.eos_id
+
+
+def loader_settings(run: Optional[RunRecord]) -> LoaderSettings:
+    """Unshuffled, in-process; the run's own partitioning knobs, so its val split is read sample for sample."""
+    if run is None:
+        return LoaderSettings(shuffle=False)
+    d = run.cfg.data
+    return LoaderSettings(shuffle=False, num_canonical_nodes=d.num_canonical_nodes, shuffle_algo=d.shuffle_algo,
+                          shuffle_block_size=d.shuffle_block_size, predownload=d.predownload,
+                          cache_limit=d.cache_limit)
+
+
+def build_loader(target: EvalTarget, metas: list[DatasetMetadata], split: str, batch_size: int,
+                 run: Optional[RunRecord]) -> DataSpec:
+    """One root: read in order. The run's whole mixture: read as the run's val read it (training/streams.py)."""
+    settings = loader_settings(run)
+    if len(target.sources) == 1:
+        return build_dataspec(target.sources, split, batch_size, settings, target.cache, drop_last=False)
+    cfg = dataclasses.replace(run.cfg, data=dataclasses.replace(run.cfg.data, eval_split=split, cache=target.cache))
+    spec = build_mixture_eval(cfg, target.sources, metas, batch_size, settings)
+    assert spec is not None  # check_model_data saw the split in every stream
+    return spec
+
+
+# ------------------------------------------------------------------------------------------------------ LM metrics
+
+
+@torch.no_grad()
+def lm_metrics(model: GPT, spec: DataSpec, token_bytes: torch.Tensor,
+               max_batches: Optional[int] = None) -> dict[str, Any]:
+    """Training's val metrics (``metrics/val/<name>``) over the loader, plus the number of target tokens."""
+    metrics = eval_metrics(token_bytes)
+    tokens = 0
+    for i, batch in enumerate(spec.dataloader):
+        if max_batches is not None and i >= max_batches:
+            break
+        logits = model(batch["input_ids"])
+        for metric in metrics.values():
+            metric.update(logits, batch["labels"])
+        tokens += batch["labels"].numel()
+    if tokens == 0:
+        raise EvalError("the split gave no batch to evaluate")
+    return {**{name: float(m.compute()) for name, m in metrics.items()}, "tokens": tokens}
+
+
+def evaluate_lm(source: str, model: GPT, data: Optional[str], stream: Optional[str], split: str,
+                batch_size: Optional[int], max_batches: Optional[int], cache: Optional[str]) -> dict[str, Any]:
+    """Everything ``eval.py SOURCE [--data|--stream]`` does after loading the model; returns the report."""
+    run = find_run(source)
+    target = choose_data(run, data, stream, cache)
+    metas = {s.path: fetch_metadata(s.path, target.cache) for s in target.sources}
+    check_model_data(model, run, metas, split)
+    if batch_size is None:  # the batch the run evaluated with: known to fit
+        batch_size = (run.cfg.device_eval_batch_size or run.cfg.device_train_microbatch_size) if run else DEFAULT_BATCH
+    spec = build_loader(target, list(metas.values()), split, batch_size, run)
+    token_bytes = torch.as_tensor(dataset_tokenizer(target.sources[0].path, target.cache).token_bytes())
+    result = lm_metrics(model, spec, token_bytes, max_batches)
+    return {"source": source, "data": target.label, "split": split, **result}
+
+
+# ------------------------------------------------------------------------------------------ multiple choice (MC)
+
+
+@dataclass
+class Item:
+    """One multiple-choice question: which ending continues ``ctx``."""
+
+    ctx: str
+    endings: list[str]
+    label: int
+
+
+def read_items(path: str) -> list[Item]:
+    """HellaSwag's jsonl layout (other keys ignored); a bad line fails naming ``file:line``."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise HellaSwagError(f"cannot read {path} ({type(e).__name__}: {e})") from None
+    items = [_parse_item(line, f"{path}:{n}") for n, line in enumerate(lines, 1) if line.strip()]
+    if not items:
+        raise HellaSwagError(f"{path} holds no items; one JSON object per line: "
+                             '{"ctx": str, "endings": [str, ...], "label": int}')
+    return items
+
+
+def _parse_item(line: str, where: str) -> Item:
+    try:
+        d = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise HellaSwagError(f"{where}: not JSON ({e})") from None
+    if not isinstance(d, dict) or not {"ctx", "endings", "label"} <= set(d):
+        raise HellaSwagError(f"{where}: needs an object with keys ctx, endings, label")
+    ctx, endings, label = d["ctx"], d["endings"], d["label"]
+    if not isinstance(ctx, str) or not ctx:
+        raise HellaSwagError(f"{where}: ctx must be a non-empty string")
+    if not isinstance(endings, list) or not endings or not all(isinstance(e, str) and e for e in endings):
+        raise HellaSwagError(f"{where}: endings must be a non-empty list of non-empty strings")
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(endings):
+        raise HellaSwagError(f"{where}: label must be an int in [0, {len(endings)}), got {label!r}")
+    return Item(ctx, endings, label)
+
+
+def encode_item(item: Item, tokenizer: Tokenizer, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(E, L) rows ``ctx + " " + ending`` right-padded with 0, and a mask of the ending tokens.
+
+    A context too long for the model is cut on the left, by the same amount for every ending (each is judged
+    after the same context)."""
+    ctx = tokenizer.encode(item.ctx)
+    ends = [tokenizer.encode(" " + e) for e in item.endings]
+    room = block_size - max(len(e) for e in ends)
+    if room < 1:
+        raise HellaSwagError(f"an ending of {max(len(e) for e in ends)} tokens leaves no room for context in the "
+                             f"model's block_size {block_size}")
+    ctx = ctx[-room:]
+    width = len(ctx) + max(len(e) for e in ends)
+    tokens = torch.zeros(len(ends), width, dtype=torch.long)
+    mask = torch.zeros(len(ends), width, dtype=torch.bool)
+    for i, end in enumerate(ends):
+        tokens[i, :len(ctx) + len(end)] = torch.tensor(ctx + end)
+        mask[i, len(ctx):len(ctx) + len(end)] = True
+    return tokens, mask
+
+
+@torch.no_grad()
+def ending_losses(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed and mean cross-entropy (nats) of each row's ending tokens, all endings in one forward. Causal
+    attention means the right padding cannot change the ending positions; it is masked out of the sums."""
+    logits = model(tokens)[:, :-1]
+    targets, scored = tokens[:, 1:], mask[:, 1:]
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(targets)
+    total = (loss * scored).sum(1)
+    return total, total / scored.sum(1)
+
+
+def score_items(model: GPT, tokenizer: Tokenizer, items: list[Item]) -> dict[str, Any]:
+    """Karpathy's build-nanoGPT HellaSwag scoring: ``acc`` picks the ending of least summed loss, ``acc_norm``
+    of least loss per token (the figure usually quoted: it does not favour short endings)."""
+    hits = hits_norm = 0
+    for item in items:
+        total, mean = ending_losses(model, *encode_item(item, tokenizer, model.config.block_size))
+        hits += int(total.argmin()) == item.label
+        hits_norm += int(mean.argmin()) == item.label
+    return {"acc": hits / len(items), "acc_norm": hits_norm / len(items), "items": len(items)}
+
+
+def evaluate_choices(source: str, model: GPT, path: str, max_items: Optional[int]) -> dict[str, Any]:
+    """Everything ``eval.py SOURCE --hellaswag FILE`` does after loading the model; returns the report."""
+    from training.checkpoint import load_tokenizer_for
+
+    items = read_items(path)[:max_items]
+    tokenizer = load_tokenizer_for(source)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise EvalError(f"the tokenizer of {source} has {tokenizer.vocab_size} ids but its model "
+                        f"{model.config.vocab_size}: the model and tokenizer do not belong together")
+    return {"source": source, "hellaswag": path, **score_items(model, tokenizer, items)}
