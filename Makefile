@@ -20,8 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# Every benchmark in turn (~25 min on 2 cores; run on a quiet machine: see BENCHMARKS.md). One alone:
+#   make bench BENCH=train_throughput    (or nanogpt_parity, resume_latency, convert_throughput, loader_throughput)
+BENCH ?= nanogpt_parity resume_latency convert_throughput train_throughput loader_throughput
 bench: $(STAMP)
-	$(PY) bench/nanogpt_parity.py
+	set -e; for b in $(BENCH); do echo "== bench/$$b.py"; $(PY) bench/$$b.py; done
 
 clean:
 	rm -rf runs data/demo data/demo_src

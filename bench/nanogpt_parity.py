@@ -24,23 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+from bench.common import prepare_data  # noqa: E402
+
 YAML = ROOT / "yamls" / "nanogpt-cpu.yaml"
 EVAL_BATCHES = 20
-
-
-def prepare_data(work: Path) -> Path:
-    from loaders.convert import convert
-
-    src = work / "src" / "shakespeare.jsonl"
-    src.parent.mkdir(parents=True, exist_ok=True)
-    with open(src, "w") as f:
-        for para in SHAKESPEARE.read_text().split("\n\n"):
-            if para.strip():
-                f.write(json.dumps({"text": para + "\n\n"}) + "\n")
-    out = work / "shakespeare-bytes-64"
-    convert([str(src)], str(out), "bytes", 64, val_fraction=0.1, progress=False)
-    return out
 
 
 def run_trainer(ds: Path, work: Path, steps: int) -> dict:
