@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")
 ROOT_LOCK = ".root_files.lock"
+READY_AHEAD_LOCAL = 4096  # samples the ready thread may run ahead over local shards (see _ready_thread)
 
 
 def is_remote(path: str) -> bool:
@@ -166,31 +167,81 @@ class BoundedCacheDataset(StreamingDataset):
         self._shard_states[shard_id] = _ShardState.LOCAL
 
 
+    def _prepare_thread(self, it: Any) -> None:
+        """Upstream's prefetch thread, except that it takes the cache lock once per shard per epoch, not per sample.
+
+        Streaming 0.13.0 slowness (``StreamingDataset._prepare_thread``): it calls ``prepare_shard`` for every
+        sample, and on a local shard that is a file lock, a stat and a write under it: with the ready thread no
+        longer throttled (below), this thread took the GIL from the reader for half its time. Once a shard was
+        prepared this epoch and is still LOCAL, only its access time is refreshed (lock-free, as ``get_item``
+        does), so the cache's least-recently-used order is what upstream keeps.
+        """
+        from streaming.base.constant import TICK
+        from streaming.base.dataset import _ShardState
+
+        prepared: set[int] = set()
+        while not it.should_exit() and it.prepare_index < it.total and it.ready_index < it.total \
+                and not self._event.is_set():
+            if self.predownload is not None and self.predownload < it.prepare_index - it.yield_index:
+                time.sleep(TICK)
+                continue
+            sample_id = it.sample_ids[it.prepare_index]
+            if sample_id != -1:
+                shard_id = self.spanner[sample_id][0]
+                if shard_id in prepared and self._shard_states[shard_id] == _ShardState.LOCAL:
+                    self._shard_access_times[shard_id] = time.time_ns()
+                else:
+                    self.prepare_shard(shard_id, False)
+                    prepared.add(shard_id)
+            it.prepare_index += 1
+        if it.prepare_index == it.total or it.ready_index == it.total:
+            it.prepare_index = it.total
+        it.on_exit()
+
     def _ready_thread(self, it: Any) -> None:
-        """Upstream's ready thread, except that its wait for a shard re-requests the shard if it went back to
-        REMOTE meanwhile.
+        """Upstream's ready thread with two changes: its wait for a shard re-requests the shard if it went back to
+        REMOTE meanwhile, and ``predownload`` only holds it back before shards that are not local yet.
 
         Streaming 0.13.0 bug (``StreamingDataset._ready_thread``): it asks for a shard only if the shard is REMOTE
         when first looked at, then polls until it is LOCAL. Under ``cache_limit`` the shard can land and be evicted
         (or its download fail) between two polls; nobody fetches it again and the epoch hangs forever.
+        Streaming 0.13.0 slowness (same function): once ``predownload`` samples are ready it sleeps a 7 ms tick even
+        when the next shards are already local, so a worker serves at most ~predownload samples per tick (0.15x of
+        np.memmap in bench/loader_throughput.py). Marking a local shard's sample ready downloads nothing, and
+        ``get_item`` re-fetches a shard evicted in between, so the limit is kept for what it is for: downloads.
+        Both workarounds live here and in ``_ready_ahead_enough``.
         """
         from streaming.base.constant import TICK
         from streaming.base.dataset import _ShardState
 
         while not it.should_exit() and it.ready_index < it.total and not self._event.is_set():
-            if self.predownload is not None and self.predownload < it.ready_index - it.yield_index:
+            sample_id = it.sample_ids[it.ready_index]
+            shard_id = None if sample_id == -1 else self.spanner[sample_id][0]
+            if self._ready_ahead_enough(it, shard_id):
                 time.sleep(TICK)
                 continue
-            sample_id = it.sample_ids[it.ready_index]
-            if sample_id != -1:
-                shard_id, _ = self.spanner[sample_id]
-                while self._shard_states[shard_id] != _ShardState.LOCAL and not self._event.is_set():
-                    if self._shard_states[shard_id] == _ShardState.REMOTE:
-                        self.prepare_shard(shard_id, False)
-                    else:
-                        time.sleep(TICK)
+            while shard_id is not None and self._shard_states[shard_id] != _ShardState.LOCAL \
+                    and not self._event.is_set():
+                if self._shard_states[shard_id] == _ShardState.REMOTE:
+                    self.prepare_shard(shard_id, False)
+                else:
+                    time.sleep(TICK)
             it.ready_index += 1
         it.on_exit()
+
+
+    def _ready_ahead_enough(self, it: Any, shard_id: Optional[int]) -> bool:
+        """Whether the ready thread should wait for the consumer: ``predownload`` samples ahead and the next one's
+        shard still to fetch, or ``READY_AHEAD_LOCAL`` samples ahead in any case (not a whole local epoch up front,
+        which would take the GIL from the reader for seconds)."""
+        from streaming.base.dataset import _ShardState
+
+        if self.predownload is None:
+            return False
+        ahead = it.ready_index - it.yield_index
+        if ahead > max(self.predownload, READY_AHEAD_LOCAL):
+            return True
+        return ahead > self.predownload and shard_id is not None and self._shard_states[shard_id] != _ShardState.LOCAL
 
 
 class TokenSamples(BoundedCacheDataset):
@@ -320,11 +371,11 @@ def dataset_tokenizer(path: str, cache: Optional[str]) -> Tokenizer:
 
 def collate_tokens(samples: Sequence[tuple[int, np.ndarray]]) -> dict[str, torch.Tensor]:
     """(B, T+1) samples -> ``input_ids`` (B, T), next-token ``labels`` (B, T) already shifted, ``sample_ids`` (B,)."""
-    tokens = torch.from_numpy(np.stack([t for _, t in samples]).astype(np.int64))
+    tokens = np.stack([t for _, t in samples])  # numpy's copies cost half of torch's per-op dispatch at this size
     return {
-        "input_ids": tokens[:, :-1].contiguous(),
-        "labels": tokens[:, 1:].contiguous(),
-        "sample_ids": torch.tensor([i for i, _ in samples], dtype=torch.int64),
+        "input_ids": torch.from_numpy(tokens[:, :-1].astype(np.int64)),
+        "labels": torch.from_numpy(tokens[:, 1:].astype(np.int64)),
+        "sample_ids": torch.from_numpy(np.array([i for i, _ in samples], dtype=np.int64)),
     }
 
 
