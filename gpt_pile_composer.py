@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from loaders.errors import DataError
+from loaders.metadata import check_local_datasets
 from training.config import ConfigError, TrainConfig, load_config
 
 USAGE = "usage: gpt_pile_composer.py CONFIG.yaml [key=value ...]"
@@ -20,7 +22,8 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         cfg = load_config(argv[0], argv[1:])  # config: checked before torch and Composer load, so a typo fails fast
-    except ConfigError as e:
+        check_local_datasets(cfg.data.roots())  # as is every local dataset folder
+    except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return train(cfg)

@@ -21,20 +21,14 @@ from torch.utils.data import DataLoader
 
 from loaders.errors import MetadataError, OptionError, RemoteError
 from loaders.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, read_metadata
-from loaders.remote import download_file, endpoint, list_keys
+from loaders.remote import download_file, endpoint, is_remote, list_keys
 from loaders.tokenizer import Tokenizer, load_tokenizer
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
 
-_REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")
 ROOT_LOCK = ".root_files.lock"
 READY_AHEAD_LOCAL = 4096  # samples the ready thread may run ahead over local shards (see _ready_thread)
-
-
-def is_remote(path: str) -> bool:
-    """True for URLs Streaming downloads from (s3://, gs://, hf://, ...), false for local folders."""
-    return bool(_REMOTE.match(path)) and not path.startswith("file://")
 
 
 @dataclass(frozen=True)

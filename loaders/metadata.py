@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loaders.errors import MetadataError
+from loaders.remote import is_remote
 
 METADATA_FILE = "metadata.json"
 TOKENIZER_DIR = "tokenizer"
@@ -117,3 +118,11 @@ def read_metadata(directory: str | os.PathLike) -> DatasetMetadata:
             f"{directory} --overwrite"
         )
     return DatasetMetadata.from_json(path.read_text(), str(path))
+
+
+def check_local_datasets(roots: list[str]) -> None:
+    """Read each local root's metadata (remote ones are fetched later, with the cache): a wrong path fails in a
+    fraction of a second, before training imports torch and Composer."""
+    for root in roots:
+        if not is_remote(root):
+            read_metadata(root)

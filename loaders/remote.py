@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import urllib.parse
@@ -18,6 +19,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from loaders.errors import OptionError, RemoteError
+
+_REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
+def is_remote(path: str) -> bool:
+    """True for URLs Streaming downloads from (s3://, gs://, hf://, ...), false for local folders."""
+    return bool(_REMOTE.match(path)) and not path.startswith("file://")
+
 
 WRITABLE_SCHEMES = ("s3",)
 _NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}

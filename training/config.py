@@ -43,6 +43,10 @@ class DataConfig:
     train_split: str = "train"
     eval_split: str = "val"
 
+    def roots(self) -> list[str]:
+        """Every dataset root of the run: ``path``, or each stream's."""
+        return [self.path] if self.path is not None else [s.path for s in (self.streams or {}).values()]
+
 
 @dataclass
 class ModelConfig:
