@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from loaders.errors import MetadataError, OptionError, RemoteError
 from loaders.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, read_metadata
 from loaders.remote import download_file, endpoint, is_remote, list_keys
+from loaders.shm import registering_shared_memory
 from loaders.tokenizer import Tokenizer, load_tokenizer
 
 if TYPE_CHECKING:
@@ -400,17 +401,18 @@ def build_dataspec(
         for s in sources
     ]
     try:
-        dataset = dataset_cls(
-            streams=streams,
-            batch_size=device_batch_size,
-            shuffle=settings.shuffle,
-            shuffle_seed=settings.shuffle_seed,
-            num_canonical_nodes=settings.num_canonical_nodes,
-            shuffle_algo=settings.shuffle_algo,
-            shuffle_block_size=settings.shuffle_block_size,
-            predownload=settings.predownload,
-            cache_limit=settings.cache_limit,
-        )
+        with registering_shared_memory():  # Streaming 0.13.0 bug: jobs starting together collide (loaders/shm.py)
+            dataset = dataset_cls(
+                streams=streams,
+                batch_size=device_batch_size,
+                shuffle=settings.shuffle,
+                shuffle_seed=settings.shuffle_seed,
+                num_canonical_nodes=settings.num_canonical_nodes,
+                shuffle_algo=settings.shuffle_algo,
+                shuffle_block_size=settings.shuffle_block_size,
+                predownload=settings.predownload,
+                cache_limit=settings.cache_limit,
+            )
     except ValueError as e:  # Streaming checks the limit against the index and the largest shard at start
         if settings.cache_limit and "cache" in str(e).lower():
             raise OptionError(f"data.cache_limit={settings.cache_limit} ({split}): {e}") from None

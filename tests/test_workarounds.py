@@ -116,6 +116,34 @@ def test_our_cleaner_spares_live_memory_and_removes_dead(tmp_path, shakespeare_t
     assert before > 0 and left == before
 
 
+def _register_race(tmp_path, ds, mode: str) -> int:
+    """How many of 2 jobs opening a dataset at once die registering Streaming's shared memory."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.train_utils import REPO
+
+    private = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs tmpfs /dev/shm && exec "$@"', "race"]
+    tmp = tmp_path / f"tmp-{mode}"
+    tmp.mkdir(exist_ok=True)
+    proc = subprocess.run([*private, sys.executable, str(REPO / "tests" / "shm_race.py"), "2", str(ds / "train"),
+                           mode], capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmp)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return int(proc.stdout.split()[-1])
+
+
+def test_upstream_jobs_starting_together_collide_and_ours_do_not(tmp_path, shakespeare_text):
+    """Streaming 0.13.0 picks a free shared-memory prefix and then creates it, with no lock between: jobs started
+    together (a sweep, two runs of a comparison) pick the same one and all but one die with FileExistsError.
+    registering_shared_memory serialises the pick across the machine."""
+    from tests.train_utils import make_dataset
+
+    ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=32, val_fraction=0.0)
+    assert _register_race(tmp_path, ds, "upstream") == 1  # both found prefix 0 free; the second to create it died
+    assert _register_race(tmp_path, ds, "ours") == 0
+
+
 def _epoch_order(dataset) -> list[int]:
     return [idx for idx, _ in dataset]
 
