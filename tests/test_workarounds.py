@@ -23,6 +23,7 @@ class _FakeTrainer:
     def __init__(self):
         self.engine = Engine.__new__(Engine)  # no state needed: we only call _debug_log
         self.engine.state = _FakeState()
+        self.engine._is_closed = True  # nothing to close: Engine.__del__ would otherwise fail on the missing field
 
 
 def test_upstream_debug_log_formats_even_without_engine_debug(monkeypatch):
