@@ -89,6 +89,21 @@ def test_eval_any_dataset_stream_split_and_checkpoint_file(run, tmp_path, shakes
     assert stream["LanguageCrossEntropy"] == pytest.approx(logged["metrics/val/LanguageCrossEntropy"], rel=1e-5)
 
 
+def test_eval_exported_hf_folder_gives_the_runs_metrics(run, dataset, tmp_path, capsys):
+    """eval.py takes a Hugging Face folder directly: the run exported by export_hf.py scores as the run does."""
+    import export_hf
+
+    assert export_hf.main([str(run), str(tmp_path / "hf")]) == 0
+    capsys.readouterr()
+    ours = eval_json(capsys, run, "--data", dataset, "--max-batches", "3", "--batch-size", "8")
+    hf = eval_json(capsys, tmp_path / "hf", "--data", dataset, "--max-batches", "3", "--batch-size", "8")
+    assert hf["tokens"] == ours["tokens"] > 0
+    for name in METRICS:
+        assert hf[name] == pytest.approx(ours[name], rel=1e-5), name
+    hellaswag = eval_json(capsys, tmp_path / "hf", "--hellaswag", HELLASWAG)
+    assert hellaswag == {**eval_json(capsys, run, "--hellaswag", HELLASWAG), "source": str(tmp_path / "hf")}
+
+
 def test_eval_refuses_bad_sources_streams_splits_and_long_samples(run, tmp_path, shakespeare_text, capsys):
     assert "neither a run folder nor a checkpoint" in eval_error(capsys, tmp_path / "nope")
     assert "no stream 'web'; its streams: dataset" in eval_error(capsys, run, "--stream", "web")
