@@ -51,9 +51,14 @@ def test_engine_debug_keeps_upstream_logging(monkeypatch):
 def test_upstream_wandb_logger_breaks_autoresume_lookup(tmp_path, monkeypatch):
     from composer.loggers import WandBLogger
 
+    import wandb
+
     monkeypatch.setenv("WANDB_MODE", "offline")
-    with pytest.raises(RuntimeError, match="after running init"):  # autoresume catches only FileNotFoundError
-        WandBLogger(project="x").download_file("latest-rank0.pt", str(tmp_path / "ckpt"))
+    try:
+        with pytest.raises(RuntimeError, match="after running init"):  # autoresume catches only FileNotFoundError
+            WandBLogger(project="x").download_file("latest-rank0.pt", str(tmp_path / "ckpt"))
+    finally:
+        wandb.teardown()  # the lookup started wandb's service in this process: stop it now, not at exit
 
 
 def test_our_wandb_logger_reports_not_found(tmp_path, monkeypatch):
