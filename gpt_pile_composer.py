@@ -34,13 +34,14 @@ def train(cfg: TrainConfig) -> int:
     from loaders.errors import DataError
     from training.checkpoint import CheckpointError
     from training.trainer import build_data, build_model, build_trainer, describe_run, fit, init_distributed, \
-        prepare_run_dir
+        prepare_resume, prepare_run_dir
 
     try:
         device = init_distributed(cfg)
         autoresume = prepare_run_dir(cfg)
         data = build_data(cfg)                           # data
-        model = build_model(cfg, data)                   # model
+        resuming = prepare_resume(cfg, autoresume)       # checkpoint to resume from, if any
+        model = build_model(cfg, data, resuming)         # model
         trainer = build_trainer(cfg, model, data, device, autoresume)  # trainer
     except (ConfigError, DataError, CheckpointError, ResumeMismatchError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -2,6 +2,7 @@
 export (export_hf.py, from a sharded FSDP checkpoint of a real 2-process run), and the round trip between them."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -114,18 +115,22 @@ def hf_pair(tmp_path_factory, gpt2_dir) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def fsdp_init_run(tmp_path_factory, shakespeare_text, gpt2_dir, hf_pair) -> Path:
-    """A 2-process FSDP run (sharded checkpoints) started from HF model a with lr=0 for 1 batch, then re-run under
-    the same run_name to 2 batches with init_from pointing at model b: autoresume must load the run's checkpoint."""
+    """A 2-process FSDP run (sharded checkpoints) started from (a copy of) HF model a with lr=0 for 1 batch, then
+    re-run with the same command to 2 batches after that folder was deleted: resuming needs only the run's own
+    checkpoint and model.json."""
     root = tmp_path_factory.mktemp("init")
     ds = make_dataset(root, shakespeare_text[:20_000], seq_len=32, tokenizer=str(gpt2_dir))
+    hf = root / "hf-a"
+    shutil.copytree(hf_pair[0], hf)
     args = tiny_args(ds, root / "runs", "run_name=r", "parallelism=fsdp", "model.bias=true", "optimizer.lr=0",
-                     "save_interval=1ba", "eval_interval=1000ba")
-    run_train([*args, f"model.init_from=hf:{hf_pair[0]}", "max_duration=1ba"], nproc=2)
-    run_train([*args, f"model.init_from=hf:{hf_pair[1]}", "max_duration=2ba"], nproc=2)
+                     "save_interval=1ba", "eval_interval=1000ba", f"model.init_from=hf:{hf}")
+    run_train([*args, "max_duration=1ba"], nproc=2)
+    shutil.rmtree(hf)  # the HF cache was cleaned, the folder moved...
+    run_train([*args, "max_duration=2ba"], nproc=2)
     return root / "runs" / "r"
 
 
-def test_init_from_trains_from_hf_weights_and_autoresume_wins(fsdp_init_run, hf_pair, tmp_path):
+def test_init_from_trains_from_hf_weights_and_resumes_without_them(fsdp_init_run, hf_pair, tmp_path):
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     from training.checkpoint import load_gpt
@@ -136,7 +141,7 @@ def test_init_from_trains_from_hf_weights_and_autoresume_wins(fsdp_init_run, hf_
     a, b = (load_hf_gpt(str(p)).state_dict() for p in hf_pair)
     assert load_gpt(str(fsdp_init_run)).config.block_size == 64  # the HF model's n_positions, not the seq_len
     assert same_tensors(load_gpt(str(ckpts / "ep0-ba1")).state_dict(), a)  # started from a (lr=0 keeps it)
-    assert same_tensors(load_gpt(str(fsdp_init_run)).state_dict(), a)  # ba2 resumed ba1, ignoring b
+    assert same_tensors(load_gpt(str(fsdp_init_run)).state_dict(), a)  # ba2 resumed ba1
     assert not same_tensors(a, b)
     dcp_to_torch_save(ckpts / "ep0-ba2", tmp_path / "full.pt")  # torch's own reader agrees with load_gpt's
     full = torch.load(tmp_path / "full.pt", weights_only=False)["state"]["model"]

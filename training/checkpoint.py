@@ -35,6 +35,14 @@ def save_model_config(run_dir: str, config: GPTConfig) -> None:
     Path(run_dir, MODEL_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
 
 
+def read_model_config(run_dir: str | Path) -> GPTConfig:
+    """The GPTConfig a run recorded when it started (``RUN/model.json``): what its checkpoints' weights fit."""
+    model_file = Path(run_dir) / MODEL_FILE
+    if not model_file.exists():
+        raise CheckpointError(f"{model_file} is missing: point at a run folder made by gpt_pile_composer.py")
+    return GPTConfig(**json.loads(model_file.read_text()))
+
+
 def resolve_checkpoint(source: str) -> tuple[Path, Path]:
     """(run folder, checkpoint file) from a run folder or a checkpoint inside ``RUN/checkpoints/``."""
     path = Path(source)
@@ -63,10 +71,7 @@ def load_gpt(source: str, map_location: str = "cpu") -> GPT:
     if is_hf_folder(source):
         return load_hf_gpt(source)
     run_dir, ckpt = resolve_checkpoint(source)
-    model_file = run_dir / MODEL_FILE
-    if not model_file.exists():
-        raise CheckpointError(f"{model_file} is missing: point at a run folder made by gpt_pile_composer.py")
-    model = GPT(GPTConfig(**json.loads(model_file.read_text())))
+    model = GPT(read_model_config(run_dir))
     if ckpt.is_dir():
         _load_sharded(model, ckpt)
         return model.eval()

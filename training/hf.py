@@ -14,6 +14,8 @@ transformers is imported lazily: a training run that never touches HF weights do
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import shutil
 from pathlib import Path
@@ -148,12 +150,25 @@ def init_config(init_from: str, overrides: dict[str, Any], seq_len: int, vocab_s
     if seq_len > hf.n_positions:
         raise ConfigError(f"model.init_from={init_from}: the dataset's seq_len {seq_len} exceeds the model's "
                           f"n_positions {hf.n_positions}; convert the dataset with --seq-len {hf.n_positions} or less")
-    shape = {"n_layer": hf.n_layer, "n_head": hf.n_head, "n_embd": hf.n_embd, "bias": True}
+    config = gpt_config_from_hf(hf, dropout=overrides.get("dropout") or 0.0)
+    _refuse_shape_overrides(init_from, config, overrides)
+    return config
+
+
+def resumed_init_config(init_from: str, recorded: GPTConfig, overrides: dict[str, Any]) -> GPTConfig:
+    """The GPTConfig of a resumed ``init_from`` run: the shape the run recorded at its start (the checkpoint holds
+    the weights), so resuming does not need the HF folder any more; the same overrides rules as at the start."""
+    config = dataclasses.replace(recorded, dropout=overrides.get("dropout") or 0.0)
+    _refuse_shape_overrides(init_from, config, overrides)
+    return config
+
+
+def _refuse_shape_overrides(init_from: str, config: GPTConfig, overrides: dict[str, Any]) -> None:
+    shape = {k: getattr(config, k) for k in ("n_layer", "n_head", "n_embd", "bias")}
     clash = [f"model.{k}={v} (the model has {shape[k]})" for k, v in overrides.items() if k in shape and v != shape[k]]
     if clash:
         raise ConfigError(f"model.init_from={init_from} fixes the model's shape, but {', '.join(clash)}; drop these "
                           "overrides")
-    return gpt_config_from_hf(hf, dropout=overrides.get("dropout") or 0.0)
 
 
 def load_init_weights(model: GPT, init_from: str) -> None:

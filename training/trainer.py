@@ -39,11 +39,11 @@ from loaders.dataset import (
 from loaders.metadata import DatasetMetadata
 from loaders.shm import clean_stale_shared_memory
 from loaders.tokenizer import Tokenizer
-from training.checkpoint import LATEST, repair_latest, saved_fingerprint, save_model_config
+from training.checkpoint import LATEST, read_model_config, repair_latest, saved_fingerprint, save_model_config
 from training.remote_checkpoints import (bucket_folder, check_bucket, fetch_newest_checkpoint, local_folder,
                                          remote_saver, upload_failure)
 from training.config import ConfigError, TrainConfig, to_yaml
-from training.hf import init_config, load_init_weights
+from training.hf import init_config, load_init_weights, resumed_init_config
 from training.model import ComposerGPT
 from training.streams import (build_evaluators, build_mixture_eval, build_stream_evals, named_sources,
                               record_stream_metadata, trained_sources)
@@ -151,12 +151,16 @@ def build_data(cfg: TrainConfig) -> RunData:
     return RunData(meta, metas, tokenizer, train, eval_spec, batch, stream_evals)
 
 
-def build_model(cfg: TrainConfig, data: RunData) -> ComposerGPT:
+def build_model(cfg: TrainConfig, data: RunData, resuming: bool = False) -> ComposerGPT:
     """The GPT sized by the preset and overrides, its block size and vocab read from the dataset; or, with
-    ``model.init_from=hf:...``, shaped and initialised by a Hugging Face GPT-2 (training/hf.py)."""
+    ``model.init_from=hf:...``, shaped and initialised by a Hugging Face GPT-2 (training/hf.py) when the run
+    starts, and shaped by its own ``model.json`` when it resumes (its checkpoint has the weights)."""
     overrides = {k: v for k, v in vars(cfg.model).items() if k not in ("preset", "init_from") and v is not None}
+    from_hf = cfg.model.init_from and not resuming
     try:
-        if cfg.model.init_from:
+        if cfg.model.init_from and resuming:
+            gpt_config = resumed_init_config(cfg.model.init_from, read_model_config(cfg.run_dir), overrides)
+        elif from_hf:
             gpt_config = init_config(cfg.model.init_from, overrides, data.meta.seq_len, data.meta.vocab_size)
         else:
             gpt_config = GPTConfig.from_preset(
@@ -168,7 +172,7 @@ def build_model(cfg: TrainConfig, data: RunData) -> ComposerGPT:
         save_model_config(cfg.run_dir, gpt_config)
     reproducibility.seed_all(cfg.seed)  # the same init on every rank and every run with this seed
     model = ComposerGPT(gpt_config, torch.as_tensor(data.tokenizer.token_bytes()))
-    if cfg.model.init_from:  # before the Trainer: FSDP shards these weights, autoresume overwrites them
+    if from_hf:  # before the Trainer: FSDP shards these weights
         load_init_weights(model.model, cfg.model.init_from)
     return model
 
@@ -346,26 +350,39 @@ def parallelism_config(cfg: TrainConfig) -> Optional[dict]:
                                 reshard_after_forward=f.reshard_after_forward, mixed_precision=f.mixed_precision)}
 
 
-def check_checkpoints(cfg: TrainConfig, autoresume: bool, guard: ResumeGuard) -> None:
-    """Before Composer loads anything: fail on a missing ``load_path``, make ``latest`` name a readable
-    checkpoint (autoresume), and compare the checkpoint's fingerprint with this run's (a changed model shape
-    would otherwise fail inside Composer's weight loading with a size-mismatch traceback)."""
+def prepare_resume(cfg: TrainConfig, autoresume: bool) -> bool:
+    """Before the model is built: fail on a missing ``load_path`` or an unusable bucket, make ``latest`` name a
+    readable checkpoint (autoresume; from the bucket when there is one). Returns whether this run resumes."""
     if cfg.load_path and not is_remote(cfg.load_path) and not os.path.exists(cfg.load_path):
         raise ConfigError(f"load_path {cfg.load_path} does not exist; point it at a checkpoint file (ep*-ba*-rank0.pt)")
-    local_save = bool(cfg.save_folder) and not is_remote(cfg.save_folder)
     check_bucket(cfg)
     if autoresume and (newest := fetch_newest_checkpoint(cfg)):
         print(f"resuming from the bucket's newest checkpoint, {newest}", flush=True)
-    if autoresume and local_save and dist.get_global_rank() == 0:
+    if autoresume and _local_save(cfg) and dist.get_global_rank() == 0:
         for note in repair_latest(cfg.save_folder):
             print(f"warning: {note}", flush=True)
     dist.barrier()
-    source, strict = None, True
-    latest_dir = cfg.save_folder if local_save else (local_folder(cfg) if bucket_folder(cfg) else None)
+    return _resume_source(cfg, autoresume)[1]
+
+
+def _local_save(cfg: TrainConfig) -> bool:
+    return bool(cfg.save_folder) and not is_remote(cfg.save_folder)
+
+
+def _resume_source(cfg: TrainConfig, autoresume: bool) -> tuple[Optional[str], bool]:
+    """(the checkpoint Composer will load, whether it is this run's own: resuming, so it must replay)."""
+    latest_dir = cfg.save_folder if _local_save(cfg) else (local_folder(cfg) if bucket_folder(cfg) else None)
     if autoresume and latest_dir and os.path.exists(os.path.join(latest_dir, LATEST)):
-        source = os.path.join(latest_dir, LATEST)  # resuming this run: it must replay
-    elif cfg.load_path and not is_remote(cfg.load_path):
-        source, strict = cfg.load_path, False  # a new run from another's checkpoint: changes are on purpose
+        return os.path.join(latest_dir, LATEST), True
+    if cfg.load_path and not is_remote(cfg.load_path):
+        return cfg.load_path, False  # a new run from another's checkpoint: changes are on purpose
+    return None, False
+
+
+def check_checkpoints(cfg: TrainConfig, autoresume: bool, guard: ResumeGuard) -> None:
+    """Compare the checkpoint's fingerprint with this run's before Composer loads it (a changed model shape
+    would otherwise fail inside Composer's weight loading with a size-mismatch traceback)."""
+    source, strict = _resume_source(cfg, autoresume)
     if source is not None:
         check_fingerprint(saved_fingerprint(source), guard.fingerprint, strict=strict, soft=guard.soft)
         guard.checked = True
