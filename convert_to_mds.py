@@ -21,16 +21,11 @@ from pathlib import Path
 from loaders.convert import Conversion, ConvertRequest, HFSource, run
 from loaders.errors import DataError, OptionError
 from loaders.groups import summary_table
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one `error:` line, like every other bad input
-        print(f"error: {message}; see --help", file=sys.stderr)
-        sys.exit(2)
+from training.cli import ScriptParser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _Parser(description=__doc__.split("\n\n")[0])
+    p = ScriptParser(description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="files, directories (searched recursively) or globs of .txt / .jsonl(.zst/.gz) / .json.gz / "
                         ".parquet, or folders saved by datasets' save_to_disk")

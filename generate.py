@@ -22,6 +22,7 @@ from gpt import GPT
 from loaders.errors import DataError
 from loaders.tokenizer import Tokenizer
 from training.checkpoint import CheckpointError, load_gpt, load_tokenizer_for
+from training.cli import ScriptParser
 
 
 class PromptError(Exception):
@@ -37,14 +38,8 @@ class Completion:
     seed: int
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one `error:` line, like every other bad input
-        print(f"error: {message}; see --help", file=sys.stderr)
-        sys.exit(2)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _Parser(description=__doc__.split("\n\n")[0])
+    p = ScriptParser(description=__doc__.split("\n\n")[0])
     p.add_argument("source", metavar="SOURCE",
                    help="a run folder (its latest checkpoint), a checkpoint file, or a transformers GPT-2 folder")
     p.add_argument("--prompt", required=True, metavar="TEXT", help="text to continue ('' starts a new document)")
