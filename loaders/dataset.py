@@ -161,7 +161,6 @@ class BoundedCacheDataset(StreamingDataset):
         self._shard_access_times[shard_id] = time.time_ns()
         self._shard_states[shard_id] = _ShardState.LOCAL
 
-
     def _prepare_thread(self, it: Any) -> None:
         """Upstream's prefetch thread, except that it takes the cache lock once per shard per epoch, not per sample.
 
@@ -203,8 +202,8 @@ class BoundedCacheDataset(StreamingDataset):
         Streaming 0.13.0 slowness (same function): once ``predownload`` samples are ready it sleeps a 7 ms tick even
         when the next shards are already local, so a worker serves at most ~predownload samples per tick (0.15x of
         np.memmap in bench/loader_throughput.py). Marking a local shard's sample ready downloads nothing, and
-        ``get_item`` re-fetches a shard evicted in between, so the limit is kept for what it is for: downloads.
-        Both workarounds live here and in ``_ready_ahead_enough``.
+        ``get_item`` re-fetches a shard evicted in between, so the limit is kept for what it is for: downloads
+        (the rule is ``_ready_ahead_enough``).
         """
         from streaming.base.constant import TICK
         from streaming.base.dataset import _ShardState
@@ -223,7 +222,6 @@ class BoundedCacheDataset(StreamingDataset):
                     time.sleep(TICK)
             it.ready_index += 1
         it.on_exit()
-
 
     def _ready_ahead_enough(self, it: Any, shard_id: Optional[int]) -> bool:
         """Whether the ready thread should wait for the consumer: ``predownload`` samples ahead and the next one's

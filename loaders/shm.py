@@ -61,17 +61,18 @@ def clean_stale_shared_memory(verbose: bool = False) -> list[str]:
 
         clean_all()
         return ["(all, via streaming.base.util.clean_stale_shared_memory)"]
-    removed: list[str] = []
     with registering_shared_memory():
         segments, locks = stale_prefixes()
-        _unlink_all([*segments.values(), *locks.values()], removed)
+        removed = _unlink_all([*segments.values(), *locks.values()])
     if verbose:
         for r in removed:
             print(f"removed {r}")
     return removed
 
 
-def _unlink_all(groups: list[list[Path]], removed: list[str]) -> None:
+def _unlink_all(groups: list[list[Path]]) -> list[str]:
+    """Unlink every path; return those this call removed (another cleaner may have been first)."""
+    removed = []
     for paths in groups:
         for path in paths:
             try:
@@ -79,6 +80,7 @@ def _unlink_all(groups: list[list[Path]], removed: list[str]) -> None:
                 removed.append(str(path))
             except FileNotFoundError:
                 pass
+    return removed
 
 
 @contextlib.contextmanager
