@@ -15,7 +15,6 @@ transformers is imported lazily: a training run that never touches HF weights do
 from __future__ import annotations
 
 import dataclasses
-
 import os
 import shutil
 from pathlib import Path
