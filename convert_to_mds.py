@@ -7,7 +7,7 @@
 Writes DIR/train (and DIR/val), DIR/tokenizer and DIR/metadata.json (with --group-by, one such dataset per group
 under DIR/<group> and DIR/groups.json); DIR may be s3://bucket/prefix (converted locally under TMPDIR, then
 uploaded with metadata.json last). Bad input is reported as one ``error: ...`` line on stderr with exit code 2;
-the work itself lives in :mod:`loaders.convert` and :mod:`loaders.verify`.
+the work itself lives in :mod:`conversion.convert` and :mod:`conversion.verify`.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from loaders.convert import Conversion, ConvertRequest, HFSource, run
-from loaders.errors import DataError, OptionError
-from loaders.groups import summary_table
-from training.cli import ScriptParser
+from conversion.convert import Conversion, ConvertRequest, HFSource, run
+from core.errors import DataError, OptionError
+from conversion.groups import summary_table
+from core.cli import ScriptParser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,7 +73,7 @@ def request_from(args: argparse.Namespace) -> ConvertRequest:
 
 
 def verify_main(args: argparse.Namespace) -> int:
-    from loaders.verify import verify
+    from conversion.verify import verify
 
     extra = [flag for flag, value in (("INPUT", args.inputs), ("--out", args.out)) if value]
     if extra:

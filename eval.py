@@ -14,9 +14,9 @@ import argparse
 import json
 import sys
 
-from loaders.errors import DataError
-from training.checkpoint import CheckpointError
-from training.config import ConfigError
+from core.errors import DataError
+from core.errors import CheckpointError
+from core.errors import ConfigError
 
 METRICS = (  # (key, label, format)
     ("LanguageCrossEntropy", "loss (nats/token)", "{:.6f}"),
@@ -71,8 +71,9 @@ def main(argv: list[str]) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    from training.checkpoint import load_gpt
-    from training.evaluate import EvalError, evaluate_choices, evaluate_lm
+    from evaluation.checkpoints import load_gpt
+    from evaluation.evaluate import evaluate_choices, evaluate_lm
+    from core.errors import EvalError
 
     try:
         model = load_gpt(args.source)

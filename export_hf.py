@@ -3,16 +3,16 @@
     python export_hf.py RUN_DIR_OR_CHECKPOINT OUT_DIR [--overwrite]
 
 OUT_DIR then loads with ``AutoModelForCausalLM.from_pretrained(OUT_DIR)`` and ``AutoTokenizer.from_pretrained``.
-Sharded FSDP checkpoints are read in this one process. See training/hf.py for the format mapping.
+Sharded FSDP checkpoints are read in this one process. See evaluation/hf.py for the format mapping.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from loaders.errors import DataError
-from training.checkpoint import CheckpointError
-from training.hf import export_hf
+from core.errors import DataError
+from core.errors import CheckpointError
+from evaluation.hf import export_hf
 
 
 def main(argv: list[str]) -> int:

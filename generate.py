@@ -19,14 +19,13 @@ from dataclasses import asdict, dataclass
 import torch
 
 from gpt import GPT
-from loaders.errors import DataError
-from loaders.tokenizer import Tokenizer
-from training.checkpoint import CheckpointError, load_gpt, load_tokenizer_for
-from training.cli import ScriptParser
-
-
-class PromptError(Exception):
-    """A prompt the model cannot take (too long for its context, or ids outside its vocab)."""
+from sampling import generate as generate_ids
+from core.errors import DataError
+from core.tokenizer import Tokenizer
+from evaluation.checkpoints import load_gpt, load_tokenizer_for
+from core.errors import CheckpointError
+from core.cli import ScriptParser
+from core.errors import PromptError
 
 
 @dataclass
@@ -87,8 +86,7 @@ def complete(model: GPT, tokenizer: Tokenizer, args: argparse.Namespace) -> Comp
     device = next(model.parameters()).device
     ids = encode_prompt(model, tokenizer, args.prompt)
     seed = secrets.randbits(63) if args.seed is None else args.seed
-    out = model.generate(
-        torch.tensor([ids], device=device), args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+    out = generate_ids(model, torch.tensor([ids], device=device), args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, generator=torch.Generator(device).manual_seed(seed),
         eos_id=None if args.ignore_eos else tokenizer.eos_id,
     )

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sys
 
-from loaders.errors import DataError
-from loaders.metadata import check_local_datasets
-from training.config import ConfigError, TrainConfig, load_config
+from core.errors import DataError
+from core.metadata import check_local_datasets
+from training.config import TrainConfig, load_config
+from core.errors import ConfigError
 
 USAGE = "usage: gpt_pile_composer.py CONFIG.yaml [key=value ...]"
 
@@ -30,9 +31,9 @@ def main(argv: list[str]) -> int:
 
 
 def train(cfg: TrainConfig) -> int:
-    from callbacks.resume_guard import ResumeMismatchError
-    from loaders.errors import DataError
-    from training.checkpoint import CheckpointError
+    from core.errors import ResumeMismatchError
+    from core.errors import DataError
+    from core.errors import CheckpointError
     from training.trainer import build_data, build_model, build_trainer, describe_run, fit, init_distributed, \
         prepare_resume, prepare_run_dir
 

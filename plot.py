@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from training.compare import METRICS, plot_runs
+from evaluation.compare import METRICS, plot_runs
 
 
 def main(argv: list[str]) -> int:

@@ -15,7 +15,7 @@ def prepare_data(work: Path, seq_len: int = 64, tokenizer: str = "bytes", val_fr
     """Tiny Shakespeare converted by our converter: paragraphs as documents, ``val_fraction`` of them (by hash) for
     val. ``tokenizer`` is ``bytes`` or ``gpt2`` (the shared GPT-2 BPE folder); ``copies`` > 1 repeats the text
     (a bigger dataset, same paragraphs, same split). Returns the dataset root."""
-    from loaders.convert import convert
+    from conversion.convert import convert
 
     src = work / "src" / f"shakespeare-x{copies}.jsonl"
     if not src.exists():

@@ -41,7 +41,7 @@ _CEILING = r"""
 import json, sys, time, zstandard, io
 from tokenizers import Tokenizer
 sys.path.insert(0, sys.argv[3])
-from loaders.tokenizer import load_tokenizer
+from core.tokenizer import load_tokenizer
 tok = Tokenizer.from_str(load_tokenizer(sys.argv[2]).hf.backend_tokenizer.to_str())
 tok.encode_special_tokens = True
 with open(sys.argv[1], "rb") as f:

@@ -27,7 +27,7 @@ BASE = ["model.preset=micro", "global_train_batch_size=12", "device_train_microb
 
 
 def prepare(work: Path) -> Path:
-    from loaders.convert import convert
+    from conversion.convert import convert
 
     src = work / "docs.jsonl"
     with open(src, "w") as f:

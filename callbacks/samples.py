@@ -25,8 +25,8 @@ from composer.utils import create_interval_scheduler, dist
 from torch.nn.parallel import DistributedDataParallel
 
 from gpt import GPT
-from loaders.tokenizer import Tokenizer
-from training.checkpoint import sample
+from core.tokenizer import Tokenizer
+from sampling import sample_text
 
 TEXT_KEY = "samples/text"
 
@@ -73,7 +73,7 @@ class SampleLogger(Callback):
         was_training = gpt.training
         gpt.eval()
         try:
-            return sample(gpt, self.tokenizer, self.prompt, self.max_new_tokens, temperature=self.temperature,
+            return sample_text(gpt, self.tokenizer, self.prompt, self.max_new_tokens, temperature=self.temperature,
                           top_k=None, seed=self.seed, stop_at_eos=True)
         finally:
             gpt.train(was_training)

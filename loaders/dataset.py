@@ -19,11 +19,11 @@ from composer.core import DataSpec
 from streaming import Stream, StreamingDataset
 from torch.utils.data import DataLoader
 
-from loaders.errors import MetadataError, OptionError, RemoteError
-from loaders.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, read_metadata
-from loaders.remote import download_file, endpoint, is_remote, list_keys
+from core.errors import MetadataError, OptionError, RemoteError
+from core.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, read_metadata
+from core.remote import download_file, endpoint, is_remote, list_keys
 from loaders.shm import registering_shared_memory
-from loaders.tokenizer import Tokenizer, load_tokenizer
+from core.tokenizer import Tokenizer, load_tokenizer
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock

@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loaders.errors import DataError  # noqa: E402
-from training.compare import METRICS, plot_runs, report  # noqa: E402
+from core.errors import DataError  # noqa: E402
+from evaluation.compare import METRICS, plot_runs, report  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

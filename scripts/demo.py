@@ -12,9 +12,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from callbacks.jsonl_logger import read_metrics  # noqa: E402
-from loaders.convert import convert  # noqa: E402
-from training.checkpoint import load_gpt, run_tokenizer, sample  # noqa: E402
-from training.compare import plot_runs  # noqa: E402
+from conversion.convert import convert  # noqa: E402
+from evaluation.checkpoints import load_gpt, run_tokenizer  # noqa: E402
+from sampling import sample_text  # noqa: E402
+from evaluation.compare import plot_runs  # noqa: E402
 
 CORPUS_MB = 6
 DATA = ROOT / "data" / "demo"
@@ -51,7 +52,7 @@ def main() -> int:
     last_val = [r for r in rows if VAL_KEY in r][-1]
     png = plot_runs([str(run_dir)], str(run_dir / "loss.png"))
     model = load_gpt(str(run_dir))
-    text = sample(model, run_tokenizer(str(run_dir)), "def ", max_new_tokens=300)
+    text = sample_text(model, run_tokenizer(str(run_dir)), "def ", max_new_tokens=300)
     print("\n" + "=" * 72)
     print(f"final val loss   {last_val[VAL_KEY]:.4f} nats/token (step {last_val['step']})")
     print(f"final val bpb    {last_val['metrics/val/BitsPerByte']:.4f} bits/byte")

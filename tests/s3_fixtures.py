@@ -20,7 +20,7 @@ def moto_s3() -> Iterator[MotoS3]:
 
 @pytest.fixture
 def s3_process_env(moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> MotoS3:
-    """Point in-process code (loaders.remote, Streaming) at the server for one test; undone afterwards."""
+    """Point in-process code (core.remote, Streaming) at the server for one test; undone afterwards."""
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     for name, value in s3_vars(moto_s3.endpoint).items():

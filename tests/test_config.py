@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from training.config import ConfigError, load_config
+from training.config import load_config
+from core.errors import ConfigError
 
 
 def test_bad_shuffle_algo_names_the_valid_ones():

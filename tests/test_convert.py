@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import zstandard
 
-from loaders.convert import BATCH_CHARS, assign_split, convert
-from loaders.errors import DataError, InputError, OptionError, OutputExistsError
-from loaders.metadata import METADATA_FILE, read_metadata
-from loaders.packing import Packer
-from loaders.sources import expand_inputs, iter_documents, supported_suffixes
-from loaders.tokenizer import BYTES_EOS_ID, load_tokenizer
+from conversion.convert import BATCH_CHARS, assign_split, convert
+from core.errors import DataError, InputError, OptionError, OutputExistsError
+from core.metadata import METADATA_FILE, read_metadata
+from conversion.packing import Packer
+from conversion.sources import expand_inputs, iter_documents, supported_suffixes
+from core.tokenizer import BYTES_EOS_ID, load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"

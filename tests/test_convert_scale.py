@@ -21,14 +21,14 @@ import pytest
 import zstandard
 
 from loaders import convert as convert_module
-from loaders.batches import EncoderSpec, encode_in_worker, init_worker
-from loaders.convert import ConvertRequest, HFSource, assign_split, run
-from loaders.errors import OutputExistsError
-from loaders.groups import GROUPS_FILE, group_folder
-from loaders.metadata import METADATA_FILE, read_metadata
-from loaders.parallel import OrderedPool
-from loaders.tokenizer import load_tokenizer
-from loaders.verify import verify
+from conversion.batches import EncoderSpec, encode_in_worker, init_worker
+from conversion.convert import ConvertRequest, HFSource, assign_split, run
+from core.errors import OutputExistsError
+from conversion.groups import GROUPS_FILE, group_folder
+from core.metadata import METADATA_FILE, read_metadata
+from conversion.parallel import OrderedPool
+from core.tokenizer import load_tokenizer
+from conversion.verify import verify
 from tests.s3_fixtures import moto_s3, s3_process_env  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,7 +170,7 @@ def test_pool_keeps_a_bounded_window_and_input_order():
 def test_lean_mds_writer_writes_what_streamings_writes(tmp_path):
     from streaming import MDSWriter
 
-    from loaders.mds import LeanMDSWriter
+    from conversion.mds import LeanMDSWriter
 
     samples = np.random.default_rng(0).integers(0, 50257, (300, 129), dtype=np.uint16)
     for name, cls in (("stock", MDSWriter), ("lean", LeanMDSWriter)):

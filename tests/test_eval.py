@@ -141,8 +141,8 @@ def unbatched_losses(model, tokenizer, item) -> list[tuple[float, float]]:
 
 
 def test_hellaswag_batched_scoring_matches_one_ending_at_a_time(run, capsys):
-    from training.checkpoint import load_gpt, load_tokenizer_for
-    from training.evaluate import encode_item, ending_losses, read_items
+    from evaluation.checkpoints import load_gpt, load_tokenizer_for
+    from evaluation.evaluate import encode_item, ending_losses, read_items
 
     model, tokenizer = load_gpt(str(run)), load_tokenizer_for(str(run))
     items = read_items(str(HELLASWAG))
@@ -177,7 +177,8 @@ def test_hellaswag_trained_model_prefers_real_continuations(run, capsys):
     ('{"ctx": "A", "endings": "bc", "label": 0}', "endings must be a non-empty list"),
 ])
 def test_hellaswag_malformed_line_names_file_and_line(tmp_path, line, problem):
-    from training.evaluate import HellaSwagError, read_items
+    from evaluation.evaluate import read_items
+    from core.errors import HellaSwagError
 
     path = tmp_path / "mc.jsonl"
     path.write_text('{"ctx": "A", "endings": ["b", "c"], "label": 1}\n' + line + "\n")

@@ -64,7 +64,7 @@ def test_fsdp_full_state_dict_and_activation_checkpointing(dataset, fsdp_run, tm
                         "fsdp.activation_checkpointing=true"), nproc=2)
     ckpt = tmp_path / "full" / "checkpoints" / "ep0-ba30-rank0.pt"
     assert ckpt.is_file()  # one gathered file, loadable without a process group
-    from training.checkpoint import load_gpt
+    from evaluation.checkpoints import load_gpt
 
     model = load_gpt(str(tmp_path / "full"))
     assert model.config.n_embd == 128

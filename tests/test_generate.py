@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import generate
-from gpt import GPT, GPTConfig, KVCache, sample_next, top_p_filter
+from gpt import GPT, GPTConfig, KVCache
+from sampling import generate as generate_ids, sample_next, top_p_filter
 from tests.train_utils import PYTHON, REPO, make_dataset, metrics_rows, tiny_args, train_env
 
 VOCAB = 257
@@ -45,16 +46,16 @@ def test_greedy_with_cache_equals_plain_uncached_loop(model):
     for _ in range(20):  # past block_size (16): nanoGPT crops the context to the last block_size tokens
         logits = model(reference[:, -BLOCK:])[:, -1, :]
         reference = torch.cat((reference, logits.argmax(-1, keepdim=True)), dim=1)
-    assert torch.equal(model.generate(prompt, 20, temperature=0.0), reference)
+    assert torch.equal(generate_ids(model, prompt, 20, temperature=0.0), reference)
 
 
 def test_generation_is_linear_one_token_per_step_after_prefill(model):
     tokens_per_call: list[int] = []
     model.register_forward_pre_hook(lambda module, args: tokens_per_call.append(args[0].size(1)))
-    model.generate(torch.zeros(1, 6, dtype=torch.long), 10)
+    generate_ids(model, torch.zeros(1, 6, dtype=torch.long), 10)
     assert tokens_per_call == [6] + [1] * 9  # prefill the prompt, then only the new token
     tokens_per_call.clear()
-    model.generate(torch.zeros(1, 6, dtype=torch.long), 14)  # reaches 20 > block_size tokens
+    generate_ids(model, torch.zeros(1, 6, dtype=torch.long), 14)  # reaches 20 > block_size tokens
     assert tokens_per_call == [6] + [1] * 10 + [BLOCK] * 3  # a full cache re-runs the cropped context
 
 
@@ -82,7 +83,7 @@ def test_private_generator_seeds_samples_and_leaves_global_rng_alone(model):
     rng = torch.get_rng_state()
 
     def run(seed: int) -> torch.Tensor:
-        return model.generate(prompt, 12, temperature=1.5, top_p=0.95, generator=torch.Generator().manual_seed(seed))
+        return generate_ids(model, prompt, 12, temperature=1.5, top_p=0.95, generator=torch.Generator().manual_seed(seed))
 
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
@@ -91,10 +92,10 @@ def test_private_generator_seeds_samples_and_leaves_global_rng_alone(model):
 
 def test_stops_at_eos_and_pads_finished_rows(model):
     prompt = torch.randint(0, VOCAB, (2, 4))
-    free = model.generate(prompt, 10, temperature=0.0)  # (2, 14)
+    free = generate_ids(model, prompt, 10, temperature=0.0)  # (2, 14)
     eos = free[0, 6].item()  # row 0's third new token
     ends = [next((t + 1 for t in range(4, 14) if free[r, t] == eos), 14) for r in range(2)]
-    out = model.generate(prompt, 10, temperature=0.0, eos_id=eos)
+    out = generate_ids(model, prompt, 10, temperature=0.0, eos_id=eos)
     assert out.shape == (2, max(ends))  # stops once every row has ended
     for r, end in enumerate(ends):
         assert torch.equal(out[r, :end], free[r, :end]) and (out[r, end:] == eos).all()
@@ -229,7 +230,8 @@ def test_run_folder_and_checkpoint_sources(sampled_runs, capsys):
     ("sample_temperature=-1", "sample_temperature must be >= 0"),
 ])
 def test_bad_sample_settings_are_config_errors(override, message):
-    from training.config import ConfigError, load_config
+    from training.config import load_config
+    from core.errors import ConfigError
 
     yaml = str(REPO / "yamls" / "tiny.yaml")
     assert load_config(yaml, ["sample_prompt=x"]).sample_interval is None  # None: eval_interval

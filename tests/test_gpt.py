@@ -14,6 +14,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so plain `pytest` finds gpt.py too
 
 from gpt import GPT, MLP, PRESETS, Block, CausalSelfAttention, GPTConfig  # noqa: E402
+from sampling import generate  # noqa: E402
 
 VOCAB = 257  # byte tokenizer: 256 bytes + EOS, not a multiple of 64
 PADDED = 320
@@ -99,7 +100,7 @@ def test_padded_ids_never_predicted_or_sampled() -> None:
     idx = torch.randint(0, VOCAB, (4, 5))
     assert model(idx).argmax(dim=-1).max().item() < VOCAB
     for kwargs in (dict(temperature=0.0), dict(temperature=1.0), dict(temperature=2.0, top_k=50)):
-        out = model.generate(idx, max_new_tokens=20, **kwargs)
+        out = generate(model, idx, max_new_tokens=20, **kwargs)
         assert out.max().item() < VOCAB, kwargs
 
 
@@ -326,50 +327,50 @@ def test_flops_per_token() -> None:
 def test_generate_length_and_prefix() -> None:
     model = tiny_model()
     idx = torch.randint(0, VOCAB, (2, 10))
-    out = model.generate(idx, max_new_tokens=12)  # 22 > block_size 16: the context gets cropped
+    out = generate(model, idx, max_new_tokens=12)  # 22 > block_size 16: the context gets cropped
     assert out.shape == (2, 22)
     assert out.dtype == torch.long
     assert torch.equal(out[:, :10], idx)
-    assert torch.equal(model.generate(idx, max_new_tokens=0), idx)
+    assert torch.equal(generate(model, idx, max_new_tokens=0), idx)
 
 
 def test_generate_greedy_is_deterministic_and_matches_argmax() -> None:
     model = tiny_model()
     idx = torch.randint(0, VOCAB, (2, 6))
     torch.manual_seed(1)
-    a = model.generate(idx, max_new_tokens=15, temperature=0.0)
+    a = generate(model, idx, max_new_tokens=15, temperature=0.0)
     torch.manual_seed(2)
-    b = model.generate(idx, max_new_tokens=15, temperature=0.0)
+    b = generate(model, idx, max_new_tokens=15, temperature=0.0)
     assert torch.equal(a, b)
     # Every greedy step is the argmax of forward on the (cropped) context.
     for t in range(6, 21):
         ctx = a[:, max(0, t - 16) : t]
         assert torch.equal(a[:, t], model(ctx)[:, -1].argmax(-1))
     torch.manual_seed(3)
-    assert torch.equal(model.generate(idx, max_new_tokens=15, top_k=1), a)
+    assert torch.equal(generate(model, idx, max_new_tokens=15, top_k=1), a)
     torch.manual_seed(4)
-    assert torch.equal(model.generate(idx, max_new_tokens=15, temperature=0.7, top_k=1), a)
+    assert torch.equal(generate(model, idx, max_new_tokens=15, temperature=0.7, top_k=1), a)
 
 
 def test_generate_low_temperature_approaches_greedy() -> None:
     model = tiny_model()
     idx = torch.randint(0, VOCAB, (4, 6))
-    greedy = model.generate(idx, max_new_tokens=8, temperature=0.0)
+    greedy = generate(model, idx, max_new_tokens=8, temperature=0.0)
     for t in range(6, 14):  # the top-2 gap at each greedy step is far above the temperature
         top2 = model(greedy[:, :t])[:, -1].topk(2).values
         assert (top2[:, 0] - top2[:, 1]).min().item() > 1e-4
-    assert torch.equal(model.generate(idx, max_new_tokens=8, temperature=1e-7), greedy)
+    assert torch.equal(generate(model, idx, max_new_tokens=8, temperature=1e-7), greedy)
 
 
 def test_generate_sampling_respects_top_k_and_varies() -> None:
     model = tiny_model()
     prompt = torch.randint(0, VOCAB, (1, 5))
     top3 = set(model(prompt)[0, -1].topk(3).indices.tolist())
-    out = model.generate(prompt.expand(200, -1), max_new_tokens=1, temperature=5.0, top_k=3)
+    out = generate(model, prompt.expand(200, -1), max_new_tokens=1, temperature=5.0, top_k=3)
     sampled = set(out[:, -1].tolist())
     assert sampled <= top3
     assert len(sampled) > 1  # high temperature over 3 ids: not a point mass
-    wide = model.generate(prompt.expand(200, -1), max_new_tokens=1, temperature=5.0)
+    wide = generate(model, prompt.expand(200, -1), max_new_tokens=1, temperature=5.0)
     assert len(set(wide[:, -1].tolist())) > 3
 
 
@@ -378,7 +379,7 @@ def test_generate_rejects_bad_arguments() -> None:
     idx = torch.zeros(1, 1, dtype=torch.long)
     for kwargs in (dict(temperature=-1.0), dict(top_k=0), dict(max_new_tokens=-1)):
         with pytest.raises(ValueError):
-            model.generate(idx, **{"max_new_tokens": 1, **kwargs})
+            generate(model, idx, **{"max_new_tokens": 1, **kwargs})
 
 
 # ---------------------------------------------------------------- config and presets

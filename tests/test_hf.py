@@ -31,7 +31,7 @@ def same_tensors(a: dict, b: dict) -> bool:
 def test_load_hf_gpt_matches_transformers_logits(tmp_path, vocab_size):
     from transformers import GPT2LMHeadModel
 
-    from training.hf import is_hf_folder, load_hf_gpt, to_hf_model
+    from evaluation.hf import is_hf_folder, load_hf_gpt, to_hf_model
 
     folder = save_hf(tmp_path / "hf", seed=0, vocab_size=vocab_size)
     assert is_hf_folder(folder) and not is_hf_folder(tmp_path)
@@ -47,7 +47,7 @@ def test_load_hf_gpt_matches_transformers_logits(tmp_path, vocab_size):
 
 def test_bias_false_exports_as_zero_biases_with_same_logits():
     from gpt import GPT, GPTConfig
-    from training.hf import to_hf_model
+    from evaluation.hf import to_hf_model
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=16, vocab_size=257, bias=False, **SHAPE)).eval()
@@ -61,8 +61,8 @@ def test_bias_false_exports_as_zero_biases_with_same_logits():
 def test_bytes_tokenizer_exports_as_transformers_tokenizer(tmp_path):
     from transformers import AutoTokenizer
 
-    from loaders.tokenizer import ByteTokenizer
-    from training.hf import bytes_hf_tokenizer
+    from core.tokenizer import ByteTokenizer
+    from evaluation.hf import bytes_hf_tokenizer
 
     bytes_hf_tokenizer().save_pretrained(tmp_path)
     tok, text = AutoTokenizer.from_pretrained(tmp_path), "héllo wörld 😀\n\tx  y"
@@ -71,8 +71,10 @@ def test_bytes_tokenizer_exports_as_transformers_tokenizer(tmp_path):
 
 
 def test_unloadable_hf_folders_fail_clearly(tmp_path):
-    from training.checkpoint import CheckpointError, load_gpt, load_tokenizer_for
-    from training.hf import HFError, load_hf_gpt
+    from evaluation.checkpoints import load_gpt, load_tokenizer_for
+    from core.errors import CheckpointError
+    from evaluation.hf import load_hf_gpt
+    from core.errors import HFError
 
     with pytest.raises(HFError, match="does not exist"):
         load_hf_gpt(str(tmp_path / "missing"))
@@ -86,8 +88,8 @@ def test_unloadable_hf_folders_fail_clearly(tmp_path):
 
 
 def test_init_from_checks_against_dataset_and_overrides(tmp_path):
-    from training.config import ConfigError
-    from training.hf import init_config
+    from core.errors import ConfigError
+    from evaluation.hf import init_config
 
     spec = f"hf:{save_hf(tmp_path / 'hf', seed=0)}"
     config = init_config(spec, {"dropout": 0.1, "n_embd": 32}, seq_len=32, vocab_size=50257)
@@ -133,8 +135,8 @@ def fsdp_init_run(tmp_path_factory, shakespeare_text, gpt2_dir, hf_pair) -> Path
 def test_init_from_trains_from_hf_weights_and_resumes_without_them(fsdp_init_run, hf_pair, tmp_path):
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-    from training.checkpoint import load_gpt
-    from training.hf import load_hf_gpt
+    from evaluation.checkpoints import load_gpt
+    from evaluation.hf import load_hf_gpt
 
     ckpts = fsdp_init_run / "checkpoints"
     assert (ckpts / "ep0-ba1" / ".metadata").is_file() and (ckpts / "ep0-ba2" / ".metadata").is_file()
@@ -152,7 +154,7 @@ def test_export_sharded_run_loads_in_transformers(fsdp_init_run, hf_pair, tmp_pa
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from training.checkpoint import load_gpt
+    from evaluation.checkpoints import load_gpt
 
     out = tmp_path / "export"
     proc = subprocess.run([PYTHON, "export_hf.py", str(fsdp_init_run), str(out)], cwd=REPO, env=train_env(),
@@ -169,7 +171,8 @@ def test_export_sharded_run_loads_in_transformers(fsdp_init_run, hf_pair, tmp_pa
 
 
 def test_export_refuses_a_non_empty_folder_unless_overwrite(fsdp_init_run, tmp_path):
-    from training.hf import HFError, export_hf
+    from evaluation.hf import export_hf
+    from core.errors import HFError
 
     out = tmp_path / "export"
     out.mkdir()

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from callbacks.metrics import BitsPerByte, eval_metrics
-from loaders.tokenizer import ByteTokenizer, load_tokenizer
+from core.tokenizer import ByteTokenizer, load_tokenizer
 
 
 def test_bits_per_byte_by_hand():

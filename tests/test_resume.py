@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.checkpoint import readable
+from evaluation.checkpoints import readable
 from tests.train_utils import (
     final_weights,
     kill_when,

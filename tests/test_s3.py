@@ -49,7 +49,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_convert_to_bucket_uploads_the_local_layout_metadata_last(bucket_ds, moto_s3, corpus, tmp_path):
-    from loaders.convert import convert
+    from conversion.convert import convert
 
     bucket = bucket_ds["bucket"]
     assert f"wrote {bucket_ds['url']}" in bucket_ds["stdout"]
@@ -67,9 +67,9 @@ def test_convert_to_bucket_uploads_the_local_layout_metadata_last(bucket_ds, mot
 
 
 def test_nonempty_prefix_refused_and_overwrite_deletes_metadata_first(s3_process_env, corpus, tmp_path):
-    from loaders import remote
-    from loaders.convert import convert
-    from loaders.errors import OutputExistsError
+    from core import remote
+    from conversion.convert import convert
+    from core.errors import OutputExistsError
 
     s3 = s3_process_env
     bucket = s3.new_bucket(versioned=True)  # versions keep the server's record of when each object was deleted
@@ -210,7 +210,7 @@ def test_cache_limit_bounds_the_cache_folder(bucket_ds, moto_s3, tmp_path):
 
 def test_cache_limit_below_streamings_floor_is_a_clean_error(bucket_ds, s3_process_env, tmp_path):
     from loaders.dataset import LoaderSettings, StreamSource, build_dataspec, fetch_metadata
-    from loaders.errors import OptionError
+    from core.errors import OptionError
 
     index = json.loads(s3_process_env.get(bucket_ds["bucket"], "ds/train/index.json"))["shards"]
     limit = 2 * max(s["raw_data"]["bytes"] + (s["zip_data"] or {}).get("bytes", 0) for s in index)  # < 4 shards
@@ -250,7 +250,7 @@ def test_upstream_cache_limit_overshoots_with_concurrent_downloads(s3_process_en
     same room" and overshoot cache_limit; loaders.dataset.BoundedCacheDataset reserves the room first."""
     from streaming import StreamingDataset
 
-    from loaders.convert import convert
+    from conversion.convert import convert
     from loaders.dataset import BoundedCacheDataset
 
     s3 = s3_process_env
@@ -327,7 +327,7 @@ def test_ready_thread_runs_ahead_over_local_shards_only(tmp_path, shakespeare_te
     ahead over local shards, and still stops at the first shard it would have to fetch."""
     from streaming import StreamingDataset
 
-    from loaders.convert import convert
+    from conversion.convert import convert
     from loaders.dataset import BoundedCacheDataset
     src = paragraphs_jsonl(shakespeare_text[:40_000], tmp_path / "docs.jsonl")
     convert([str(src)], str(tmp_path / "ds"), "bytes", SEQ_LEN, val_fraction=0, size_limit=4096, progress=False)
@@ -358,7 +358,7 @@ def _read_remote_split(url: str, cache: Path) -> list:
 
 def test_reconverted_bucket_dataset_is_not_read_from_a_stale_cache(s3_process_env, shakespeare_text, tmp_path,
                                                                     read_split):
-    from loaders.convert import convert
+    from conversion.convert import convert
     from loaders.dataset import fetch_metadata, local_dir
 
     s3 = s3_process_env
@@ -382,7 +382,7 @@ def test_reconverted_bucket_dataset_is_not_read_from_a_stale_cache(s3_process_en
 
 def test_dataset_synced_up_before_the_tokenizer_list_still_trains(s3_process_env, corpus, tmp_path):
     """Older metadata has no tokenizer file list; such a dataset copied to a bucket by hand still loads."""
-    from loaders.convert import convert
+    from conversion.convert import convert
     from loaders.dataset import dataset_tokenizer, fetch_metadata
 
     s3 = s3_process_env
@@ -424,7 +424,7 @@ def test_training_faults_fail_at_start_with_one_line(bucket_ds, moto_s3, tmp_pat
 
 def test_refused_credentials_fail_training_at_start(bucket_ds, s3_process_env, monkeypatch, tmp_path):
     from loaders.dataset import fetch_metadata
-    from loaders.errors import RemoteError
+    from core.errors import RemoteError
 
     s3 = s3_process_env
     with s3.checking_credentials() as key:

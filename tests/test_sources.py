@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from loaders.convert import convert
-from loaders.errors import InputError, OptionError
-from loaders.sources import (BadRecordError, BadRecords, Document, expand_inputs, hf_hub_documents,
+from conversion.convert import convert
+from core.errors import InputError, OptionError
+from conversion.sources import (BadRecordError, BadRecords, Document, expand_inputs, hf_hub_documents,
                              iter_documents)
 
 GROUP = "meta.pile_set_name"

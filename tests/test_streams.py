@@ -14,8 +14,9 @@ from omegaconf import OmegaConf
 
 from tests.s3_fixtures import moto_s3, s3_process_env  # noqa: F401 - fixtures
 from tests.train_utils import PYTHON, REPO, make_dataset, metrics_rows, run_train, tiny_args
-from training.compare import config_differences, flatten, run_config, val_curves
-from training.config import ConfigError, TrainConfig, load_config
+from evaluation.compare import config_differences, flatten, run_config, val_curves
+from training.config import TrainConfig, load_config
+from core.errors import ConfigError
 
 METRICS = ("LanguageCrossEntropy", "BitsPerByte", "LanguagePerplexity", "TokenAccuracy")
 PILE_WEIGHTS = {  # Gao et al. 2020, Table 1, effective epoch weight (%) by pile_set_name
@@ -149,7 +150,7 @@ def test_remote_streams_get_their_own_per_stream_val_cache(datasets, s3_process_
     """Streaming refuses two live datasets that read one remote into the same local folder; the mixture's val
     already reads each stream's val split into ``data.cache``, so each stream's own val is cached beside it."""
     from loaders.dataset import LoaderSettings, StreamSource, build_dataspec
-    from loaders.remote import upload_dir
+    from core.remote import upload_dir
     from training.trainer import build_data
 
     bucket = s3_process_env.new_bucket()
@@ -211,7 +212,7 @@ def test_pair_differs_only_in_data_and_compare_runs_plots_it(runs, tmp_path):
 
 
 def test_pile_mixture_yaml(repo_root):
-    from loaders.groups import group_folder  # the folder convert_to_mds.py --group-by writes for a value
+    from conversion.groups import group_folder  # the folder convert_to_mds.py --group-by writes for a value
 
     cfg = load_config(str(repo_root / "yamls" / "gpt2.yaml"))
     streams = cfg.data.streams
@@ -244,7 +245,7 @@ def test_plot_draws_train_val_and_each_stream_of_every_run(runs, tmp_path):
     """plot.py: the panels hold exactly what each run's metrics.jsonl logged (val points unsmoothed)."""
     import subprocess
 
-    from training.compare import TRAIN_KEY, panels
+    from evaluation.compare import TRAIN_KEY, panels
 
     curves = panels([str(d) for d in runs.values()])
     assert list(curves) == ["train", "val", "val/a", "val/b"]

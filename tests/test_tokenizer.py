@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loaders.errors import DataError, TokenizerError
-from loaders.tokenizer import ByteTokenizer, load_tokenizer, token_dtype
+from core.errors import DataError, TokenizerError
+from core.tokenizer import ByteTokenizer, load_tokenizer, token_dtype
 
 TEXTS = [
     "Hello, world!",

@@ -1,11 +1,11 @@
-"""Each work-around in training/workarounds.py: the upstream behaviour it answers, and that ours avoids it."""
+"""Each work-around in upstream/composer.py: the upstream behaviour it answers, and that ours avoids it."""
 from __future__ import annotations
 
 import pytest
 from composer.core.engine import Engine
 from composer.core.event import Event
 
-from training.workarounds import skip_engine_debug_log
+from upstream.composer import skip_engine_debug_log
 
 
 class _ExplodingTimestamp:
@@ -62,7 +62,7 @@ def test_upstream_wandb_logger_breaks_autoresume_lookup(tmp_path, monkeypatch):
 
 
 def test_our_wandb_logger_reports_not_found(tmp_path, monkeypatch):
-    from training.workarounds import WandBLoggerNoArtifacts
+    from upstream.composer import WandBLoggerNoArtifacts
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     with pytest.raises(FileNotFoundError):
@@ -190,7 +190,7 @@ import torch.distributed as td
 from composer.utils import dist
 td.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=int(os.environ["RANK"]), world_size=2)
 upstream = dist.get_node_signal_file_name()
-from training.workarounds import per_node_signal_files
+from upstream.composer import per_node_signal_files
 per_node_signal_files()
 print(upstream, dist.get_node_signal_file_name())
 """

@@ -26,7 +26,7 @@ def paragraphs_jsonl(text: str, out: Path) -> Path:
 
 def make_dataset(root: Path, text: str, seq_len: int = 32, val_fraction: float = 0.1,
                  tokenizer: str = "bytes") -> Path:
-    from loaders.convert import convert
+    from conversion.convert import convert
 
     src = paragraphs_jsonl(text, root / "src" / "docs.jsonl")
     out = root / "ds"

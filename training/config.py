@@ -11,10 +11,7 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
-
-
-class ConfigError(Exception):
-    """A bad yaml, an unknown key, a wrong type or an inconsistent setting; the message says the fix."""
+from core.errors import ConfigError
 
 
 @dataclass

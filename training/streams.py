@@ -17,8 +17,9 @@ from composer.utils import dist
 from callbacks.metrics import VAL_LABEL, stream_label
 from loaders.dataset import (LoaderSettings, StreamSource, TokenSamples, build_dataspec, fetch_metadata, has_split,
                              is_remote, local_dir)
-from loaders.metadata import METADATA_FILE, DatasetMetadata
-from training.config import ConfigError, TrainConfig
+from core.metadata import METADATA_FILE, DatasetMetadata
+from training.config import TrainConfig
+from core.errors import ConfigError
 
 EVAL_SHUFFLE_SEED = 0  # a mixture's val order: fixed, so runs with other seeds are measured on the same samples
 SINGLE = "dataset"  # the name of a lone data.path in the run's data record

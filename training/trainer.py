@@ -23,7 +23,7 @@ from composer.utils import FSDP2Config, dist, reproducibility
 
 from callbacks.console import ConsoleSummaryLogger
 from callbacks.jsonl_logger import JSONLinesLogger
-from callbacks.resume_guard import ResumeGuard, check_fingerprint
+from training.resume.guard import ResumeGuard, check_fingerprint
 from callbacks.sample_ids import SampleIdLogger
 from callbacks.samples import SampleLogger
 from gpt import GPTConfig
@@ -36,18 +36,19 @@ from loaders.dataset import (
     fetch_metadata,
     is_remote,
 )
-from loaders.metadata import DatasetMetadata
+from core.metadata import DatasetMetadata
 from loaders.shm import clean_stale_shared_memory
-from loaders.tokenizer import Tokenizer
-from training.checkpoint import LATEST, read_model_config, repair_latest, saved_fingerprint, save_model_config
-from training.remote_checkpoints import (bucket_folder, check_bucket, fetch_newest_checkpoint, local_folder,
+from core.tokenizer import Tokenizer
+from evaluation.checkpoints import LATEST, read_model_config, repair_latest, saved_fingerprint, save_model_config
+from training.resume.bucket import (bucket_folder, check_bucket, fetch_newest_checkpoint, local_folder,
                                          remote_saver, upload_failure)
-from training.config import ConfigError, TrainConfig, to_yaml
-from training.hf import init_config, load_init_weights, resumed_init_config
+from training.config import TrainConfig, to_yaml
+from core.errors import ConfigError
+from evaluation.hf import init_config, load_init_weights, resumed_init_config
 from training.model import ComposerGPT
 from training.streams import (build_evaluators, build_mixture_eval, build_stream_evals, named_sources,
                               record_stream_metadata, trained_sources)
-from training.workarounds import (
+from upstream.composer import (
     MarkEpochEnds,
     per_node_signal_files,
     RestoreRNGOnResume,
@@ -153,7 +154,7 @@ def build_data(cfg: TrainConfig) -> RunData:
 
 def build_model(cfg: TrainConfig, data: RunData, resuming: bool = False) -> ComposerGPT:
     """The GPT sized by the preset and overrides, its block size and vocab read from the dataset; or, with
-    ``model.init_from=hf:...``, shaped and initialised by a Hugging Face GPT-2 (training/hf.py) when the run
+    ``model.init_from=hf:...``, shaped and initialised by a Hugging Face GPT-2 (evaluation/hf.py) when the run
     starts, and shaped by its own ``model.json`` when it resumes (its checkpoint has the weights)."""
     overrides = {k: v for k, v in vars(cfg.model).items() if k not in ("preset", "init_from") and v is not None}
     from_hf = cfg.model.init_from and not resuming
@@ -227,7 +228,7 @@ SCHEDULE_KEYS = frozenset({"max_duration", "optimizer", "scheduler", "grad_clip_
 
 
 def run_fingerprint(cfg: TrainConfig, data: RunData, model: ComposerGPT) -> dict:
-    """What a resumed run must share with its checkpoint to replay it exactly (see callbacks/resume_guard.py)."""
+    """What a resumed run must share with its checkpoint to replay it exactly (see training/resume/guard.py)."""
     gpt, plain = model.config, _plain_config(cfg)
     fp = {
         "global_train_batch_size": cfg.global_train_batch_size,

@@ -14,11 +14,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from loaders.memory import release_free_memory
-from loaders.packing import flatten_documents
-from loaders.parallel import OrderedPool
-from loaders.sources import Document
-from loaders.tokenizer import Tokenizer, token_dtype
+from core.memory import release_free_memory
+from conversion.packing import flatten_documents
+from conversion.parallel import OrderedPool
+from conversion.sources import Document
+from core.tokenizer import Tokenizer, token_dtype
 
 TRAIN, VAL = "train", "val"
 SPLIT_RULE = "blake2b(utf8(text), digest_size=8) / 2**64 < val_fraction -> val"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from streaming import MDSWriter
 
-from loaders.memory import release_free_memory
+from core.memory import release_free_memory
 
 
 class LeanMDSWriter(MDSWriter):

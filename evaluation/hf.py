@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gpt import GPT, GPTConfig
-from loaders.tokenizer import BYTES_EOS_ID, HFTokenizer
-from training.checkpoint import CheckpointError, load_gpt, load_tokenizer_for
-from training.config import ConfigError
+from core.tokenizer import BYTES_EOS_ID, HFTokenizer
+from evaluation.checkpoints import load_gpt, load_tokenizer_for
+from core.errors import CheckpointError
+from core.errors import ConfigError
 
 if TYPE_CHECKING:
     from transformers import GPT2Config
@@ -37,10 +38,6 @@ CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_
 ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # GELU, tanh approximation: gpt.py's nn.GELU("tanh")
 LAYER_NORM_EPS = 1e-5  # torch's default, what gpt.py's nn.LayerNorm uses
 WTE = "transformer.wte.weight"
-
-
-class HFError(CheckpointError):
-    """A Hugging Face model that cannot be found or cannot be represented by gpt.py; the message says why."""
 
 
 def is_hf_folder(path: str | os.PathLike) -> bool:

@@ -21,7 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from loaders.errors import DataError, OptionError
+from core.errors import DataError, OptionError
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -15,8 +15,9 @@ from composer.callbacks import CheckpointSaver
 from composer.utils import dist, format_name_with_dist, parse_uri
 
 from loaders.dataset import is_remote
-from loaders.remote import download_file, explain, list_keys
-from training.checkpoint import LATEST, CheckpointError, checkpoint_batch
+from core.remote import download_file, explain, list_keys
+from evaluation.checkpoints import LATEST, checkpoint_batch
+from core.errors import CheckpointError
 
 if TYPE_CHECKING:
     from composer import Trainer
@@ -41,7 +42,7 @@ def check_bucket(cfg: TrainConfig) -> None:
     if url is not None and url.startswith("s3://") and dist.get_global_rank() == 0:
         try:
             list_keys(url)
-        except Exception as e:  # noqa: BLE001 - loaders.remote words it
+        except Exception as e:  # noqa: BLE001 - core.remote words it
             raise CheckpointError(f"save_folder {url}: {e}") from None
 
 

@@ -19,15 +19,12 @@ import torch
 from omegaconf import OmegaConf
 
 from gpt import GPT, GPTConfig
-from loaders.errors import TokenizerError
-from loaders.tokenizer import Tokenizer, load_tokenizer
+from core.errors import TokenizerError
+from core.tokenizer import Tokenizer, load_tokenizer
+from core.errors import CheckpointError
 
 MODEL_FILE = "model.json"
 LATEST = "latest-rank0.pt"
-
-
-class CheckpointError(Exception):
-    """A run folder or checkpoint that cannot be loaded; the message names the file and the fix."""
 
 
 def save_model_config(run_dir: str, config: GPTConfig) -> None:
@@ -66,7 +63,7 @@ def is_sharded(path: Path) -> bool:
 def load_gpt(source: str, map_location: str = "cpu") -> GPT:
     """The GPT (eval mode) of a run folder (its latest checkpoint), a checkpoint (monolithic ``.pt`` file or
     sharded FSDP folder), or a Hugging Face GPT-2 folder (config.json + model.safetensors)."""
-    from training.hf import is_hf_folder, load_hf_gpt  # training.hf imports this module
+    from evaluation.hf import is_hf_folder, load_hf_gpt  # evaluation.hf imports this module
 
     if is_hf_folder(source):
         return load_hf_gpt(source)
@@ -108,7 +105,7 @@ def _load_sharded(model: GPT, ckpt: Path) -> None:
 def load_tokenizer_for(source: str) -> Tokenizer:
     """The tokenizer that goes with :func:`load_gpt`'s model: a run's (or its checkpoint's) dataset tokenizer,
     or the tokenizer saved in a Hugging Face folder."""
-    from training.hf import is_hf_folder
+    from evaluation.hf import is_hf_folder
 
     path = Path(source)
     if is_hf_folder(path):
@@ -131,21 +128,6 @@ def run_tokenizer(run_dir: str) -> Tokenizer:
     cfg = OmegaConf.load(os.path.join(run_dir, "config.yaml"))
     path: Optional[str] = cfg.data.path or next(iter(cfg.data.streams.values())).path
     return dataset_tokenizer(path, cfg.data.cache)
-
-
-@torch.no_grad()
-def sample(model: GPT, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 200,
-           temperature: float = 0.8, top_k: Optional[int] = 40, seed: int = 0, top_p: Optional[float] = None,
-           stop_at_eos: bool = False) -> str:
-    """Continue ``prompt`` (an empty one starts a new document); seeded so the demo prints the same text on every
-    machine. The seed drives a private generator: the global RNG is left alone, so sampling during training
-    (callbacks/samples.py) does not change the run."""
-    device = next(model.parameters()).device
-    ids = tokenizer.encode(prompt) or [tokenizer.eos_id]
-    out = model.generate(torch.tensor([ids], device=device), max_new_tokens, temperature=temperature, top_k=top_k,
-                         top_p=top_p, generator=torch.Generator(device).manual_seed(seed),
-                         eos_id=tokenizer.eos_id if stop_at_eos else None)
-    return tokenizer.decode(out[0].tolist())
 
 
 _CKPT = re.compile(r"^ep(\d+)-ba(\d+)(-rank0\.pt)?$")  # a monolithic file, or a sharded (FSDP) folder

@@ -11,10 +11,7 @@ import warnings
 from typing import Any, Optional
 
 from composer.core import Callback
-
-
-class ResumeMismatchError(Exception):
-    """Resuming would silently change the run; the message lists what changed and what to do."""
+from core.errors import ResumeMismatchError
 
 
 def check_fingerprint(saved: Optional[dict[str, Any]], current: dict[str, Any], strict: bool,

@@ -3,7 +3,7 @@
 Uploads and listings go through Streaming's own uploader (``S3Uploader``), so conversion writes with the client
 settings training reads with: ``S3_ENDPOINT_URL`` selects an S3-compatible store (MinIO, R2, Ceph...), credentials
 come from the standard AWS environment variables / config files. Deletes use that uploader's boto3 client (the
-library has no delete). Every failure becomes one :class:`~loaders.errors.RemoteError` naming the URL, the reason
+library has no delete). Every failure becomes one :class:`~core.errors.RemoteError` naming the URL, the reason
 and what to check; nothing here prints a traceback.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from loaders.errors import OptionError, RemoteError
+from core.errors import OptionError, RemoteError
 
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")
 

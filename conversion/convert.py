@@ -1,6 +1,6 @@
 """Text → MDS: read documents, tokenize in batches (in worker processes), split by document hash, pack, write.
 
-The main process reads documents in order and cuts them into batches; :func:`loaders.batches.encode_batches`
+The main process reads documents in order and cuts them into batches; :func:`conversion.batches.encode_batches`
 tokenizes them here or in ``workers`` processes (a bounded window in flight) and hands the results back in input
 order; the main process packs them and writes shards with Streaming's MDSWriter. So the output is the same, byte
 for byte, whatever the number of workers, and memory stays bounded whatever the input size.
@@ -12,7 +12,7 @@ finished-looking dataset at ``DIR`` (a stale ``DIR.partial`` left by SIGKILL is 
 left alone: re-running a finished command does nothing.
 
 An ``s3://bucket/prefix`` output is converted the same way into a local temporary folder (under ``TMPDIR``), then
-uploaded with ``metadata.json`` last (see :mod:`loaders.remote`); the bucket is checked before any tokenizing.
+uploaded with ``metadata.json`` last (see :mod:`core.remote`); the bucket is checked before any tokenizing.
 """
 from __future__ import annotations
 
@@ -30,16 +30,16 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from loaders import remote
-from loaders.batches import SPLIT_RULE, TRAIN, VAL, BatchResult, EncoderSpec, assign_split, encode_batches
-from loaders.errors import InputError, MetadataError, OptionError, OutputExistsError
-from loaders.groups import GROUPS_FILE, GroupFolders, group_record, read_groups, write_groups
-from loaders.metadata import COLUMN, METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, SplitStats, read_metadata, \
+from core import remote
+from conversion.batches import SPLIT_RULE, TRAIN, VAL, BatchResult, EncoderSpec, assign_split, encode_batches
+from core.errors import InputError, MetadataError, OptionError, OutputExistsError
+from conversion.groups import GROUPS_FILE, GroupFolders, group_record, read_groups, write_groups
+from core.metadata import COLUMN, METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, SplitStats, read_metadata, \
     tokenizer_files
-from loaders.packing import Packer
-from loaders.parallel import resolve_workers
-from loaders.sources import BadRecordError, BadRecords, Document, expand_inputs, hf_hub_documents, iter_documents
-from loaders.tokenizer import Tokenizer, load_tokenizer, token_dtype
+from conversion.packing import Packer
+from conversion.parallel import resolve_workers
+from conversion.sources import BadRecordError, BadRecords, Document, expand_inputs, hf_hub_documents, iter_documents
+from core.tokenizer import Tokenizer, load_tokenizer, token_dtype
 
 __all__ = ["ConvertRequest", "Conversion", "HFSource", "assign_split", "convert", "run", "TRAIN", "VAL"]
 
@@ -108,7 +108,7 @@ def convert(inputs: list[str], out: str, tokenizer: str, seq_len: int, val_fract
 
     ``out`` is a folder or an ``s3://bucket/prefix``. Everything that can be checked up front (options, inputs,
     bucket, tokenizer, output) is, before anything is written. ``compression`` may be ``"none"``. Raises
-    :class:`~loaders.errors.DataError` subclasses for bad input. See :func:`run` for grouping and HF datasets.
+    :class:`~core.errors.DataError` subclasses for bad input. See :func:`run` for grouping and HF datasets.
     """
     return run(ConvertRequest(tuple(inputs), out, tokenizer, seq_len, val_fraction, text_key, compression,
                               size_limit, workers, skip_bad=skip_bad, overwrite=overwrite, progress=progress)).metadata
@@ -369,7 +369,7 @@ class _SplitWriter:
 
     def _write(self, sample: np.ndarray) -> None:
         if self._writer is None:
-            from loaders.mds import LeanMDSWriter
+            from conversion.mds import LeanMDSWriter
 
             self._writer = LeanMDSWriter(out=str(self.directory), columns={COLUMN: self.column},
                                          compression=self.compression, hashes=SHARD_HASHES,

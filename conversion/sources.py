@@ -8,7 +8,7 @@ dataset is streamed by :func:`hf_hub_documents`. Readers stream: no file is held
 is one document, so it is).
 
 Two kinds of problems: a whole-file one (missing, truncated or mislabelled compressed file, not parquet, no text
-column) is always one :class:`~loaders.errors.InputError` naming the file and the fix. A record-level one (a line
+column) is always one :class:`~core.errors.InputError` naming the file and the fix. A record-level one (a line
 that is not JSON, a missing text key, ...) is a :class:`BadRecordError` naming ``file:line``, raised unless a
 :class:`BadRecords` is given, which then counts and skips it.
 """
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
-from loaders.errors import InputError, OptionError
+from core.errors import InputError, OptionError
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from loaders.errors import TokenizerError
+from core.errors import TokenizerError
 
 BYTES_EOS_ID = 256
 _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")

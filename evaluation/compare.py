@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from loaders.metadata import METADATA_FILE, read_metadata
+from core.metadata import METADATA_FILE, read_metadata
 
 # Restated from callbacks/metrics.py, whose imports load torch and Composer (seconds) that a comparison does not
 # need; tests/test_streams.py checks they agree.

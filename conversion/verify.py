@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loaders.errors import MetadataError
-from loaders.groups import GROUPS_FILE, group_record, read_groups
-from loaders.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, read_metadata
+from core.errors import MetadataError
+from conversion.groups import GROUPS_FILE, group_record, read_groups
+from core.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, read_metadata
 
 INDEX_FILE = "index.json"
 

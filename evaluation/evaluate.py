@@ -23,22 +23,15 @@ from callbacks.metrics import eval_metrics
 from gpt import GPT
 from loaders.dataset import (LoaderSettings, StreamSource, build_dataspec, dataset_tokenizer,
                              fetch_metadata, has_split, is_remote)
-from loaders.metadata import METADATA_FILE, DatasetMetadata, read_metadata
-from loaders.tokenizer import Tokenizer
-from training.checkpoint import resolve_checkpoint
+from core.metadata import METADATA_FILE, DatasetMetadata, read_metadata
+from core.tokenizer import Tokenizer
+from evaluation.checkpoints import resolve_checkpoint
 from training.config import TrainConfig, load_config
 from training.streams import build_mixture_eval, named_sources, trained_sources
+from core.errors import EvalError, HellaSwagError
 
 EVAL_CACHE = "eval"  # under a run's data.cache: shards of remote datasets read by eval.py (not a live run's folder)
 DEFAULT_BATCH = 8
-
-
-class EvalError(Exception):
-    """A model and dataset that cannot be evaluated together, or a bad option; the message says the fix."""
-
-
-class HellaSwagError(EvalError):
-    """A line of a multiple-choice file that is not ``{"ctx": str, "endings": [str, ...], "label": int}``."""
 
 
 # ----------------------------------------------------------------------------------------------- what to evaluate
@@ -65,7 +58,7 @@ class EvalTarget:
 def find_run(source: str) -> Optional[RunRecord]:
     """The run a source belongs to (a run folder, or a checkpoint inside ``RUN/checkpoints/``); None for a
     Hugging Face folder or a checkpoint that lives outside any run."""
-    from training.hf import is_hf_folder
+    from evaluation.hf import is_hf_folder
 
     if is_hf_folder(source):
         return None
@@ -278,7 +271,7 @@ def score_items(model: GPT, tokenizer: Tokenizer, items: list[Item]) -> dict[str
 
 def evaluate_choices(source: str, model: GPT, path: str, max_items: Optional[int]) -> dict[str, Any]:
     """Everything ``eval.py SOURCE --hellaswag FILE`` does after loading the model; returns the report."""
-    from training.checkpoint import load_tokenizer_for
+    from evaluation.checkpoints import load_tokenizer_for
 
     items = read_items(path)[:max_items]
     tokenizer = load_tokenizer_for(source)

@@ -13,8 +13,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loaders.errors import MetadataError
-from loaders.remote import is_remote
+from core.errors import MetadataError
+from core.remote import is_remote
 
 METADATA_FILE = "metadata.json"
 TOKENIZER_DIR = "tokenizer"
