@@ -52,7 +52,8 @@ def plain_loop(ds: str, steps: int) -> dict:
 
     from callbacks.metrics import BitsPerByte
     from gpt import GPT, GPTConfig
-    from loaders.dataset import LoaderSettings, StreamSource, build_dataspec, dataset_tokenizer, fetch_metadata
+    from loaders.dataset import LoaderSettings, build_dataspec, dataset_tokenizer, fetch_metadata
+    from core.streams import StreamSource
     from loaders.shm import clean_stale_shared_memory
     from training.config import load_config
 

@@ -18,6 +18,7 @@ import torch
 from composer.core import State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist
+from core.files import write_atomic
 
 
 def _plain(value: Any) -> Any:
@@ -91,9 +92,7 @@ def truncate_after(path: Path, step: int) -> None:
     if not path.exists():
         return
     kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _line_step(line) <= step]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _last_row(path: Path, step: int) -> tuple[int, int, dict[str, Any]] | None:

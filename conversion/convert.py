@@ -17,7 +17,6 @@ uploaded with ``metadata.json`` last (see :mod:`core.remote`); the bucket is che
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import tempfile
@@ -40,11 +39,10 @@ from conversion.packing import Packer
 from conversion.parallel import resolve_workers
 from conversion.sources import BadRecordError, BadRecords, Document, expand_inputs, hf_hub_documents, iter_documents
 from core.tokenizer import Tokenizer, load_tokenizer, token_dtype
+from core.files import built_then_swapped, remove
 
 __all__ = ["ConvertRequest", "Conversion", "HFSource", "assign_split", "convert", "run", "TRAIN", "VAL"]
 
-PARTIAL_SUFFIX = ".partial"
-REPLACED_SUFFIX = ".replaced"
 BATCH_DOCS = 1024
 BATCH_CHARS = 1 << 20  # ~1 MB of text per job: ~0.5 s of one core's BPE, small enough to balance workers
 SHARD_CACHE_BUDGET = 96 << 20  # samples held for unfinished shards, over all splits and groups (see _ShardBudget)
@@ -152,14 +150,8 @@ def _convert_local(paths: list[Path], out_dir: Path, tok: Tokenizer, record: dic
     check_output(out_dir, overwrite, paths)
     bad = BadRecords() if req.skip_bad else None
     docs = _documents(req, paths, bad)  # a hub dataset is resolved now, before anything is written
-    partial = _fresh_partial(out_dir)
-    try:
-        conv = _convert_into(partial, docs, tok, req, record, _source(record, paths), bad)
-        _publish(partial, out_dir)
-    except BaseException:  # includes KeyboardInterrupt: never leave half a dataset behind
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return conv
+    with built_then_swapped(out_dir) as partial:  # never half a dataset at out_dir, even on Ctrl-C
+        return _convert_into(partial, docs, tok, req, record, _source(record, paths), bad)
 
 
 def _documents(req: ConvertRequest, paths: list[Path], bad: BadRecords | None) -> Iterator[Document]:
@@ -305,31 +297,10 @@ def check_output(out_dir: Path, overwrite: bool, inputs: list[Path]) -> None:
                               "write the dataset to another folder")
 
 
-def _fresh_partial(out_dir: Path) -> Path:
-    partial = out_dir.with_name(out_dir.name + PARTIAL_SUFFIX)
-    _remove(partial)  # a stale one from a killed run
-    partial.mkdir(parents=True)
-    return partial
 
 
-def _publish(partial: Path, out_dir: Path) -> None:
-    """Move the finished dataset into place. An old ``out`` is renamed aside first (O(1), so ``out`` is absent
-    only for an instant and never half-deleted), then removed."""
-    if out_dir.exists() or out_dir.is_symlink():
-        aside = out_dir.with_name(out_dir.name + REPLACED_SUFFIX)
-        _remove(aside)
-        os.rename(out_dir, aside)
-        os.rename(partial, out_dir)
-        _remove(aside)
-    else:
-        os.rename(partial, out_dir)
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 # ------------------------------------------------------------------------------------------------------ writers
@@ -486,7 +457,7 @@ def _finish_dataset(directory: Path, splits: dict[str, _SplitWriter], tok: Token
     """Close one dataset's splits and write its tokenizer and metadata.json (last); None: a group too small."""
     stats = {n: w.finish() for n, w in splits.items()}
     if not _check_split_sizes(stats, directory, req.seq_len, group):
-        _remove(directory)
+        remove(directory)
         return None
     tok.save(directory / TOKENIZER_DIR)
     source = {**source, "index_sha256": {n: _sha256(directory / n / "index.json") for n in stats}}
@@ -524,7 +495,7 @@ def _check_split_sizes(stats: dict[str, SplitStats], directory: Path, seq_len: i
                       f"than one sample of {seq_len + 1} tokens, so no val split is written; raise --val-fraction "
                       "or lower --seq-len to get one", stacklevel=4)
         del stats[VAL]
-        _remove(directory / VAL)
+        remove(directory / VAL)
     return True
 
 

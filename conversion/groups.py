@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from core.errors import InputError, MetadataError
 from core.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata
+from core.files import write_atomic
 
 GROUPS_FILE = "groups.json"
 GROUPS_FORMAT = "gpt-composer-mds-groups"
@@ -64,10 +64,7 @@ def write_groups(directory: Path, key: str, groups: dict[str, dict], dropped: di
     """Atomically write ``directory/groups.json``; returns what was written."""
     record = {"format": GROUPS_FORMAT, "version": GROUPS_VERSION, "group_by": key, "folder_rule": FOLDER_RULE,
               "groups": dict(sorted(groups.items())), "dropped": dict(sorted(dropped.items())), "request": request}
-    fd, tmp = tempfile.mkstemp(prefix=".groups.", dir=directory)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, directory / GROUPS_FILE)
+    write_atomic(directory / GROUPS_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
 
 

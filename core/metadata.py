@@ -9,12 +9,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import MetadataError
 from core.remote import is_remote
+from core.files import write_atomic
 
 METADATA_FILE = "metadata.json"
 TOKENIZER_DIR = "tokenizer"
@@ -92,11 +92,7 @@ class DatasetMetadata:
 
     def write(self, directory: str | os.PathLike) -> None:
         """Atomically write ``directory/metadata.json`` (a reader never sees half a file)."""
-        directory = Path(directory)
-        fd, tmp = tempfile.mkstemp(prefix=".metadata.", dir=directory)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.to_json())
-        os.replace(tmp, directory / METADATA_FILE)
+        write_atomic(Path(directory) / METADATA_FILE, self.to_json())
 
 
 def tokenizer_files(directory: str | os.PathLike) -> list[str]:

@@ -21,8 +21,9 @@ from composer.core import DataSpec
 
 from callbacks.metrics import eval_metrics
 from gpt import GPT
-from loaders.dataset import (LoaderSettings, StreamSource, build_dataspec, dataset_tokenizer,
-                             fetch_metadata, has_split, is_remote)
+from loaders.dataset import LoaderSettings, build_dataspec, dataset_tokenizer, fetch_metadata, has_split
+from core.remote import is_remote
+from core.streams import StreamSource
 from core.metadata import METADATA_FILE, DatasetMetadata, read_metadata
 from core.tokenizer import Tokenizer
 from evaluation.checkpoints import resolve_checkpoint

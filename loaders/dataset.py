@@ -24,22 +24,13 @@ from core.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, read_me
 from core.remote import download_file, endpoint, is_remote, list_keys
 from loaders.shm import registering_shared_memory
 from core.tokenizer import Tokenizer, load_tokenizer
+from core.streams import StreamSource
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
 
 ROOT_LOCK = ".root_files.lock"
 READY_AHEAD_LOCAL = 4096  # samples the ready thread may run ahead over local shards (see _ready_thread)
-
-
-@dataclass(frozen=True)
-class StreamSource:
-    """One dataset root in a mixture, with Streaming's weighting knobs (at most one of them)."""
-
-    path: str
-    proportion: Optional[float] = None
-    repeat: Optional[float] = None
-    choose: Optional[int] = None
 
 
 @dataclass

@@ -209,7 +209,8 @@ def test_cache_limit_bounds_the_cache_folder(bucket_ds, moto_s3, tmp_path):
 
 
 def test_cache_limit_below_streamings_floor_is_a_clean_error(bucket_ds, s3_process_env, tmp_path):
-    from loaders.dataset import LoaderSettings, StreamSource, build_dataspec, fetch_metadata
+    from loaders.dataset import LoaderSettings, build_dataspec, fetch_metadata
+    from core.streams import StreamSource
     from core.errors import OptionError
 
     index = json.loads(s3_process_env.get(bucket_ds["bucket"], "ds/train/index.json"))["shards"]

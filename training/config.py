@@ -12,23 +12,14 @@ from typing import Any, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 from core.errors import ConfigError
-
-
-@dataclass
-class StreamConfig:
-    """One weighted dataset root in a ``data.streams`` mixture (set at most one weight)."""
-
-    path: str = "???"
-    proportion: Optional[float] = None
-    repeat: Optional[float] = None
-    choose: Optional[int] = None
+from core.streams import StreamSource
 
 
 @dataclass
 class DataConfig:
     path: Optional[str] = None  # dataset root: local folder or s3://bucket/prefix
     cache: Optional[str] = None  # local cache for remote roots (default: {runs_root}/{run_name}/data_cache)
-    streams: Optional[dict[str, StreamConfig]] = None  # a mixture instead of `path`
+    streams: Optional[dict[str, StreamSource]] = None  # a mixture instead of `path`
     shuffle: bool = True
     shuffle_seed: Optional[int] = None  # default: the run's seed
     num_canonical_nodes: Optional[int] = None
@@ -191,8 +182,8 @@ def _dataclass_at(dotted: str) -> Optional[type]:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if part in fields and dataclasses.is_dataclass(_field_type(fields[part])):
             cls = _field_type(fields[part])
-        elif cls is DataConfig or cls is StreamConfig:
-            cls = StreamConfig  # data.streams.<name>.<key>
+        elif cls is DataConfig or cls is StreamSource:
+            cls = StreamSource  # data.streams.<name>.<key>
         else:
             return None
     return cls
@@ -202,7 +193,7 @@ def _field_type(f: dataclasses.Field) -> Any:
     t = f.type
     if isinstance(t, str):
         t = {c.__name__: c for c in (DataConfig, ModelConfig, OptimizerConfig, SchedulerConfig,
-                                     WandbConfig, StreamConfig, FSDPConfig)}.get(t, t)
+                                     WandbConfig, StreamSource, FSDPConfig)}.get(t, t)
     return t
 
 
@@ -258,3 +249,8 @@ def _validate_samples(cfg: TrainConfig) -> None:
 def to_yaml(cfg: TrainConfig) -> str:
     """The resolved config as yaml, for the run folder and the start-up print."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def plain_config(cfg: TrainConfig) -> dict:
+    """The config as plain dicts and lists (for wandb, and the resume fingerprint)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]

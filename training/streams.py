@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from typing import Optional
 
 from composer.core import DataSpec, Evaluator
 from composer.utils import dist
 
 from callbacks.metrics import VAL_LABEL, stream_label
-from loaders.dataset import (LoaderSettings, StreamSource, TokenSamples, build_dataspec, fetch_metadata, has_split,
-                             is_remote, local_dir)
+from loaders.dataset import LoaderSettings, TokenSamples, build_dataspec, fetch_metadata, has_split, local_dir
+from core.remote import is_remote
+from core.streams import StreamSource
 from core.metadata import METADATA_FILE, DatasetMetadata
 from training.config import TrainConfig
 from core.errors import ConfigError
+from core.files import write_atomic
+from pathlib import Path
 
 EVAL_SHUFFLE_SEED = 0  # a mixture's val order: fixed, so runs with other seeds are measured on the same samples
 SINGLE = "dataset"  # the name of a lone data.path in the run's data record
@@ -35,7 +37,7 @@ def named_sources(cfg: TrainConfig) -> dict[str, StreamSource]:
     for name, s in (cfg.data.streams or {}).items():
         if not _SAFE_NAME.match(name):  # it names a folder of the run and a metric key
             raise ConfigError(f"data.streams name {name!r}: use only letters, digits, '.', '_' and '-'")
-        named[name] = StreamSource(s.path, s.proportion, s.repeat, s.choose)
+        named[name] = s
     return named
 
 
@@ -128,8 +130,7 @@ def record_stream_metadata(run_dir: str, named: dict[str, StreamSource], cache: 
     for name, src in named.items():
         dest = os.path.join(root, name, METADATA_FILE)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        shutil.copyfile(os.path.join(local_dir(src.path, cache), METADATA_FILE), dest + ".tmp")
-        os.replace(dest + ".tmp", dest)
+        write_atomic(dest, Path(local_dir(src.path, cache), METADATA_FILE).read_text(encoding="utf-8"))
     for old in set(os.listdir(root)) - set(named):  # dropped on a resume: only weight-0 streams can be
         stale = os.path.join(root, old, METADATA_FILE)
         if os.path.isfile(stale):

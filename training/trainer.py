@@ -23,36 +23,28 @@ from composer.utils import FSDP2Config, dist, reproducibility
 
 from callbacks.console import ConsoleSummaryLogger
 from callbacks.jsonl_logger import JSONLinesLogger
-from training.resume.guard import ResumeGuard, check_fingerprint
 from callbacks.sample_ids import SampleIdLogger
 from callbacks.samples import SampleLogger
-from gpt import GPTConfig
-from loaders.dataset import (
-    LoaderSettings,
-    StreamSource,
-    build_dataspec,
-    check_compatible,
-    dataset_tokenizer,
-    fetch_metadata,
-    is_remote,
-)
-from core.metadata import DatasetMetadata
-from loaders.shm import clean_stale_shared_memory
-from core.tokenizer import Tokenizer
-from evaluation.checkpoints import LATEST, read_model_config, repair_latest, saved_fingerprint, save_model_config
-from training.resume.bucket import (bucket_folder, check_bucket, fetch_newest_checkpoint, local_folder,
-                                         remote_saver, upload_failure)
-from training.config import TrainConfig, to_yaml
 from core.errors import ConfigError
-from evaluation.hf import init_config, load_init_weights, resumed_init_config
+from core.metadata import DatasetMetadata
+from core.streams import StreamSource
+from core.tokenizer import Tokenizer
+from loaders.dataset import LoaderSettings, build_dataspec, check_compatible, dataset_tokenizer, fetch_metadata
+from loaders.shm import clean_stale_shared_memory
+from training.config import TrainConfig, plain_config, to_yaml
 from training.model import ComposerGPT
+from training.resume import check_checkpoints, model_config
+from training.resume.bucket import remote_saver, upload_failure
+from training.resume.checkpoints import save_model_config
+from training.resume.guard import SCHEDULE_KEYS, ResumeGuard, run_fingerprint
+from training.resume.init_from import load_init_weights
 from training.streams import (build_evaluators, build_mixture_eval, build_stream_evals, named_sources,
                               record_stream_metadata, trained_sources)
 from upstream.composer import (
     MarkEpochEnds,
-    per_node_signal_files,
     RestoreRNGOnResume,
     WandBLoggerNoArtifacts,
+    per_node_signal_files,
     restore_rng_on_resume,
     skip_engine_debug_log,
 )
@@ -154,26 +146,14 @@ def build_data(cfg: TrainConfig) -> RunData:
 
 def build_model(cfg: TrainConfig, data: RunData, resuming: bool = False) -> ComposerGPT:
     """The GPT sized by the preset and overrides, its block size and vocab read from the dataset; or, with
-    ``model.init_from=hf:...``, shaped and initialised by a Hugging Face GPT-2 (evaluation/hf.py) when the run
+    ``model.init_from=hf:...``, shaped and initialised by a Hugging Face GPT-2 (training/resume/init_from.py) when the run
     starts, and shaped by its own ``model.json`` when it resumes (its checkpoint has the weights)."""
-    overrides = {k: v for k, v in vars(cfg.model).items() if k not in ("preset", "init_from") and v is not None}
-    from_hf = cfg.model.init_from and not resuming
-    try:
-        if cfg.model.init_from and resuming:
-            gpt_config = resumed_init_config(cfg.model.init_from, read_model_config(cfg.run_dir), overrides)
-        elif from_hf:
-            gpt_config = init_config(cfg.model.init_from, overrides, data.meta.seq_len, data.meta.vocab_size)
-        else:
-            gpt_config = GPTConfig.from_preset(
-                cfg.model.preset, block_size=data.meta.seq_len, vocab_size=data.meta.vocab_size, **overrides
-            )
-    except ValueError as e:
-        raise ConfigError(f"model: {e}") from None
+    gpt_config = model_config(cfg, data.meta, resuming)
     if dist.get_global_rank() == 0:
         save_model_config(cfg.run_dir, gpt_config)
     reproducibility.seed_all(cfg.seed)  # the same init on every rank and every run with this seed
     model = ComposerGPT(gpt_config, torch.as_tensor(data.tokenizer.token_bytes()))
-    if from_hf:  # before the Trainer: FSDP shards these weights
+    if cfg.model.init_from and not resuming:  # before the Trainer: FSDP shards these weights
         load_init_weights(model.model, cfg.model.init_from)
     return model
 
@@ -203,7 +183,7 @@ def build_loggers(cfg: TrainConfig) -> list:
     if not cfg.progress_bar:
         loggers.append(ConsoleSummaryLogger(log_interval=cfg.log_interval, stream="stdout"))
     if cfg.wandb.enabled:
-        init_kwargs = {"dir": cfg.run_dir, "config": json.loads(json.dumps(_plain_config(cfg)))}
+        init_kwargs = {"dir": cfg.run_dir, "config": json.loads(json.dumps(plain_config(cfg)))}
         if cfg.run_name:
             init_kwargs.update(id=wandb_id(cfg.run_name), resume="allow")
         loggers.append(
@@ -216,36 +196,6 @@ def build_loggers(cfg: TrainConfig) -> list:
             )
         )
     return loggers
-
-
-def _plain_config(cfg: TrainConfig) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
-
-
-SCHEDULE_KEYS = frozenset({"max_duration", "optimizer", "scheduler", "grad_clip_norm"})  # changes warn only
-
-
-def run_fingerprint(cfg: TrainConfig, data: RunData, model: ComposerGPT) -> dict:
-    """What a resumed run must share with its checkpoint to replay it exactly (see training/resume/guard.py)."""
-    gpt, plain = model.config, _plain_config(cfg)
-    fp = {
-        "global_train_batch_size": cfg.global_train_batch_size,
-        "seq_len": data.meta.seq_len,
-        "tokenizer": data.meta.tokenizer.get("sha256") or data.meta.tokenizer.get("name"),
-        "data.shuffle": cfg.data.shuffle,
-        "data.shuffle_seed": cfg.data.shuffle_seed if cfg.data.shuffle_seed is not None else cfg.seed,
-        "data.num_canonical_nodes": cfg.data.num_canonical_nodes,
-        "data.shuffle_algo": cfg.data.shuffle_algo,
-        "data.shuffle_block_size": cfg.data.shuffle_block_size,
-        **{f"model.{k}": getattr(gpt, k) for k in ("n_layer", "n_head", "n_embd", "vocab_size", "bias")},
-        **{key: plain[key] for key in SCHEDULE_KEYS},
-    }
-    for i, (src, meta) in enumerate(data.metas.items()):  # by position: a moved (same) dataset still matches
-        fp["data" if len(data.metas) == 1 else f"data.stream{i}"] = {
-            "content": meta.content_digest(), "proportion": src.proportion, "repeat": src.repeat, "choose": src.choose}
-    return fp
 
 
 def build_callbacks(cfg: TrainConfig) -> list:
@@ -265,7 +215,7 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
     algorithms = [] if cfg.grad_clip_norm <= 0 else [
         GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm)
     ]
-    guard = ResumeGuard(run_fingerprint(cfg, data, model), strict=autoresume, soft=SCHEDULE_KEYS)
+    guard = ResumeGuard(run_fingerprint(cfg, data.meta, data.metas, model.config), strict=autoresume, soft=SCHEDULE_KEYS)
     callbacks = [*build_callbacks(cfg), guard, RestoreRNGOnResume(), MarkEpochEnds()]
     if cfg.log_sample_ids:
         callbacks.append(SampleIdLogger())
@@ -349,44 +299,6 @@ def parallelism_config(cfg: TrainConfig) -> Optional[dict]:
     f = cfg.fsdp
     return {"fsdp": FSDP2Config(state_dict_type=f.state_dict_type, activation_checkpointing=f.activation_checkpointing,
                                 reshard_after_forward=f.reshard_after_forward, mixed_precision=f.mixed_precision)}
-
-
-def prepare_resume(cfg: TrainConfig, autoresume: bool) -> bool:
-    """Before the model is built: fail on a missing ``load_path`` or an unusable bucket, make ``latest`` name a
-    readable checkpoint (autoresume; from the bucket when there is one). Returns whether this run resumes."""
-    if cfg.load_path and not is_remote(cfg.load_path) and not os.path.exists(cfg.load_path):
-        raise ConfigError(f"load_path {cfg.load_path} does not exist; point it at a checkpoint file (ep*-ba*-rank0.pt)")
-    check_bucket(cfg)
-    if autoresume and (newest := fetch_newest_checkpoint(cfg)):
-        print(f"resuming from the bucket's newest checkpoint, {newest}", flush=True)
-    if autoresume and _local_save(cfg) and dist.get_global_rank() == 0:
-        for note in repair_latest(cfg.save_folder):
-            print(f"warning: {note}", flush=True)
-    dist.barrier()
-    return _resume_source(cfg, autoresume)[1]
-
-
-def _local_save(cfg: TrainConfig) -> bool:
-    return bool(cfg.save_folder) and not is_remote(cfg.save_folder)
-
-
-def _resume_source(cfg: TrainConfig, autoresume: bool) -> tuple[Optional[str], bool]:
-    """(the checkpoint Composer will load, whether it is this run's own: resuming, so it must replay)."""
-    latest_dir = cfg.save_folder if _local_save(cfg) else (local_folder(cfg) if bucket_folder(cfg) else None)
-    if autoresume and latest_dir and os.path.exists(os.path.join(latest_dir, LATEST)):
-        return os.path.join(latest_dir, LATEST), True
-    if cfg.load_path and not is_remote(cfg.load_path):
-        return cfg.load_path, False  # a new run from another's checkpoint: changes are on purpose
-    return None, False
-
-
-def check_checkpoints(cfg: TrainConfig, autoresume: bool, guard: ResumeGuard) -> None:
-    """Compare the checkpoint's fingerprint with this run's before Composer loads it (a changed model shape
-    would otherwise fail inside Composer's weight loading with a size-mismatch traceback)."""
-    source, strict = _resume_source(cfg, autoresume)
-    if source is not None:
-        check_fingerprint(saved_fingerprint(source), guard.fingerprint, strict=strict, soft=guard.soft)
-        guard.checked = True
 
 
 def describe_run(cfg: TrainConfig, model: ComposerGPT, data: RunData) -> str:

@@ -1,17 +1,21 @@
-"""Work-arounds for behaviour of the pinned Composer 0.32.1 that gets no more releases; each names the issue.
+"""Work-arounds for bugs of the pinned Composer 0.32.1, which gets no more releases.
 
-Each is applied to one Trainer instance (no global monkeypatching) and has a test in tests/test_workarounds.py
-that shows the upstream behaviour.
+Each docstring starts with the upstream bug in one line; each has a test that shows the upstream behaviour
+(named in DESIGN.md's list). They are applied to one Trainer instance where Composer allows it; only
+:func:`per_node_signal_files` must patch Composer's module (idempotently).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
+from typing import Any
 
 from composer import Trainer
+from composer.callbacks import CheckpointSaver
 from composer.core import Callback, State
 from composer.loggers import Logger, WandBLogger
 from composer.utils import dist as composer_dist
-from composer.utils import reproducibility
+from composer.utils import parse_uri, reproducibility
 
 
 def skip_engine_debug_log(trainer: Trainer) -> None:
@@ -95,3 +99,67 @@ def per_node_signal_files() -> None:
 
     node_signal_file_name.per_node = True  # type: ignore[attr-defined]
     composer_dist.get_node_signal_file_name = node_signal_file_name
+
+
+class BucketCheckpointSaver(CheckpointSaver):
+    """Composer's saver, except that at the end of training a failed upload is seen at once.
+
+    Composer 0.32.1 bug (``RemoteUploader.wait``): it waits on its futures in order, and the existence check of an
+    earlier checkpoint (polled to decide when to move the latest pointer) keeps retrying a dead endpoint for up to
+    an hour, so ``fit_end`` hangs there and never looks at the upload that failed behind it.
+    """
+
+    def fit_end(self, state: Any, logger: Any) -> None:
+        if self.remote_uploader is not None:
+            raise_first_upload_failure(self.remote_uploader)
+        super().fit_end(state, logger)
+
+
+def raise_first_upload_failure(uploader: Any) -> None:
+    """Wait for the uploads until all are done or one failed; on a failure, tell the existence checks to stop
+    (they poll ``is_remote_upload_failed``) and raise it."""
+    done, _ = concurrent.futures.wait(list(uploader.futures), return_when=concurrent.futures.FIRST_EXCEPTION)
+    for future in done:
+        if future.exception() is not None:
+            uploader.is_remote_upload_failed.set()
+            raise future.exception()
+
+
+SYMLINK_POLL_SECONDS = 2.0  # Composer's default (30 s) leaves the bucket's latest pointer that far behind
+
+
+def _remove_empty_temp(folder: str, relative: str) -> None:
+    """The saver made an empty temporary folder for its local copies (``mkdtemp()/PREFIX``); ours live elsewhere."""
+    root = folder[: len(folder) - len(relative)] if relative and folder.endswith(relative) else folder
+    try:
+        os.rmdir(root)
+    except OSError:
+        pass
+
+
+def bucket_checkpoint_saver(url: str, local: str, filename: str, latest: str, save_interval: str,
+                            keep: int) -> BucketCheckpointSaver:
+    """Composer 0.32.1 bug (``Trainer._get_autoresume_checkpoint``): with a bucket ``save_folder`` it keeps its
+    download in ``./s3:/BUCKET/...`` and on every later start resumes from that stale copy, not the bucket's newer
+    latest (then fails uploading a checkpoint that exists).
+
+    Handing the Trainer our own saver, whose local copies live in ``local`` (the run folder), makes its autoresume
+    look there instead. The saver polls the bucket for the latest pointer every SYMLINK_POLL_SECONDS.
+    """
+    prefix = parse_uri(url)[2].strip("/")
+    saver = BucketCheckpointSaver(
+        folder=url,
+        filename=filename,
+        remote_file_name=f"{prefix}/{filename}" if prefix else filename,
+        latest_filename=latest,
+        latest_remote_file_name=f"{prefix}/{latest}" if prefix else latest,
+        overwrite=True,
+        save_interval=save_interval,
+        num_checkpoints_to_keep=keep,
+    )
+    _remove_empty_temp(saver.folder, parse_uri(url)[2])
+    saver.folder = saver.filename.folder = local
+    if saver.latest_filename is not None:
+        saver.latest_filename.folder = local
+    saver._symlink_upload_wait_before_next_try_in_seconds = SYMLINK_POLL_SECONDS
+    return saver

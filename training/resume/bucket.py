@@ -1,23 +1,21 @@
 """Checkpoints in a bucket: ``save_folder=s3://BUCKET/PREFIX/{run_name}``.
 
 Composer uploads checkpoints and a ``latest`` pointer; re-running the same command on any machine resumes from
-the bucket's newest checkpoint. Composer 0.32.1 behaviours changed here: where autoresume keeps its download
-(:func:`remote_saver`), which checkpoint it resumes (:func:`fetch_newest_checkpoint`) and how the end of training
-waits for uploads (:class:`BucketCheckpointSaver`).
+the bucket's newest checkpoint (:func:`fetch_newest_checkpoint`). The saver that uploads them is Composer's with
+two work-arounds (upstream/composer.py: :func:`~upstream.composer.bucket_checkpoint_saver`).
 """
 from __future__ import annotations
 
-import concurrent.futures
 import os
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from composer.callbacks import CheckpointSaver
-from composer.utils import dist, format_name_with_dist, parse_uri
+from composer.utils import dist, format_name_with_dist
 
-from loaders.dataset import is_remote
-from core.remote import download_file, explain, list_keys
-from evaluation.checkpoints import LATEST, checkpoint_batch
 from core.errors import CheckpointError
+from core.remote import download_file, explain, is_remote, list_keys
+from training.resume.checkpoints import LATEST, checkpoint_batch
+from upstream.composer import bucket_checkpoint_saver
 
 if TYPE_CHECKING:
     from composer import Trainer
@@ -25,7 +23,6 @@ if TYPE_CHECKING:
     from training.config import TrainConfig
 
 CHECKPOINT_NAME = "ep{epoch}-ba{batch}-rank{rank}.pt"
-SYMLINK_POLL_SECONDS = 2.0  # Composer's default (30 s) leaves the bucket's latest pointer that far behind
 
 
 def bucket_folder(cfg: TrainConfig) -> Optional[str]:
@@ -46,71 +43,16 @@ def check_bucket(cfg: TrainConfig) -> None:
             raise CheckpointError(f"save_folder {url}: {e}") from None
 
 
-class BucketCheckpointSaver(CheckpointSaver):
-    """Composer's saver, except that at the end of training a failed upload is seen at once.
-
-    Composer 0.32.1 bug (``RemoteUploader.wait``): it waits on its futures in order, and the existence check of an
-    earlier checkpoint (polled to decide when to move the latest pointer) keeps retrying a dead endpoint for up to
-    an hour, so ``fit_end`` hangs there and never looks at the upload that failed behind it.
-    """
-
-    def fit_end(self, state: Any, logger: Any) -> None:
-        if self.remote_uploader is not None:
-            raise_first_upload_failure(self.remote_uploader)
-        super().fit_end(state, logger)
-
-
-def raise_first_upload_failure(uploader: Any) -> None:
-    """Wait for the uploads until all are done or one failed; on a failure, tell the existence checks to stop
-    (they poll ``is_remote_upload_failed``) and raise it."""
-    done, _ = concurrent.futures.wait(list(uploader.futures), return_when=concurrent.futures.FIRST_EXCEPTION)
-    for future in done:
-        if future.exception() is not None:
-            uploader.is_remote_upload_failed.set()
-            raise future.exception()
-
-
 def remote_saver(cfg: TrainConfig) -> Optional[CheckpointSaver]:
-    """Composer's CheckpointSaver for a bucket ``save_folder``, keeping its local copies in the run folder.
-
-    Composer 0.32.1 bug (``Trainer._get_autoresume_checkpoint``): given a bucket ``save_folder`` it downloads the
-    bucket's latest checkpoint to ``./s3:/BUCKET/...`` under the working directory and, on every later start,
-    resumes from that stale copy instead of the bucket's newer latest (then fails uploading a checkpoint that
-    exists). Handing the Trainer our own saver makes its autoresume look in ``{run_dir}/checkpoints``, which
-    :func:`fetch_newest_checkpoint` points at the bucket's newest checkpoint first. ``overwrite``: a re-run
-    re-saves, bit-identically, checkpoints the bucket may hold past the one it resumed from.
-    Sharded FSDP checkpoints take Composer's own path, which reads the bucket's pointer directly.
-    """
+    """Composer's CheckpointSaver for a bucket ``save_folder``, keeping its local copies in the run folder, where
+    :func:`fetch_newest_checkpoint` points ``latest`` at the bucket's newest checkpoint before autoresume looks.
+    ``overwrite``: a re-run re-saves, bit-identically, checkpoints the bucket may hold past the one it resumed from.
+    Sharded FSDP checkpoints take Composer's own path, which reads the bucket's pointer directly."""
     url = bucket_folder(cfg)
     if url is None or (cfg.parallelism == "fsdp" and cfg.fsdp.state_dict_type == "sharded"):
         return None
-    prefix = parse_uri(url)[2].strip("/")
-    saver = BucketCheckpointSaver(
-        folder=url,
-        filename=CHECKPOINT_NAME,
-        remote_file_name=f"{prefix}/{CHECKPOINT_NAME}" if prefix else CHECKPOINT_NAME,
-        latest_filename=LATEST.replace("rank0", "rank{rank}"),
-        latest_remote_file_name=f"{prefix}/latest-rank{{rank}}.pt" if prefix else "latest-rank{rank}.pt",
-        overwrite=True,
-        save_interval=cfg.save_interval,
-        num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
-    )
-    local = local_folder(cfg)
-    _remove_empty_temp(saver.folder, parse_uri(url)[2])
-    saver.folder = saver.filename.folder = local
-    if saver.latest_filename is not None:
-        saver.latest_filename.folder = local
-    saver._symlink_upload_wait_before_next_try_in_seconds = SYMLINK_POLL_SECONDS
-    return saver
-
-
-def _remove_empty_temp(folder: str, relative: str) -> None:
-    """The saver made an empty temporary folder for its local copies (``mkdtemp()/PREFIX``); ours live elsewhere."""
-    root = folder[: len(folder) - len(relative)] if relative and folder.endswith(relative) else folder
-    try:
-        os.rmdir(root)
-    except OSError:
-        pass
+    return bucket_checkpoint_saver(url, local_folder(cfg), CHECKPOINT_NAME, LATEST.replace("rank0", "rank{rank}"),
+                                   save_interval=cfg.save_interval, keep=cfg.save_num_checkpoints_to_keep)
 
 
 def local_folder(cfg: TrainConfig) -> str:

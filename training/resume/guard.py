@@ -2,7 +2,7 @@
 
 The facts that decide which sample lands in which step and what the weights mean (global batch, seq len,
 the datasets, the model's shape, the shuffle) are stored in every checkpoint through this callback's state.
-The trainer compares them before a local checkpoint is loaded (:func:`check_fingerprint`); the callback's
+The trainer compares them before a local checkpoint is loaded (``training.resume.check_checkpoints``); the callback's
 ``load_state_dict`` compares again for checkpoints it could not read beforehand (remote ones).
 """
 from __future__ import annotations
@@ -11,7 +11,12 @@ import warnings
 from typing import Any, Optional
 
 from composer.core import Callback
+
 from core.errors import ResumeMismatchError
+from core.metadata import DatasetMetadata
+from core.streams import StreamSource
+from gpt import GPTConfig
+from training.config import TrainConfig, plain_config
 
 
 def check_fingerprint(saved: Optional[dict[str, Any]], current: dict[str, Any], strict: bool,
@@ -50,3 +55,31 @@ class ResumeGuard(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not self.checked:
             check_fingerprint(state.get("fingerprint"), self.fingerprint, self.strict, self.soft)
+
+
+SCHEDULE_KEYS = frozenset({"max_duration", "optimizer", "scheduler", "grad_clip_norm"})  # changes warn only
+
+
+def run_fingerprint(cfg: TrainConfig, meta: DatasetMetadata, metas: dict[StreamSource, DatasetMetadata],
+                    gpt: GPTConfig) -> dict:
+    """What a resumed run must share with its checkpoint to replay it exactly: ``meta`` is the run's (common)
+    dataset metadata, ``metas`` that of each trained stream."""
+    plain = plain_config(cfg)
+    fp = {
+        "global_train_batch_size": cfg.global_train_batch_size,
+        "seq_len": meta.seq_len,
+        "tokenizer": meta.tokenizer.get("sha256") or meta.tokenizer.get("name"),
+        "data.shuffle": cfg.data.shuffle,
+        "data.shuffle_seed": cfg.data.shuffle_seed if cfg.data.shuffle_seed is not None else cfg.seed,
+        "data.num_canonical_nodes": cfg.data.num_canonical_nodes,
+        "data.shuffle_algo": cfg.data.shuffle_algo,
+        "data.shuffle_block_size": cfg.data.shuffle_block_size,
+        **{f"model.{k}": getattr(gpt, k) for k in ("n_layer", "n_head", "n_embd", "vocab_size", "bias")},
+        **{key: plain[key] for key in SCHEDULE_KEYS},
+    }
+    for i, (src, meta) in enumerate(metas.items()):  # by position: a moved (same) dataset still matches
+        fp["data" if len(metas) == 1 else f"data.stream{i}"] = {
+            "content": meta.content_digest(), "proportion": src.proportion, "repeat": src.repeat, "choose": src.choose}
+    return fp
+
+
