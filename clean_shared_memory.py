@@ -7,14 +7,14 @@ the same cleanup at start-up, so this is for manual use.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from loaders.shm import clean_stale_shared_memory, stale_prefixes
+from core.cli import ScriptParser
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     args = parser.parse_args(argv)
     if args.dry_run:

@@ -19,9 +19,9 @@ import warnings
 from pathlib import Path
 
 from conversion.convert import Conversion, ConvertRequest, HFSource, run
-from core.errors import DataError, OptionError
+from core.errors import OptionError
 from conversion.groups import summary_table
-from core.cli import ScriptParser
+from core.cli import ScriptParser, fail, reports_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -115,6 +115,7 @@ def _interrupted(out: str) -> str:
     return f"interrupted; partial output removed, {Path(out)} left as it was"
 
 
+@reports_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` cleans up like Ctrl-C does
@@ -123,11 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.verify is not None:
             return verify_main(args)
         conv = run(request_from(args))
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print(f"error: {_interrupted(args.out or '')}", file=sys.stderr)
+        fail(_interrupted(args.out or ""))
         return 130
     print(_summary(conv, args.out))
     if conv.bad is not None:

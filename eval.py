@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from core.cli import ScriptParser, fail, reports_errors
 
-from core.errors import DataError
-from core.errors import CheckpointError
-from core.errors import ConfigError
 
 METRICS = (  # (key, label, format)
     ("LanguageCrossEntropy", "loss (nats/token)", "{:.6f}"),
@@ -28,7 +26,7 @@ METRICS = (  # (key, label, format)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ScriptParser(description=__doc__.split("\n")[0])
     parser.add_argument("source", help="run folder, checkpoint (file or sharded folder), or Hugging Face folder")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--data", help="dataset root made by convert_to_mds.py (folder or s3://...); "
@@ -65,26 +63,21 @@ def report(result: dict, as_json: bool) -> str:
     return "\n".join(lines)
 
 
+@reports_errors
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     problem = validate(args)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        return fail(problem)
     from evaluation.checkpoints import load_gpt
     from evaluation.evaluate import evaluate_choices, evaluate_lm
-    from core.errors import EvalError
 
-    try:
-        model = load_gpt(args.source)
-        if args.hellaswag:
-            result = evaluate_choices(args.source, model, args.hellaswag, args.max_batches)
-        else:
-            result = evaluate_lm(args.source, model, args.data, args.stream, args.split, args.batch_size,
-                                 args.max_batches, args.cache)
-    except (EvalError, CheckpointError, DataError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    model = load_gpt(args.source)
+    if args.hellaswag:
+        result = evaluate_choices(args.source, model, args.hellaswag, args.max_batches)
+    else:
+        result = evaluate_lm(args.source, model, args.data, args.stream, args.split, args.batch_size,
+                             args.max_batches, args.cache)
     print(report(result, args.json))
     return 0
 

@@ -7,26 +7,21 @@ Sharded FSDP checkpoints are read in this one process. See evaluation/hf.py for 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from core.errors import DataError
-from core.errors import CheckpointError
+from core.cli import ScriptParser, reports_errors
 from evaluation.hf import export_hf
 
 
+@reports_errors
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ScriptParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="a run folder (its latest checkpoint), a checkpoint file or sharded "
                                        "checkpoint folder, or a Hugging Face GPT-2 folder")
     parser.add_argument("out_dir", help="folder to write (config.json, model.safetensors, tokenizer files)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
     args = parser.parse_args(argv)
-    try:
-        notes = export_hf(args.source, args.out_dir, overwrite=args.overwrite)
-    except (CheckpointError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    notes = export_hf(args.source, args.out_dir, overwrite=args.overwrite)
     print(f"exported {args.source} -> {args.out_dir}")
     for note in notes:
         print(f"  {note}")

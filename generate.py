@@ -20,11 +20,9 @@ import torch
 
 from gpt import GPT
 from sampling import generate as generate_ids
-from core.errors import DataError
 from core.tokenizer import Tokenizer
 from evaluation.checkpoints import load_gpt, load_tokenizer_for
-from core.errors import CheckpointError
-from core.cli import ScriptParser
+from core.cli import ScriptParser, reports_errors
 from core.errors import PromptError
 
 
@@ -95,16 +93,13 @@ def complete(model: GPT, tokenizer: Tokenizer, args: argparse.Namespace) -> Comp
     return Completion(args.prompt, ids, new_ids, args.prompt + tokenizer.decode(shown), seed)
 
 
+@reports_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        check_args(args)
-        model = load_gpt(args.source).to(args.device).eval()
-        tokenizer = load_tokenizer_for(args.source)
-        result = complete(model, tokenizer, args)
-    except (PromptError, CheckpointError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_args(args)
+    model = load_gpt(args.source).to(args.device).eval()
+    tokenizer = load_tokenizer_for(args.source)
+    result = complete(model, tokenizer, args)
     print(json.dumps(asdict(result)) if args.json else result.text)
     return 0
 

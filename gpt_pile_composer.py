@@ -9,60 +9,46 @@ from __future__ import annotations
 
 import sys
 
-from core.errors import DataError
+from core.cli import fail, reports_errors
 from core.metadata import check_local_datasets
 from training.config import TrainConfig, load_config
-from core.errors import ConfigError
 
 USAGE = "usage: gpt_pile_composer.py CONFIG.yaml [key=value ...]"
 
 
+@reports_errors
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help") or "=" in argv[0]:
         print(USAGE, file=sys.stderr)
         return 2
-    try:
-        cfg = load_config(argv[0], argv[1:])  # config: checked before torch and Composer load, so a typo fails fast
-        check_local_datasets(cfg.data.roots())  # as is every local dataset folder
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(argv[0], argv[1:])  # config: checked before torch and Composer load, so a typo fails fast
+    check_local_datasets(cfg.data.roots())  # as is every local dataset folder
     return train(cfg)
 
 
 def train(cfg: TrainConfig) -> int:
-    from core.errors import ResumeMismatchError
-    from core.errors import DataError
-    from core.errors import CheckpointError
-    from training.trainer import build_data, build_model, build_trainer, describe_run, fit, init_distributed, \
-        prepare_resume, prepare_run_dir
+    from composer.utils import dist
 
-    try:
-        device = init_distributed(cfg)
-        autoresume = prepare_run_dir(cfg)
-        data = build_data(cfg)                           # data
-        resuming = prepare_resume(cfg, autoresume)       # checkpoint to resume from, if any
-        model = build_model(cfg, data, resuming)         # model
-        trainer = build_trainer(cfg, model, data, device, autoresume)  # trainer
-    except (ConfigError, DataError, CheckpointError, ResumeMismatchError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if _is_rank_zero():
+    from core.errors import CheckpointError
+    from training.resume import prepare_resume
+    from training.trainer import (build_data, build_model, build_trainer, describe_run, fit, init_distributed,
+                                  prepare_run_dir)
+
+    device = init_distributed(cfg)
+    autoresume = prepare_run_dir(cfg)
+    data = build_data(cfg)                                          # data
+    resuming = prepare_resume(cfg, autoresume)                      # checkpoint to resume from, if any
+    model = build_model(cfg, data, resuming)                        # model
+    trainer = build_trainer(cfg, model, data, device, autoresume)   # trainer
+    if dist.get_global_rank() == 0:
         print(describe_run(cfg, model, data), flush=True)
     try:
-        fit(trainer, cfg)                                # fit
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        fit(trainer, cfg)                                           # fit
+    except CheckpointError as e:  # the bucket stopped the run: say so while the trainer still closes
+        return fail(e)
     finally:
         trainer.close()
     return 0
-
-
-def _is_rank_zero() -> bool:
-    from composer.utils import dist
-
-    return dist.get_global_rank() == 0
 
 
 if __name__ == "__main__":

@@ -7,23 +7,20 @@ and data differ between the runs, use scripts/compare_runs.py.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
+from core.cli import ScriptParser, reports_errors
 from evaluation.compare import METRICS, plot_runs
 
 
+@reports_errors
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ScriptParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders ({runs_root}/{run_name})")
     parser.add_argument("--out", default="curves.png", help="the PNG to write (default: curves.png)")
     parser.add_argument("--metric", default=METRICS[0], choices=METRICS, help="val metric to plot")
     args = parser.parse_args(argv)
-    try:
-        print(f"wrote {plot_runs(args.runs, args.out, args.metric)}")
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    print(f"wrote {plot_runs(args.runs, args.out, args.metric)}")
     return 0
 
 

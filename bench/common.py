@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from core.runs import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -33,8 +34,7 @@ def prepare_data(work: Path, seq_len: int = 64, tokenizer: str = "bytes", val_fr
 
 def metrics_rows(run_dir: Path) -> list[dict]:
     """Our trainer's metrics.jsonl: one row per step."""
-    with open(run_dir / "metrics.jsonl") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_metrics(run_dir)
 
 
 def step_end_times(rows: list[dict]) -> list[float]:

@@ -110,9 +110,3 @@ def _line_step(line: str) -> float:
         return json.loads(line)["step"]
     except (json.JSONDecodeError, KeyError, TypeError):
         return math.inf  # a torn last line from a kill: drop it
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All rows of a metrics.jsonl, in order."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

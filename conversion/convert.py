@@ -340,7 +340,7 @@ class _SplitWriter:
 
     def _write(self, sample: np.ndarray) -> None:
         if self._writer is None:
-            from conversion.mds import LeanMDSWriter
+            from upstream.streaming import LeanMDSWriter
 
             self._writer = LeanMDSWriter(out=str(self.directory), columns={COLUMN: self.column},
                                          compression=self.compression, hashes=SHARD_HASHES,

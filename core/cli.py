@@ -1,8 +1,17 @@
-"""What the command-line scripts share."""
+"""What the command-line scripts share: one argument parser and one way to report a user's mistake.
+
+Every script's ``main`` is wrapped in :func:`reports_errors`: a :class:`~core.errors.UserFacingError` raised
+anywhere below it (imports included) becomes one ``error: <message>`` line on stderr and exit code 2; usage
+errors of :class:`ScriptParser` look the same.
+"""
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from typing import Callable
+
+from core.errors import UserFacingError
 
 
 class ScriptParser(argparse.ArgumentParser):
@@ -11,3 +20,22 @@ class ScriptParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
         print(f"error: {message}; see --help", file=sys.stderr)
         sys.exit(2)
+
+
+def fail(message: object) -> int:
+    """Print the one ``error:`` line and return the exit code for bad input (2)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def reports_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """Wrap a script's ``main``: a UserFacingError is one ``error:`` line and exit 2, never a traceback."""
+
+    @functools.wraps(main)
+    def guarded(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except UserFacingError as e:
+            return fail(e)
+
+    return guarded

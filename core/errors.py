@@ -50,6 +50,10 @@ class HFError(CheckpointError):
     """A Hugging Face model that cannot be found or cannot be represented by gpt.py; the message says why."""
 
 
+class RunFolderError(UserFacingError):
+    """A folder given as a run folder that lacks what training writes there (config.yaml, metrics.jsonl...)."""
+
+
 class ResumeMismatchError(UserFacingError):
     """Resuming would silently change the run; the message lists what changed and what to do."""
 

@@ -4,19 +4,18 @@ GPTConfig, written at start-up) and ``config.yaml``; Composer writes ``checkpoin
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import torch
-from omegaconf import OmegaConf
 
 from core.errors import CheckpointError, TokenizerError
 from core.tokenizer import Tokenizer, load_tokenizer
 from gpt import GPT
 from training.resume.checkpoints import LATEST, MODEL_FILE, is_sharded, read_model_config, readable
 from training.resume.init_from import is_hf_folder, load_hf_gpt
+from core.runs import CONFIG_FILE
+from training.config import load_run_config
 
 
 def resolve_checkpoint(source: str) -> tuple[Path, Path]:
@@ -84,9 +83,9 @@ def load_tokenizer_for(source: str) -> Tokenizer:
         except TokenizerError as e:
             raise CheckpointError(f"{e}. The model folder {path} has no usable tokenizer: save one into it "
                                   "(tokenizer.save_pretrained) or pass a tokenizer explicitly") from None
-    run_dir = path if (path / "config.yaml").is_file() else resolve_checkpoint(source)[0]
-    if not (run_dir / "config.yaml").is_file():
-        raise CheckpointError(f"{run_dir / 'config.yaml'} is missing: point at a run folder made by "
+    run_dir = path if (path / CONFIG_FILE).is_file() else resolve_checkpoint(source)[0]
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} is missing: point at a run folder made by "
                               "gpt_pile_composer.py, a checkpoint inside one, or a Hugging Face model folder")
     return run_tokenizer(str(run_dir))
 
@@ -95,8 +94,7 @@ def run_tokenizer(run_dir: str) -> Tokenizer:
     """The tokenizer of the dataset a run trained on (read from the run's recorded config)."""
     from loaders.dataset import dataset_tokenizer  # imports Streaming (seconds): only when a run's tokenizer is read
 
-    cfg = OmegaConf.load(os.path.join(run_dir, "config.yaml"))
-    path: Optional[str] = cfg.data.path or next(iter(cfg.data.streams.values())).path
-    return dataset_tokenizer(path, cfg.data.cache)
+    cfg = load_run_config(run_dir)
+    return dataset_tokenizer(cfg.data.roots()[0], cfg.data.cache)
 
 

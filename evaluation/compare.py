@@ -2,7 +2,6 @@
 ``data/<stream>/metadata.json`` copies in its folder, so the datasets need not be at hand), and loss curves."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from core.metadata import METADATA_FILE, read_metadata
+from core.runs import read_metrics
+from training.config import load_run_config, plain_config
 
 # Restated from callbacks/metrics.py, whose imports load torch and Composer (seconds) that a comparison does not
 # need; tests/test_streams.py checks they agree.
@@ -33,12 +34,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """A run's resolved config (its ``config.yaml``), flattened."""
-    from omegaconf import OmegaConf
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no config.yaml: give run folders ({{runs_root}}/{{run_name}})")
-    return flatten(OmegaConf.to_container(OmegaConf.load(path)))  # type: ignore[arg-type]
+    return flatten(plain_config(load_run_config(run_dir)))
 
 
 def config_differences(configs: Mapping[str, Mapping[str, Any]], ignore: frozenset = RUN_KEYS) -> dict[str, dict]:
@@ -75,18 +71,6 @@ def val_curves(rows: list[dict], metric: str) -> dict[str, list[tuple[int, float
     return curves
 
 
-def read_rows(run_dir: str | os.PathLike) -> list[dict]:
-    """The rows of a run's metrics.jsonl (a torn last line, from a kill, is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no metrics.jsonl; give run folders of gpt_pile_composer.py runs")
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def ema(values: list[float], beta: float = 0.9) -> list[float]:
@@ -100,7 +84,7 @@ def ema(values: list[float], beta: float = 0.9) -> list[float]:
 def panels(run_dirs: Sequence[str], metric: str = "LanguageCrossEntropy") -> dict[str, dict[str, list]]:
     """``{panel: {run: [(step, value)]}}``: "train" (the smoothed train loss), then "val" (each run's mixture) and
     "val/<stream>" (each stream alone), in that order; what :func:`plot_runs` draws."""
-    runs = {label: read_rows(d) for label, d in run_labels(run_dirs).items()}
+    runs = {label: read_metrics(d) for label, d in run_labels(run_dirs).items()}
     out: dict[str, dict[str, list]] = {"train": {}}
     for run, rows in runs.items():
         points = [(r["step"], r[TRAIN_KEY]) for r in rows if isinstance(r.get(TRAIN_KEY), (int, float))]

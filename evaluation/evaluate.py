@@ -27,9 +27,11 @@ from core.streams import StreamSource
 from core.metadata import METADATA_FILE, DatasetMetadata, read_metadata
 from core.tokenizer import Tokenizer
 from evaluation.checkpoints import resolve_checkpoint
-from training.config import TrainConfig, load_config
+from training.config import TrainConfig
 from training.streams import build_mixture_eval, named_sources, trained_sources
 from core.errors import EvalError, HellaSwagError
+from core.runs import CONFIG_FILE
+from training.config import load_run_config
 
 EVAL_CACHE = "eval"  # under a run's data.cache: shards of remote datasets read by eval.py (not a live run's folder)
 DEFAULT_BATCH = 8
@@ -64,11 +66,11 @@ def find_run(source: str) -> Optional[RunRecord]:
     if is_hf_folder(source):
         return None
     run_dir = resolve_checkpoint(source)[0]
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         return None
     records = sorted((run_dir / "data").glob(f"*/{METADATA_FILE}"))
     meta = read_metadata(records[0].parent) if records else None  # every stream of a run shares the tokenizer
-    return RunRecord(run_dir, load_config(str(run_dir / "config.yaml")), meta)
+    return RunRecord(run_dir, load_run_config(run_dir), meta)
 
 
 def choose_data(run: Optional[RunRecord], data: Optional[str], stream: Optional[str],

@@ -1,1 +1,2 @@
-"""Everything about data: sources, tokenizer, packing, metadata, the StreamingDataset and collate."""
+"""The reading side: converted datasets (local or s3://) served by StreamingDataset as Composer DataSpecs,
+collate, and Streaming shared memory."""

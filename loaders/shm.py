@@ -8,18 +8,16 @@ segments (read from ``/proc/*/maps``); where ``/proc`` is missing we fall back t
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterator
 
 from streaming.base.constant import BARRIER_FILELOCK, CACHE_FILELOCK, SHM_TO_CLEAN
+from upstream.streaming import registering_shared_memory
 
 SHM_DIR = Path("/dev/shm")
 _SEGMENT = re.compile(r"^(\d{6})_(%s)$" % "|".join(map(re.escape, SHM_TO_CLEAN)))
-REGISTRY_LOCK = Path(tempfile.gettempdir()) / "streaming_shm_registry.lock"  # one per machine, every job
 _FILELOCK = re.compile(r"^(\d{6})_(%s|%s)$" % (BARRIER_FILELOCK, CACHE_FILELOCK))
 
 
@@ -83,22 +81,3 @@ def _unlink_all(groups: list[list[Path]]) -> list[str]:
     return removed
 
 
-@contextlib.contextmanager
-def registering_shared_memory() -> Iterator[None]:
-    """Hold the machine's registry lock while a StreamingDataset picks its shared-memory prefix (and while stale
-    segments are cleaned), so that jobs starting at the same moment pick different prefixes.
-
-    Streaming 0.13.0 bug (``streaming.base.shared.prefix.get_shm_prefix``): it looks for the first free prefix, then
-    creates ``/NNNNNN_locals`` without a lock; two jobs starting together find the same prefix and the second dies
-    with ``FileExistsError``. Only each job's local leader (Streaming's registrar) takes the lock: its other ranks
-    meet it at barriers inside ``StreamingDataset.__init__`` and must not wait on it. fcntl locks die with their
-    process, so a killed job cannot leave it held.
-    """
-    from filelock import FileLock
-    from streaming.base.world import World
-
-    if not World.detect().is_local_leader:
-        yield
-        return
-    with FileLock(str(REGISTRY_LOCK)):
-        yield

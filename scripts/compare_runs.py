@@ -7,28 +7,24 @@ mixture's and each stream's) of every run.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.errors import DataError  # noqa: E402
+from core.cli import ScriptParser, reports_errors  # noqa: E402
 from evaluation.compare import METRICS, plot_runs, report  # noqa: E402
 
 
+@reports_errors
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ScriptParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders ({runs_root}/{run_name})")
     parser.add_argument("--out", default="compare.png", help="the figure to write (default: compare.png)")
     parser.add_argument("--metric", default=METRICS[0], choices=METRICS, help="val metric to plot")
     args = parser.parse_args(argv)
-    try:
-        print(report(args.runs))
-        print(f"figure: {plot_runs(args.runs, args.out, args.metric)}")
-    except (FileNotFoundError, DataError) as e:  # no metrics.jsonl or config.yaml; a bad data/*/metadata.json
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    print(report(args.runs))
+    print(f"figure: {plot_runs(args.runs, args.out, args.metric)}")
     return 0
 
 

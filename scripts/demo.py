@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from callbacks.jsonl_logger import read_metrics  # noqa: E402
+from core.runs import read_metrics  # noqa: E402
 from conversion.convert import convert  # noqa: E402
 from evaluation.checkpoints import load_gpt, run_tokenizer  # noqa: E402
 from sampling import sample_text  # noqa: E402
@@ -48,7 +48,7 @@ def main() -> int:
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     run_dir = RUNS / "tiny"
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    rows = read_metrics(run_dir)
     last_val = [r for r in rows if VAL_KEY in r][-1]
     png = plot_runs([str(run_dir)], str(run_dir / "loss.png"))
     model = load_gpt(str(run_dir))

@@ -23,7 +23,7 @@ def child(local: str, ready: Path, go: Path, mode: str) -> None:
     import streaming.base.shared.prefix as prefix
     from streaming import StreamingDataset
 
-    from loaders.shm import registering_shared_memory
+    from upstream.streaming import registering_shared_memory
 
     look = prefix._check_and_find_retrying
 

@@ -170,7 +170,7 @@ def test_pool_keeps_a_bounded_window_and_input_order():
 def test_lean_mds_writer_writes_what_streamings_writes(tmp_path):
     from streaming import MDSWriter
 
-    from conversion.mds import LeanMDSWriter
+    from upstream.streaming import LeanMDSWriter
 
     samples = np.random.default_rng(0).integers(0, 50257, (300, 129), dtype=np.uint16)
     for name, cls in (("stock", MDSWriter), ("lean", LeanMDSWriter)):

@@ -248,11 +248,11 @@ def _concurrent_overshoot(cls: type, url: str, cache: Path, limit: int, threads:
 
 def test_upstream_cache_limit_overshoots_with_concurrent_downloads(s3_process_env, shakespeare_text, tmp_path):
     """Streaming 0.13.0 counts a shard only when its download ends, so downloads started together all fit "in the
-    same room" and overshoot cache_limit; loaders.dataset.BoundedCacheDataset reserves the room first."""
+    same room" and overshoot cache_limit; loaders.dataset.PatchedStreamingDataset reserves the room first."""
     from streaming import StreamingDataset
 
     from conversion.convert import convert
-    from loaders.dataset import BoundedCacheDataset
+    from upstream.streaming import PatchedStreamingDataset
 
     s3 = s3_process_env
     bucket = s3.new_bucket()
@@ -264,7 +264,7 @@ def test_upstream_cache_limit_overshoots_with_concurrent_downloads(s3_process_en
     upstream, ours = [], []
     for trial in range(12):  # a race: it shows in about half the trials here; stop at the first
         upstream.append(_concurrent_overshoot(StreamingDataset, f"s3://{bucket}/ds", tmp_path / f"u{trial}", limit))
-        ours.append(_concurrent_overshoot(BoundedCacheDataset, f"s3://{bucket}/ds", tmp_path / f"o{trial}", limit))
+        ours.append(_concurrent_overshoot(PatchedStreamingDataset, f"s3://{bucket}/ds", tmp_path / f"o{trial}", limit))
         if upstream[-1] > limit:
             break
     assert max(upstream) > limit, (upstream, limit)
@@ -296,15 +296,15 @@ def _ready_thread_gets_stuck(cls: type, remote: Path, cache: Path) -> bool:
 
 def test_upstream_ready_thread_hangs_on_a_shard_evicted_between_polls(tmp_path, shakespeare_text):
     """Streaming 0.13.0's ready thread waits forever for a shard that went back to REMOTE while it polled; this
-    hung a cache_limit training run. BoundedCacheDataset's ready thread fetches it again."""
+    hung a cache_limit training run. PatchedStreamingDataset's ready thread fetches it again."""
     from streaming import StreamingDataset
 
-    from loaders.dataset import BoundedCacheDataset
+    from upstream.streaming import PatchedStreamingDataset
     from tests.train_utils import make_dataset
 
     ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=SEQ_LEN, val_fraction=0)
     assert _ready_thread_gets_stuck(StreamingDataset, ds / "train", tmp_path / "upstream")
-    assert not _ready_thread_gets_stuck(BoundedCacheDataset, ds / "train", tmp_path / "ours")
+    assert not _ready_thread_gets_stuck(PatchedStreamingDataset, ds / "train", tmp_path / "ours")
 
 
 def _ready_after_one_read(cls: type, remote: Path | None, local: Path) -> tuple[int, int]:
@@ -329,17 +329,17 @@ def test_ready_thread_runs_ahead_over_local_shards_only(tmp_path, shakespeare_te
     from streaming import StreamingDataset
 
     from conversion.convert import convert
-    from loaders.dataset import BoundedCacheDataset
+    from upstream.streaming import PatchedStreamingDataset
     src = paragraphs_jsonl(shakespeare_text[:40_000], tmp_path / "docs.jsonl")
     convert([str(src)], str(tmp_path / "ds"), "bytes", SEQ_LEN, val_fraction=0, size_limit=4096, progress=False)
     split = tmp_path / "ds" / "train"
     upstream, total = _ready_after_one_read(StreamingDataset, None, split)
     assert upstream == 2, upstream  # yield index 0 + predownload 1 + 1
-    ours, total = _ready_after_one_read(BoundedCacheDataset, None, split)
+    ours, total = _ready_after_one_read(PatchedStreamingDataset, None, split)
     assert ours == total > 2
     index = json.loads((split / "index.json").read_text())
     first_shard = index["shards"][0]["samples"]
-    fetched, _ = _ready_after_one_read(BoundedCacheDataset, split, tmp_path / "cache")
+    fetched, _ = _ready_after_one_read(PatchedStreamingDataset, split, tmp_path / "cache")
     assert 2 < first_shard == fetched < total  # the rest of shard 0, then it waits before fetching shard 1
 
 

@@ -1,1 +1,2 @@
-"""The training side: config, the ComposerModel around gpt.py, and the Trainer assembly."""
+"""The training side: config, the ComposerModel around gpt.py, the Trainer assembly, and where a run resumes
+from (training/resume/)."""

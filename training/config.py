@@ -11,7 +11,9 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
-from core.errors import ConfigError
+from core.errors import ConfigError, RunFolderError
+from core.files import write_atomic
+from core.runs import CONFIG_FILE
 from core.streams import StreamSource
 
 
@@ -254,3 +256,19 @@ def to_yaml(cfg: TrainConfig) -> str:
 def plain_config(cfg: TrainConfig) -> dict:
     """The config as plain dicts and lists (for wandb, and the resume fingerprint)."""
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def write_run_config(cfg: TrainConfig) -> None:
+    """Record the resolved config in the run folder (``config.yaml``): what eval.py, generate.py and
+    scripts/compare_runs.py read back with :func:`load_run_config`."""
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    write_atomic(os.path.join(cfg.run_dir, CONFIG_FILE), to_yaml(cfg))
+
+
+def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
+    """The resolved config a run recorded at its start; the one reader of a run's ``config.yaml``."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise RunFolderError(f"{path} is missing: give a run folder made by gpt_pile_composer.py "
+                             "({runs_root}/{run_name}) or a checkpoint inside one")
+    return load_config(path)

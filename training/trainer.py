@@ -27,11 +27,12 @@ from callbacks.sample_ids import SampleIdLogger
 from callbacks.samples import SampleLogger
 from core.errors import ConfigError
 from core.metadata import DatasetMetadata
+from core.runs import METRICS_FILE
 from core.streams import StreamSource
 from core.tokenizer import Tokenizer
 from loaders.dataset import LoaderSettings, build_dataspec, check_compatible, dataset_tokenizer, fetch_metadata
 from loaders.shm import clean_stale_shared_memory
-from training.config import TrainConfig, plain_config, to_yaml
+from training.config import TrainConfig, plain_config, to_yaml, write_run_config
 from training.model import ComposerGPT
 from training.resume import check_checkpoints, model_config
 from training.resume.bucket import remote_saver, upload_failure
@@ -99,9 +100,7 @@ def prepare_run_dir(cfg: TrainConfig) -> bool:
     if cfg.data.cache is None:
         cfg.data.cache = os.path.join(cfg.run_dir, "data_cache")
     if dist.get_global_rank() == 0:
-        os.makedirs(cfg.run_dir, exist_ok=True)
-        with open(os.path.join(cfg.run_dir, "config.yaml"), "w") as f:
-            f.write(to_yaml(cfg))
+        write_run_config(cfg)
     return autoresume
 
 
@@ -179,7 +178,7 @@ def wandb_id(run_name: str) -> str:
 
 
 def build_loggers(cfg: TrainConfig) -> list:
-    loggers: list = [JSONLinesLogger(os.path.join(cfg.run_dir, "metrics.jsonl"))]
+    loggers: list = [JSONLinesLogger(os.path.join(cfg.run_dir, METRICS_FILE))]
     if not cfg.progress_bar:
         loggers.append(ConsoleSummaryLogger(log_interval=cfg.log_interval, stream="stdout"))
     if cfg.wandb.enabled:

@@ -20,9 +20,10 @@ import torch
 
 from core.errors import CheckpointError
 from gpt import GPTConfig
+from core.runs import MODEL_FILE
 
 
-MODEL_FILE = "model.json"
+
 LATEST = "latest-rank0.pt"
 
 

@@ -1,0 +1,32 @@
+"""Every work-around for a bug of the pinned Composer and Streaming, in one package.
+
+Neither gets another release, so their bugs are ours to carry: :mod:`upstream.composer` (Composer 0.32.1) and
+:mod:`upstream.streaming` (Streaming 0.13.0). Each work-around was written against, and is tested on, exactly
+these versions (a test in tests/test_workarounds.py or beside the feature shows the upstream behaviour): importing
+this package with other versions installed fails at once, with one line naming them, instead of patching code
+that may have changed.
+"""
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from core.errors import UpstreamVersionError
+
+PINNED = {"mosaicml": "0.32.1", "mosaicml-streaming": "0.13.0"}
+
+
+def check_versions(pinned: dict[str, str] = PINNED) -> None:
+    """Raise UpstreamVersionError unless every package in ``pinned`` is installed at its pinned version."""
+    found = {}
+    for name in pinned:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    wrong = [f"{name} {found[name]} (need {want})" for name, want in pinned.items() if found[name] != want]
+    if wrong:
+        raise UpstreamVersionError(f"installed {', '.join(wrong)}: the work-arounds in upstream/ are written for "
+                                   "these exact versions; install the project's lock (make venv)")
+
+
+check_versions()
