@@ -1,24 +1,48 @@
 # Two commands on a fresh clone: `make demo` and `make test`. Both create .venv first.
+# .venv holds exactly requirements.lock (every transitive pin, runtime + dev, CPython 3.11 on linux x86_64);
+# after changing a dependency in pyproject.toml, `make lock` regenerates the lock (commit both files).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+LOCK_VENV := .venv-lock
+PIP_TOOLS := pip-tools==7.7.0
+# Extra pip-compile options for `make lock`, e.g. LOCK_ARGS=--upgrade (all) or LOCK_ARGS="--upgrade-package transformers";
+# without them, pins already in the lock are kept where they still fit.
+LOCK_ARGS ?=
+CHECK_PYTHON = $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "need Python 3.11: make ... PYTHON=python3.11")'
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test test-fast bench venv lock clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
+# A fresh venv each time the lock changes, so that it holds the lock and nothing else.
+$(STAMP): $(LOCK) pyproject.toml
+	@$(CHECK_PYTHON)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -r $(LOCK)
+	$(PY) -m pip check
 	touch $(STAMP)
+
+# pip-compile resolves through pip, so against the indexes pip is configured with on this machine; none is written
+# into the lock. The project itself is not installed: pyproject.toml only lends its dependency lists.
+lock:
+	@$(CHECK_PYTHON)
+	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv --clear $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet "$(PIP_TOOLS)"; }
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --extra dev --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host $(LOCK_ARGS) --output-file $(LOCK) pyproject.toml
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest tests
+
+# Everything but the tests marked slow (full training runs, long subprocesses).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" tests
 
 # Every benchmark in turn (~25 min on 2 cores; run on a quiet machine: see BENCHMARKS.md). One alone:
 #   make bench BENCH=train_throughput    (or nanogpt_parity, resume_latency, convert_throughput, loader_throughput)
