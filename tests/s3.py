@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from tests.train_utils import PYTHON, REPO, train_env
+from tests.helpers import PYTHON, REPO, train_env
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"

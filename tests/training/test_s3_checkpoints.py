@@ -14,7 +14,7 @@ import torch
 
 from tests.s3 import HOST, error_line, start_moto
 from tests.s3_fixtures import moto_s3  # noqa: F401 - fixture
-from tests.train_utils import PYTHON, REPO, make_dataset, metrics_rows, run_train, tiny_args
+from tests.helpers import PYTHON, REPO, make_dataset, metrics_rows, run_train, tiny_args
 
 STEPS, EVERY = 100, 20
 pytestmark = pytest.mark.timeout(400)

@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.s3_fixtures import moto_s3, s3_process_env  # noqa: F401 - fixtures
-from tests.train_utils import PYTHON, REPO, make_dataset, metrics_rows, run_train, tiny_args
+from tests.helpers import PYTHON, REPO, make_dataset, metrics_rows, run_train, tiny_args
 from evaluation.compare import config_differences, flatten, run_config, val_curves
 from training.config import TrainConfig, load_config
 from core.errors import ConfigError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train_utils import REPO, last_step, make_dataset, metrics_rows, run_train, start_train, tiny_args
+from tests.helpers import REPO, last_step, make_dataset, metrics_rows, run_train, start_train, tiny_args
 
 
 @pytest.fixture(scope="module")

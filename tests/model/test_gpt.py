@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so plain `pytest` finds gpt.py too
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # so plain `pytest` finds gpt.py too
 
 from gpt import GPT, MLP, PRESETS, Block, CausalSelfAttention, GPTConfig  # noqa: E402
 from sampling import generate  # noqa: E402

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train_utils import kill_when, last_step, make_dataset, metrics_rows, run_train, start_train, tiny_args
+from tests.helpers import kill_when, last_step, make_dataset, metrics_rows, run_train, start_train, tiny_args
 
 LOSS = "loss/train/total"
 

@@ -21,7 +21,7 @@ from conversion.packing import Packer
 from conversion.sources import expand_inputs, iter_documents, supported_suffixes
 from core.tokenizer import BYTES_EOS_ID, load_tokenizer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from evaluation.checkpoints import readable
-from tests.train_utils import (
+from tests.helpers import (
     final_weights,
     kill_when,
     last_step,

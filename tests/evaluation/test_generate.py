@@ -12,7 +12,7 @@ import torch
 import generate
 from gpt import GPT, GPTConfig, KVCache
 from sampling import generate as generate_ids, sample_next, top_p_filter
-from tests.train_utils import PYTHON, REPO, make_dataset, metrics_rows, tiny_args, train_env
+from tests.helpers import PYTHON, REPO, make_dataset, metrics_rows, tiny_args, train_env
 
 VOCAB = 257
 BLOCK = 16

@@ -17,7 +17,7 @@ import pytest
 
 from tests.s3 import closed_port, error_line, run_convert
 from tests.s3_fixtures import moto_s3, s3_process_env  # noqa: F401 - fixtures
-from tests.train_utils import PYTHON, REPO, metrics_rows, paragraphs_jsonl, run_train, tiny_args
+from tests.helpers import PYTHON, REPO, metrics_rows, paragraphs_jsonl, run_train, tiny_args
 
 SEQ_LEN = 32
 SHARD_BYTES = 4096  # small shards: several per split, so the cache limit has something to evict
@@ -300,7 +300,7 @@ def test_upstream_ready_thread_hangs_on_a_shard_evicted_between_polls(tmp_path, 
     from streaming import StreamingDataset
 
     from upstream.streaming import PatchedStreamingDataset
-    from tests.train_utils import make_dataset
+    from tests.helpers import make_dataset
 
     ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=SEQ_LEN, val_fraction=0)
     assert _ready_thread_gets_stuck(StreamingDataset, ds / "train", tmp_path / "upstream")

@@ -97,7 +97,7 @@ def _live_segments_after_cleaning(tmp_path, text: str, upstream: bool) -> tuple[
     import subprocess
     import sys
 
-    from tests.train_utils import REPO, make_dataset
+    from tests.helpers import REPO, make_dataset
 
     ds = make_dataset(tmp_path, text[:20_000], seq_len=32, val_fraction=0.0)
     code = _SHM_PROBE.format(repo=str(REPO), local=str(ds / "train"), upstream=upstream)
@@ -128,12 +128,12 @@ def _register_race(tmp_path, ds, mode: str) -> int:
     import subprocess
     import sys
 
-    from tests.train_utils import REPO
+    from tests.helpers import REPO
 
     private = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs tmpfs /dev/shm && exec "$@"', "race"]
     tmp = tmp_path / f"tmp-{mode}"
     tmp.mkdir(exist_ok=True)
-    proc = subprocess.run([*private, sys.executable, str(REPO / "tests" / "shm_race.py"), "2", str(ds / "train"),
+    proc = subprocess.run([*private, sys.executable, str(REPO / "tests" / "upstream" / "shm_race.py"), "2", str(ds / "train"),
                            mode], capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmp)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return int(proc.stdout.split()[-1])
@@ -143,7 +143,7 @@ def test_upstream_jobs_starting_together_collide_and_ours_do_not(tmp_path, shake
     """Streaming 0.13.0 picks a free shared-memory prefix and then creates it, with no lock between: jobs started
     together (a sweep, two runs of a comparison) pick the same one and all but one die with FileExistsError.
     registering_shared_memory serialises the pick across the machine."""
-    from tests.train_utils import make_dataset
+    from tests.helpers import make_dataset
 
     ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=32, val_fraction=0.0)
     assert _register_race(tmp_path, ds, "upstream") == 1  # both found prefix 0 free; the second to create it died
@@ -158,7 +158,7 @@ def test_upstream_epoch_end_state_replays_the_finished_epoch(tmp_path, shakespea
     from streaming import StreamingDataset
 
     from loaders.dataset import TokenSamples
-    from tests.train_utils import make_dataset
+    from tests.helpers import make_dataset
 
     ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=32, val_fraction=0.0)
     kw = dict(local=str(ds / "train"), batch_size=4, shuffle=True, shuffle_seed=3)
@@ -202,7 +202,7 @@ def test_signal_file_names_per_node():
     import subprocess
     import sys
 
-    from tests.train_utils import REPO
+    from tests.helpers import REPO
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

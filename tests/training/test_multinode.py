@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train_utils import COMPOSER, REPO, make_dataset, metrics_rows, run_train, tiny_args, train_env
+from tests.helpers import COMPOSER, REPO, make_dataset, metrics_rows, run_train, tiny_args, train_env
 
 LOSS = "loss/train/total"
 

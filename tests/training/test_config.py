@@ -16,7 +16,7 @@ def test_bad_shuffle_algo_names_the_valid_ones():
 def test_shuffle_knobs_reach_the_streaming_dataset(tmp_path, shakespeare_text):
     from loaders.dataset import LoaderSettings, build_dataspec
     from core.streams import StreamSource
-    from tests.train_utils import make_dataset
+    from tests.helpers import make_dataset
 
     cfg = load_config("yamls/tiny.yaml", ["data.shuffle_algo=py1br", "data.shuffle_block_size=64"])
     ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=32, val_fraction=0)

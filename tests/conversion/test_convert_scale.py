@@ -20,7 +20,7 @@ import psutil
 import pytest
 import zstandard
 
-from loaders import convert as convert_module
+from conversion import convert as convert_module
 from conversion.batches import EncoderSpec, encode_in_worker, init_worker
 from conversion.convert import ConvertRequest, HFSource, assign_split, run
 from core.errors import OutputExistsError
@@ -31,7 +31,7 @@ from core.tokenizer import load_tokenizer
 from conversion.verify import verify
 from tests.s3_fixtures import moto_s3, s3_process_env  # noqa: F401 - fixtures
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 SETS = ["Pile-CC", "PubMed Central", "Gutenberg (PG-19)", "ArXiv"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.train_utils import PYTHON, REPO, make_dataset, run_train, tiny_args, train_env
+from tests.helpers import PYTHON, REPO, make_dataset, run_train, tiny_args, train_env
 
 SHAPE = dict(n_layer=2, n_head=2, n_embd=32)  # tiny_args' shape, so init_from needs no shape overrides
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.train_utils import make_dataset, metrics_rows, run_train, tiny_args, train_env
+from tests.helpers import make_dataset, metrics_rows, run_train, tiny_args, train_env
 
-HELLASWAG = Path(__file__).parent / "data" / "hellaswag_tiny.jsonl"
+HELLASWAG = Path(__file__).resolve().parents[1] / "data" / "hellaswag_tiny.jsonl"
 METRICS = ("LanguageCrossEntropy", "LanguagePerplexity", "BitsPerByte", "TokenAccuracy")
 STEPS = 150  # enough for a byte model to learn which letters follow which (the multiple-choice test needs that)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.train_utils import make_dataset, metrics_rows, run_train, tiny_args
+from tests.helpers import make_dataset, metrics_rows, run_train, tiny_args
 
 
 @pytest.fixture(scope="module")
