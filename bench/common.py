@@ -6,9 +6,8 @@ from pathlib import Path
 from core.runs import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-SHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
-GPT2_TOKENIZER = SHARED / "data" / "gpt2"
+SHAKESPEARE = ROOT / "assets" / "tinyshakespeare.txt"
+GPT2_TOKENIZER = ROOT / "assets" / "gpt2"
 
 
 def prepare_data(work: Path, seq_len: int = 64, tokenizer: str = "bytes", val_fraction: float = 0.1,

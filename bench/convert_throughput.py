@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
+ASSETS = ROOT / "assets"
 PILE_SETS = {"Pile-CC": 18, "PubMed Central": 14, "Books3": 12, "OpenWebText2": 10, "ArXiv": 9, "Github": 8,
              "FreeLaw": 6, "StackExchange": 5, "USPTO Backgrounds": 4, "PubMed Abstracts": 3,
              "Gutenberg (PG-19)": 3, "Wikipedia (en)": 3, "DM Mathematics": 2, "HackerNews": 1, "EuroParl": 1,
@@ -60,7 +60,7 @@ print(json.dumps({"seconds": spent, "cpu": cpu, "tokens": tokens}))
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mb", type=float, default=100, help="MB of document text to generate (default 100)")
-    p.add_argument("--tokenizer", default=str(SHARED / "gpt2"), help="tokenizer folder (default: shared GPT-2)")
+    p.add_argument("--tokenizer", default=str(ASSETS / "gpt2"), help="tokenizer folder (default: the shipped GPT-2 BPE)")
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--repeats", type=int, default=1, help="best of N interleaved runs (default 1)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (printed)")
@@ -71,7 +71,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def _paragraphs(rng: random.Random) -> list[str]:
-    path = SHARED / "tinyshakespeare.txt"
+    path = ASSETS / "tinyshakespeare.txt"
     if path.is_file():
         return [p for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
     words = ["the", "of", "and", "to", "in", "data", "model", "token", "shard", "stream", "résumé", "naïve", "東京"]

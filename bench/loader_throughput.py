@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/loader_throughput.py [--copies 4] [--repeats 3] [--train-tokens-per-s N]
 
-Data: Tiny Shakespeare (../shared) repeated ``--copies`` times, converted by our converter at seq 256 with the bytes
+Data: Tiny Shakespeare (assets/) repeated ``--copies`` times, converted by our converter at seq 256 with the bytes
 tokenizer (zstd shards, as users get them). Batches of 8 (the 384-dim model's batch in bench/train_throughput.py).
 
 * ours: ``loaders.dataset.build_dataspec`` over the local dataset, shuffle on (Streaming's py1e), with

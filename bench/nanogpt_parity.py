@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/nanogpt_parity.py [--steps 2000]
 
-Data: tiny Shakespeare (../shared/data/tinyshakespeare.txt), paragraphs as documents, bytes tokenizer, seq 64,
+Data: tiny Shakespeare (assets/tinyshakespeare.txt), paragraphs as documents, bytes tokenizer, seq 64,
 10 % of paragraphs (by hash) for val. Config: yamls/nanogpt-cpu.yaml (nanoGPT's README CPU run). Both sides start
 from the same seed, read the same StreamingDataset batches in the same order, and use the same warmup+cosine
 schedule, AdamW settings and clipping; the plain loop uses torch.optim.AdamW as nanoGPT does. Prints tokens/s of

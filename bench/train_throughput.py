@@ -3,7 +3,7 @@
     .venv/bin/python bench/train_throughput.py [--repeats 2] [--tokenizer bytes|gpt2] [--compile]
 
 The model: gpt.py's "mini" preset (6 layers, 6 heads, 384 dim: nanoGPT's shakespeare_char shape), seq 256, batch 8,
-dropout 0, biases on (as GPT-2 and transformers' GPT2LMHeadModel). Data: Tiny Shakespeare (../shared) converted at
+dropout 0, biases on (as GPT-2 and transformers' GPT2LMHeadModel). Data: Tiny Shakespeare (assets/) converted at
 seq 256 with the bytes tokenizer (vocab 257, the analogue of nanoGPT's char vocab; padded to 320 in gpt.py), or
 with ``--tokenizer gpt2`` the GPT-2 BPE (vocab 50257, padded to 50304). Optimizer everywhere: AdamW (torch's on the
 plain loops, Composer's DecoupledAdamW in our trainer: the same update), grad clipping at 1.0, fp32 cross-entropy.

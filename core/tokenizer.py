@@ -23,6 +23,8 @@ import numpy as np
 from core.errors import TokenizerError
 
 BYTES_EOS_ID = 256
+GPT2 = "gpt2"
+GPT2_FILES = Path(__file__).resolve().parent.parent / "assets" / "gpt2"  # shipped: MIT, see assets/README.md
 _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 _EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>")
 
@@ -158,9 +160,12 @@ def _hf_token_bytes(hf, vocab_size: int) -> np.ndarray:
 
 
 def load_tokenizer(spec: str) -> Tokenizer:
-    """Resolve ``--tokenizer``: 'bytes', a local directory, or an (already cached) HF hub name."""
+    """Resolve ``--tokenizer``: 'bytes', 'gpt2' (the BPE files shipped in ``assets/gpt2``: offline, no Hugging Face
+    cache needed), a local directory, or an (already cached) HF hub name."""
     if spec == "bytes":
         return ByteTokenizer()
+    if spec == GPT2:
+        return _gpt2_bpe(GPT2_FILES, GPT2)
     path = Path(spec).expanduser()
     if path.is_dir():
         return _load_dir(path)
@@ -173,7 +178,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
 
 
 def _load_dir(path: Path) -> Tokenizer:
-    from transformers import AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     if (path / "bytes_tokenizer.json").exists():
         return ByteTokenizer()
@@ -183,13 +188,20 @@ def _load_dir(path: Path) -> Tokenizer:
         if (path / "tokenizer.json").exists():
             return HFTokenizer(PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json")), str(path))
         if (path / "vocab.json").exists() and (path / "merges.txt").exists():
-            hf = GPT2TokenizerFast(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"))
-            return HFTokenizer(hf, str(path))
+            return _gpt2_bpe(path, str(path))
     except (OSError, ValueError) as e:
         raise TokenizerError(f"cannot load the tokenizer in {path}: {e}") from None
     raise TokenizerError(
         f"{path} holds no tokenizer: expected tokenizer.json, or GPT-2 BPE files vocab.json + merges.txt"
     )
+
+
+def _gpt2_bpe(folder: Path, name: str) -> Tokenizer:
+    """GPT-2's byte-level BPE from a folder holding its ``vocab.json`` + ``merges.txt``."""
+    from transformers import GPT2TokenizerFast
+
+    hf = GPT2TokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
+    return HFTokenizer(hf, name)
 
 
 def _load_hub_name(name: str) -> Tokenizer:

@@ -11,7 +11,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-SHARED_DATA = Path("/work/shared/data")
+ASSETS = REPO_ROOT / "assets"  # shipped with the project (assets/README.md): every test runs on a fresh clone
 
 
 @pytest.fixture(scope="session")
@@ -21,19 +21,13 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def gpt2_dir() -> Path:
-    """The real GPT-2 BPE files (vocab.json + merges.txt); tests needing them skip where they are absent."""
-    path = SHARED_DATA / "gpt2"
-    if not (path / "vocab.json").is_file():
-        pytest.skip(f"{path} not available")
-    return path
+    """The real GPT-2 BPE files (vocab.json + merges.txt)."""
+    return ASSETS / "gpt2"
 
 
 @pytest.fixture(scope="session")
 def shakespeare_text() -> str:
-    path = SHARED_DATA / "tinyshakespeare.txt"
-    if not path.is_file():
-        pytest.skip(f"{path} not available")
-    return path.read_text(encoding="utf-8")
+    return (ASSETS / "tinyshakespeare.txt").read_text(encoding="utf-8")
 
 
 @pytest.fixture

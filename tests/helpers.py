@@ -11,7 +11,7 @@ from typing import Sequence
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 COMPOSER = str(Path(sys.executable).parent / "composer")
-SHAKESPEARE = Path("/work/shared/data/tinyshakespeare.txt")
+SHAKESPEARE = REPO / "assets" / "tinyshakespeare.txt"  # shipped with the project: no ../shared needed
 
 
 def paragraphs_jsonl(text: str, out: Path) -> Path:
