@@ -5,15 +5,22 @@ training-time sample callback share one loop. Shapes: ``B`` batch, ``T`` tokens 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol, Sequence
 
 import torch
 from torch.nn import functional as F
 
 from gpt import GPT, KVCache
 
-if TYPE_CHECKING:
-    from core.tokenizer import Tokenizer
+
+class TextCodec(Protocol):
+    """What sampling needs of a tokenizer (core.tokenizer.Tokenizer is one; the model room does not import it)."""
+
+    eos_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
 
 
 @torch.no_grad()
@@ -110,7 +117,7 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_text(model: GPT, tokenizer: "Tokenizer", prompt: str, max_new_tokens: int = 200,
+def sample_text(model: GPT, tokenizer: TextCodec, prompt: str, max_new_tokens: int = 200,
                 temperature: float = 0.8, top_k: Optional[int] = 40, seed: int = 0, top_p: Optional[float] = None,
                 stop_at_eos: bool = False) -> str:
     """Continue ``prompt`` (an empty one starts a new document); seeded so the demo prints the same text on every

@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
@@ -225,14 +225,3 @@ def build_dataspec(
 def has_split(meta: DatasetMetadata, split: str) -> bool:
     """Whether conversion wrote this split (``--val-fraction 0`` writes no val)."""
     return split in meta.splits and meta.splits[split].samples > 0
-
-
-def describe(meta: DatasetMetadata) -> dict[str, Any]:
-    """A short summary for the start-up print."""
-    return {
-        "tokenizer": meta.tokenizer.get("name"),
-        "vocab_size": meta.vocab_size,
-        "eos_id": meta.eos_id,
-        "seq_len": meta.seq_len,
-        **{f"{k}_samples": v.samples for k, v in meta.splits.items()},
-    }

@@ -2,12 +2,13 @@
 
 Neither gets another release, so their bugs are ours to carry: :mod:`upstream.composer` (Composer 0.32.1) and
 :mod:`upstream.streaming` (Streaming 0.13.0). Each work-around was written against, and is tested on, exactly
-these versions (a test in tests/test_workarounds.py or beside the feature shows the upstream behaviour): importing
-this package with other versions installed fails at once, with one line naming them, instead of patching code
-that may have changed.
+these versions (DESIGN.md lists each with the test that shows the upstream behaviour): importing this package with
+other versions installed stops the process at once with one ``error:`` line naming them (exit 2), before any code
+that may have changed upstream is patched.
 """
 from __future__ import annotations
 
+import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from core.errors import UpstreamVersionError
@@ -29,4 +30,8 @@ def check_versions(pinned: dict[str, str] = PINNED) -> None:
                                    "these exact versions; install the project's lock (make venv)")
 
 
-check_versions()
+try:
+    check_versions()
+except UpstreamVersionError as e:  # at import time, before any script's own error handling exists
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
