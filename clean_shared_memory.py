@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from loaders.shm import clean_stale_shared_memory, stale_prefixes
 from core.cli import ScriptParser
+from loaders.shm import clean_stale_shared_memory, stale_prefixes
 
 
 def main(argv: list[str]) -> int:

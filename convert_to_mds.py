@@ -19,9 +19,9 @@ import warnings
 from pathlib import Path
 
 from conversion.convert import Conversion, ConvertRequest, HFSource, run
-from core.errors import OptionError
 from conversion.groups import summary_table
 from core.cli import ScriptParser, fail, reports_errors
+from core.errors import OptionError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from core.cli import ScriptParser, fail, reports_errors
 
+from core.cli import ScriptParser, fail, reports_errors
 
 METRICS = (  # (key, label, format)
     ("LanguageCrossEntropy", "loss (nats/token)", "{:.6f}"),

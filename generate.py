@@ -18,12 +18,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from gpt import GPT
-from sampling import generate as generate_ids
-from core.tokenizer import Tokenizer
-from evaluation.checkpoints import load_gpt, load_tokenizer_for
 from core.cli import ScriptParser, reports_errors
 from core.errors import PromptError
+from core.tokenizer import Tokenizer
+from evaluation.checkpoints import load_gpt, load_tokenizer_for
+from gpt import GPT
+from sampling import generate as generate_ids
 
 
 @dataclass

@@ -31,8 +31,15 @@ def train(cfg: TrainConfig) -> int:
 
     from core.errors import CheckpointError
     from training.resume import prepare_resume
-    from training.trainer import (build_data, build_model, build_trainer, describe_run, fit, init_distributed,
-                                  prepare_run_dir)
+    from training.trainer import (
+        build_data,
+        build_model,
+        build_trainer,
+        describe_run,
+        fit,
+        init_distributed,
+        prepare_run_dir,
+    )
 
     device = init_distributed(cfg)
     autoresume = prepare_run_dir(cfg)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 from core.runs import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -38,8 +38,8 @@ PREDOWNLOAD_ALL = 1 << 20  # more samples than an epoch holds: Streaming's ready
 
 def serve_ours(ds: str, workers: int, epochs: int, predownload: int | None = None) -> dict:
     """Our trainer's loader: one row per epoch of (batches, tokens, seconds)."""
-    from loaders.dataset import LoaderSettings, build_dataspec
     from core.streams import StreamSource
+    from loaders.dataset import LoaderSettings, build_dataspec
     from loaders.shm import clean_stale_shared_memory
 
     clean_stale_shared_memory()

@@ -50,9 +50,9 @@ def plain_loop(ds: str, steps: int) -> dict:
     from composer.utils import reproducibility
 
     from callbacks.metrics import BitsPerByte
+    from core.streams import StreamSource
     from gpt import GPT, GPTConfig
     from loaders.dataset import LoaderSettings, build_dataspec, dataset_tokenizer, fetch_metadata
-    from core.streams import StreamSource
     from loaders.shm import clean_stale_shared_memory
     from training.config import load_config
 

@@ -57,8 +57,8 @@ def resume_time(ds: Path, saved: Path, step: int, work: Path, repeats: int) -> f
 
 def spin_time(ds: Path, batches: int) -> float:
     """What Composer's spin_dataloaders would do without dataset resumption: iterate the loader forward."""
-    from loaders.dataset import LoaderSettings, build_dataspec
     from core.streams import StreamSource
+    from loaders.dataset import LoaderSettings, build_dataspec
     from loaders.shm import clean_stale_shared_memory
 
     clean_stale_shared_memory()

@@ -130,8 +130,8 @@ def compare_models(ds: str, steps: int, compile_: bool) -> dict:
     import torch
     from composer.utils import reproducibility
 
-    from loaders.dataset import LoaderSettings, build_dataspec, fetch_metadata
     from core.streams import StreamSource
+    from loaders.dataset import LoaderSettings, build_dataspec, fetch_metadata
 
     vocab = fetch_metadata(ds, None).vocab_size
     specs = [(GPT_PY, "fp32"), (GPT_PY, "bf16"), (HF, "fp32"), (HF, "bf16")]
@@ -173,8 +173,8 @@ def plain_loop(ds: str, steps: int, precision: str) -> dict:
     """The trainer's run written as a bare PyTorch loop: the same config, init, batches, schedule and clipping."""
     from composer.utils import reproducibility
 
-    from loaders.dataset import LoaderSettings, build_dataspec, fetch_metadata
     from core.streams import StreamSource
+    from loaders.dataset import LoaderSettings, build_dataspec, fetch_metadata
     from loaders.shm import clean_stale_shared_memory
     from training.config import load_config
 

@@ -18,6 +18,7 @@ import torch
 from composer.core import State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist
+
 from core.files import write_atomic
 
 

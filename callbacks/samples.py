@@ -24,8 +24,8 @@ from composer.loggers import Logger, WandBLogger
 from composer.utils import create_interval_scheduler, dist
 from torch.nn.parallel import DistributedDataParallel
 
-from gpt import GPT
 from core.tokenizer import Tokenizer
+from gpt import GPT
 from sampling import sample_text
 
 TEXT_KEY = "samples/text"

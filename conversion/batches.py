@@ -14,10 +14,10 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from core.memory import release_free_memory
 from conversion.packing import flatten_documents
 from conversion.parallel import OrderedPool
 from conversion.sources import Document
+from core.memory import release_free_memory
 from core.tokenizer import Tokenizer, token_dtype
 
 TRAIN, VAL = "train", "val"

@@ -29,17 +29,24 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from core import remote
 from conversion.batches import SPLIT_RULE, TRAIN, VAL, BatchResult, EncoderSpec, assign_split, encode_batches
-from core.errors import InputError, MetadataError, OptionError, OutputExistsError
 from conversion.groups import GROUPS_FILE, GroupFolders, group_record, read_groups, write_groups
-from core.metadata import COLUMN, METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, SplitStats, read_metadata, \
-    tokenizer_files
 from conversion.packing import Packer
 from conversion.parallel import resolve_workers
 from conversion.sources import BadRecordError, BadRecords, Document, expand_inputs, hf_hub_documents, iter_documents
-from core.tokenizer import Tokenizer, load_tokenizer, token_dtype
+from core import remote
+from core.errors import InputError, MetadataError, OptionError, OutputExistsError
 from core.files import built_then_swapped, remove
+from core.metadata import (
+    COLUMN,
+    METADATA_FILE,
+    TOKENIZER_DIR,
+    DatasetMetadata,
+    SplitStats,
+    read_metadata,
+    tokenizer_files,
+)
+from core.tokenizer import Tokenizer, load_tokenizer, token_dtype
 
 __all__ = ["ConvertRequest", "Conversion", "HFSource", "assign_split", "convert", "run", "TRAIN", "VAL"]
 

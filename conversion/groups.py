@@ -14,8 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from core.errors import InputError, MetadataError
-from core.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata
 from core.files import write_atomic
+from core.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata
 
 GROUPS_FILE = "groups.json"
 GROUPS_FORMAT = "gpt-composer-mds-groups"

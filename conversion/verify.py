@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import MetadataError
 from conversion.groups import GROUPS_FILE, group_record, read_groups
+from core.errors import MetadataError
 from core.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, read_metadata
 
 INDEX_FILE = "index.json"

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import MetadataError
-from core.remote import is_remote
 from core.files import write_atomic
+from core.remote import is_remote
 
 METADATA_FILE = "metadata.json"
 TOKENIZER_DIR = "tokenizer"

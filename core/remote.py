@@ -59,8 +59,7 @@ def explain(url: str, exc: BaseException) -> str:
     """A short reason for a failed call on ``url``: missing bucket vs missing object, refused credentials,
     unreachable endpoint. botocore's own texts are long and (via Streaming) sometimes wrong: a 403 there reads
     "not found"."""
-    from botocore.exceptions import (ClientError, EndpointConnectionError, NoCredentialsError,
-                                     PartialCredentialsError)
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, PartialCredentialsError
 
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))

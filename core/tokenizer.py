@@ -152,7 +152,7 @@ def _hf_token_bytes(hf, vocab_size: int) -> np.ndarray:
             continue
         if byte_level and all(ch in byte_decoder for ch in tok):
             table[i] = len(tok)  # each char of a byte-level token is exactly one byte
-        elif m := _BYTE_FALLBACK.match(tok):
+        elif _BYTE_FALLBACK.match(tok):
             table[i] = 1
         else:
             table[i] = len(tok.replace("\u2581", " ").encode("utf-8"))

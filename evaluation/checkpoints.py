@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 
 from core.errors import CheckpointError, TokenizerError
+from core.runs import CONFIG_FILE
 from core.tokenizer import Tokenizer, load_tokenizer
 from gpt import GPT
+from training.config import load_run_config
 from training.resume.checkpoints import LATEST, MODEL_FILE, is_sharded, read_model_config, readable
 from training.resume.init_from import is_hf_folder, load_hf_gpt
-from core.runs import CONFIG_FILE
-from training.config import load_run_config
 
 
 def resolve_checkpoint(source: str) -> tuple[Path, Path]:

@@ -20,18 +20,17 @@ import torch.nn.functional as F
 from composer.core import DataSpec
 
 from callbacks.metrics import eval_metrics
-from gpt import GPT
-from loaders.dataset import LoaderSettings, build_dataspec, dataset_tokenizer, fetch_metadata, has_split
-from core.remote import is_remote
-from core.streams import StreamSource
+from core.errors import EvalError, HellaSwagError
 from core.metadata import METADATA_FILE, DatasetMetadata, read_metadata
+from core.remote import is_remote
+from core.runs import CONFIG_FILE
+from core.streams import StreamSource
 from core.tokenizer import Tokenizer
 from evaluation.checkpoints import resolve_checkpoint
-from training.config import TrainConfig
+from gpt import GPT
+from loaders.dataset import LoaderSettings, build_dataspec, dataset_tokenizer, fetch_metadata, has_split
+from training.config import TrainConfig, load_run_config
 from training.streams import build_mixture_eval, named_sources, trained_sources
-from core.errors import EvalError, HellaSwagError
-from core.runs import CONFIG_FILE
-from training.config import load_run_config
 
 EVAL_CACHE = "eval"  # under a run's data.cache: shards of remote datasets read by eval.py (not a live run's folder)
 DEFAULT_BATCH = 8

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 from core.errors import MetadataError, OptionError, RemoteError
 from core.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, read_metadata
 from core.remote import download_file, endpoint, is_remote, list_keys
-from loaders.shm import registering_shared_memory
-from core.tokenizer import Tokenizer, load_tokenizer
 from core.streams import StreamSource
+from core.tokenizer import Tokenizer, load_tokenizer
+from loaders.shm import registering_shared_memory
 from upstream.streaming import PatchedStreamingDataset
 
 if TYPE_CHECKING:

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from streaming.base.constant import BARRIER_FILELOCK, CACHE_FILELOCK, SHM_TO_CLEAN
+
 from upstream.streaming import registering_shared_memory
 
 SHM_DIR = Path("/dev/shm")

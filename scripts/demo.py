@@ -11,11 +11,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.runs import read_metrics  # noqa: E402
 from conversion.convert import convert  # noqa: E402
+from core.runs import read_metrics  # noqa: E402
 from evaluation.checkpoints import load_gpt, run_tokenizer  # noqa: E402
-from sampling import sample_text  # noqa: E402
 from evaluation.compare import plot_runs  # noqa: E402
+from sampling import sample_text  # noqa: E402
 
 CORPUS_MB = 6
 DATA = ROOT / "data" / "demo"

@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
 from core.errors import ConfigError, RunFolderError
 from core.files import write_atomic
 from core.runs import CONFIG_FILE

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Optional
 
 from composer.core import DataSpec, Evaluator
 from composer.utils import dist
 
 from callbacks.metrics import VAL_LABEL, stream_label
-from loaders.dataset import LoaderSettings, TokenSamples, build_dataspec, fetch_metadata, has_split, local_dir
-from core.remote import is_remote
-from core.streams import StreamSource
-from core.metadata import METADATA_FILE, DatasetMetadata
-from training.config import TrainConfig
 from core.errors import ConfigError
 from core.files import write_atomic
-from pathlib import Path
+from core.metadata import METADATA_FILE, DatasetMetadata
+from core.remote import is_remote
+from core.streams import StreamSource
+from loaders.dataset import LoaderSettings, TokenSamples, build_dataspec, fetch_metadata, has_split, local_dir
+from training.config import TrainConfig
 
 EVAL_SHUFFLE_SEED = 0  # a mixture's val order: fixed, so runs with other seeds are measured on the same samples
 SINGLE = "dataset"  # the name of a lone data.path in the run's data record

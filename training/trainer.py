@@ -39,8 +39,14 @@ from training.resume.bucket import remote_saver, upload_failure
 from training.resume.checkpoints import save_model_config
 from training.resume.guard import SCHEDULE_KEYS, ResumeGuard, run_fingerprint
 from training.resume.init_from import load_init_weights
-from training.streams import (build_evaluators, build_mixture_eval, build_stream_evals, named_sources,
-                              record_stream_metadata, trained_sources)
+from training.streams import (
+    build_evaluators,
+    build_mixture_eval,
+    build_stream_evals,
+    named_sources,
+    record_stream_metadata,
+    trained_sources,
+)
 from upstream.composer import (
     MarkEpochEnds,
     RestoreRNGOnResume,

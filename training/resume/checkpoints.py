@@ -19,10 +19,8 @@ from typing import Optional
 import torch
 
 from core.errors import CheckpointError
-from gpt import GPTConfig
 from core.runs import MODEL_FILE
-
-
+from gpt import GPTConfig
 
 LATEST = "latest-rank0.pt"
 
