@@ -30,6 +30,7 @@ from evaluation.checkpoints import resolve_checkpoint
 from gpt import GPT
 from loaders.dataset import LoaderSettings, build_dataspec, dataset_tokenizer, fetch_metadata, has_split
 from training.config import TrainConfig, load_run_config
+from training.resume.init_from import is_hf_folder
 from training.streams import build_mixture_eval, named_sources, trained_sources
 
 EVAL_CACHE = "eval"  # under a run's data.cache: shards of remote datasets read by eval.py (not a live run's folder)
@@ -60,8 +61,6 @@ class EvalTarget:
 def find_run(source: str) -> Optional[RunRecord]:
     """The run a source belongs to (a run folder, or a checkpoint inside ``RUN/checkpoints/``); None for a
     Hugging Face folder or a checkpoint that lives outside any run."""
-    from evaluation.hf import is_hf_folder
-
     if is_hf_folder(source):
         return None
     run_dir = resolve_checkpoint(source)[0]

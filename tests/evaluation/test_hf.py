@@ -31,7 +31,8 @@ def same_tensors(a: dict, b: dict) -> bool:
 def test_load_hf_gpt_matches_transformers_logits(tmp_path, vocab_size):
     from transformers import GPT2LMHeadModel
 
-    from evaluation.hf import is_hf_folder, load_hf_gpt, to_hf_model
+    from evaluation.hf import to_hf_model
+    from training.resume.init_from import is_hf_folder, load_hf_gpt
 
     folder = save_hf(tmp_path / "hf", seed=0, vocab_size=vocab_size)
     assert is_hf_folder(folder) and not is_hf_folder(tmp_path)
@@ -73,7 +74,7 @@ def test_bytes_tokenizer_exports_as_transformers_tokenizer(tmp_path):
 def test_unloadable_hf_folders_fail_clearly(tmp_path):
     from evaluation.checkpoints import load_gpt, load_tokenizer_for
     from core.errors import CheckpointError
-    from evaluation.hf import load_hf_gpt
+    from training.resume.init_from import load_hf_gpt
     from core.errors import HFError
 
     with pytest.raises(HFError, match="does not exist"):
@@ -89,7 +90,7 @@ def test_unloadable_hf_folders_fail_clearly(tmp_path):
 
 def test_init_from_checks_against_dataset_and_overrides(tmp_path):
     from core.errors import ConfigError
-    from evaluation.hf import init_config
+    from training.resume.init_from import init_config
 
     spec = f"hf:{save_hf(tmp_path / 'hf', seed=0)}"
     config = init_config(spec, {"dropout": 0.1, "n_embd": 32}, seq_len=32, vocab_size=50257)
@@ -136,7 +137,7 @@ def test_init_from_trains_from_hf_weights_and_resumes_without_them(fsdp_init_run
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     from evaluation.checkpoints import load_gpt
-    from evaluation.hf import load_hf_gpt
+    from training.resume.init_from import load_hf_gpt
 
     ckpts = fsdp_init_run / "checkpoints"
     assert (ckpts / "ep0-ba1" / ".metadata").is_file() and (ckpts / "ep0-ba2" / ".metadata").is_file()

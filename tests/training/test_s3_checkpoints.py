@@ -141,7 +141,7 @@ def test_upstream_uploader_wait_hangs_on_an_existence_check_when_the_endpoint_di
     from composer.utils.remote_uploader import RemoteUploader
 
     from tests.s3 import s3_vars
-    from training.resume.bucket import raise_first_upload_failure
+    from upstream.composer import raise_first_upload_failure
 
     s3 = start_moto()
     bucket = s3.new_bucket()

@@ -190,7 +190,7 @@ def test_pair_differs_only_in_data_and_compare_runs_plots_it(runs, tmp_path):
     import subprocess
 
     from callbacks.metrics import VAL_LABEL
-    from training import compare
+    from evaluation import compare
 
     assert compare.VAL_LABEL == VAL_LABEL  # restated there, see compare.py
 
