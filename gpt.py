@@ -113,7 +113,7 @@ class LayerKV:
 class KVCache:
     """Keys and values of every layer for the tokens seen so far, and how many there are.
 
-    GPT-2's position embeddings are absolute, so the cache holds at most block_size tokens; :meth:`GPT.generate`
+    GPT-2's position embeddings are absolute, so the cache holds at most block_size tokens; ``sampling.generate``
     starts it over (a fresh prefill of the last block_size tokens) when it is full.
     """
 
