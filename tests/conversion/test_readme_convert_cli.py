@@ -209,7 +209,8 @@ def test_hf_split_without_hf_dataset_is_refused_for_a_saved_folder(tmp_path):
     from datasets import Dataset, DatasetDict
 
     DatasetDict({"train": Dataset.from_list([{"text": f"train {i}"} for i in range(20)]),
-                 "test": Dataset.from_list([{"text": f"test {i}"} for i in range(5)])}).save_to_disk(str(tmp_path / "dd"))
+                 "test": Dataset.from_list([{"text": f"test {i}"} for i in range(5)])}
+                ).save_to_disk(str(tmp_path / "dd"))
     err = _one_error(_cli(tmp_path, tmp_path / "dd", "--hf-split", "test", "--out", tmp_path / "out", "--tokenizer",
                           "bytes", "--seq-len", "4", "--val-fraction", "0", "--no-progress"))
     assert err == "error: --hf-config / --hf-split need --hf-dataset NAME", err
@@ -224,7 +225,8 @@ def test_hf_dataset_on_a_saved_folder_reads_the_split_or_says_to_pass_it_as_inpu
     from datasets import Dataset, DatasetDict
 
     DatasetDict({"train": Dataset.from_list([{"text": f"train {i}"} for i in range(20)]),
-                 "test": Dataset.from_list([{"text": f"test {i}"} for i in range(5)])}).save_to_disk(str(tmp_path / "dd"))
+                 "test": Dataset.from_list([{"text": f"test {i}"} for i in range(5)])}
+                ).save_to_disk(str(tmp_path / "dd"))
     r = _cli(tmp_path, "--hf-dataset", tmp_path / "dd", "--hf-split", "test", "--out", tmp_path / "out",
              "--tokenizer", "bytes", "--seq-len", "4", "--val-fraction", "0", "--no-progress", HF_HUB_OFFLINE="1")
     if r.returncode == 0:

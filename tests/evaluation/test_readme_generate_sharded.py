@@ -6,6 +6,9 @@ tests/training/test_fsdp.py runs it) leaves a sharded checkpoint folder; generat
 folder whose latest is that folder, gives the greedy continuation that the same weights give when gathered
 independently of this project (torch's own dcp_to_torch_save) into gpt.py's GPT, and that the monolithic
 Hugging Face export of the checkpoint (export_hf.py) gives.
+
+Also from the README: `--json` prints `{"prompt", "prompt_ids", "new_ids", "text", "seed"}`; an empty prompt starts a
+new document; samples during training (`sample_prompt`) are skipped under FSDP with a warning.
 """
 from __future__ import annotations
 
@@ -38,7 +41,9 @@ def sharded_run(tmp_path_factory, shakespeare_text) -> Path:
     ds = make_dataset(root, shakespeare_text[:100_000], seq_len=32)
     args = tiny_args(ds, root, "run_name=f", "model.n_head=4", "global_train_batch_size=8",
                      "device_train_microbatch_size=4", "max_duration=4ba", "save_interval=4ba", "eval_interval=1000ba",
-                     "optimizer.lr=3e-3", "parallelism=fsdp", "fsdp.state_dict_type=sharded")
+                     "optimizer.lr=3e-3", "parallelism=fsdp", "fsdp.state_dict_type=sharded",
+                     f"sample_prompt='{PROMPT}'",
+                     "sample_interval=2ba")
     args = [str(REPO / a) if a.startswith("yamls/") else a for a in args]
     proc = subprocess.run([COMPOSER, "-n", "2", str(REPO / "gpt_pile_composer.py"), *args], cwd=root, env=_env(),
                           capture_output=True, text=True, timeout=300)
@@ -46,6 +51,7 @@ def sharded_run(tmp_path_factory, shakespeare_text) -> Path:
     run = root / "f"
     ckpt = run / "checkpoints" / "ep0-ba4"
     assert ckpt.is_dir() and sorted(p.name for p in ckpt.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    (run / "launcher_output.txt").write_text(proc.stdout + proc.stderr)
     return run
 
 
@@ -107,3 +113,22 @@ def test_generate_from_the_monolithic_export_gives_the_same_greedy_text(sharded_
     capsys.readouterr()
     assert (tmp_path / "hf" / "model.safetensors").is_file() and not list((tmp_path / "hf").glob("*.distcp"))
     assert _generate(tmp_path / "hf", capsys) == _generate(ckpt, capsys)
+
+
+def test_json_keys_and_an_empty_prompt_starts_a_new_document(sharded_run, capsys):
+    import generate
+
+    assert generate.main([str(sharded_run), "--prompt", "", "--temperature", "0", "--max-new-tokens", "5",
+                          "--ignore-eos", "--seed", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == ["prompt", "prompt_ids", "new_ids", "text", "seed"]
+    assert out["prompt"] == "" and out["prompt_ids"] == [256] and len(out["new_ids"]) == 5  # 256: the bytes EOS
+    assert out["seed"] == 2
+
+
+def test_samples_during_training_are_skipped_under_fsdp_with_a_warning(sharded_run):
+    output = (sharded_run / "launcher_output.txt").read_text()
+    assert output.count("UserWarning: sample_prompt: no samples under FSDP") == 1, output[-3000:]  # rank 0, once
+    rows = [json.loads(line) for line in (sharded_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert not any("samples/text" in r for r in rows)

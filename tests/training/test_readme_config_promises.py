@@ -7,6 +7,8 @@
 - "DDP ... each rank gets `global_train_batch_size / N` of every global batch" (and a batch that does not divide is
   refused).
 - "`data.streams.<name>`: `path` plus at most one of `proportion`, `repeat`, `choose`".
+- "Samples during training. `sample_prompt="ROMEO:"` continues that prompt": typed on a command line, the shell
+  removes the double quotes, so the script receives `sample_prompt=ROMEO:`.
 """
 from __future__ import annotations
 
@@ -85,7 +87,8 @@ def test_dataset_content_not_path_is_compared_and_sequence_length_and_tokenizer_
 
 def test_stream_weights_are_compared(datasets):
     def fingerprint(proportion_b: float) -> dict:
-        cfg = load_config(YAML, ["data.path=null", f"data.streams.a.path={datasets['a']}", "data.streams.a.proportion=0.5",
+        cfg = load_config(YAML, ["data.path=null", f"data.streams.a.path={datasets['a']}",
+                                 "data.streams.a.proportion=0.5",
                                  f"data.streams.b.path={datasets['b']}", f"data.streams.b.proportion={proportion_b}"])
         metas = {StreamSource(str(datasets[n]), proportion=p): read_metadata(datasets[n])
                  for n, p in (("a", 0.5), ("b", proportion_b))}
@@ -152,3 +155,23 @@ def test_a_stream_takes_at_most_one_weight(weights):
     with pytest.raises(ConfigError, match="data.streams.web: set at most one of proportion, repeat, choose"):
         load_config(YAML, ["data.path=null", *overrides])
     load_config(YAML, ["data.path=null", "data.streams.web.path=/d/web", f"data.streams.web.{weights[0]}"])
+
+
+# ---------------------------------------------------------------------------------------------- sample_prompt
+
+
+def test_quoted_sample_prompt_with_a_colon_is_a_string():
+    assert load_config(YAML, ["data.path=x", "sample_prompt='ROMEO:'"]).sample_prompt == "ROMEO:"
+
+
+@pytest.mark.xfail(strict=True, raises=ConfigError,
+                   reason="README's `sample_prompt=\"ROMEO:\"` reaches the script as sample_prompt=ROMEO: (the shell "
+                          "strips the quotes); omegaconf's dotlist reads `ROMEO:` as a mapping and load_config fails "
+                          "with \"config key 'sample_prompt': Cannot convert 'DictConfig' to string\"; only "
+                          "sample_prompt=\"'ROMEO:'\" works")
+def test_readme_sample_prompt_example_as_the_shell_passes_it():
+    import shlex
+
+    argv = shlex.split('sample_prompt="ROMEO:"')  # exactly as README writes it, after the shell
+    assert argv == ["sample_prompt=ROMEO:"]
+    assert load_config(YAML, ["data.path=x", *argv]).sample_prompt == "ROMEO:"

@@ -4,6 +4,7 @@
   in metrics.jsonl at every step against the closed form.
 - `grad_clip_norm` ("0 disables clipping"): the global grad norm after clipping (what OptimizerMonitor logs, at
   BATCH_END) stays under the threshold, and without clipping the same run goes over it.
+- metrics.jsonl logs "MFU when a peak is known (`peak_flops`)".
 - `plot.py RUN_DIR... --out curves.png [--metric BitsPerByte]`: the PNG, with the chosen metric's values plotted,
   every run in each panel; it reads metrics.jsonl, so a run still being written (a torn last line) plots too.
 """
@@ -23,6 +24,7 @@ from tests.helpers import PYTHON, REPO, make_dataset, metrics_rows, tiny_args, t
 pytestmark = pytest.mark.slow
 
 LR, WARMUP, ALPHA_F, STEPS, CLIP = 2e-3, 5, 0.3, 20, 0.05
+PEAK = 1e11  # peak_flops: a made-up device peak, FLOP/s
 LR_KEYS = ("lr-DecoupledAdamW/group0", "lr-DecoupledAdamW/group1")  # matrices, then biases / LayerNorms
 GRAD = "l2_norm/grad/global"
 
@@ -46,7 +48,8 @@ def runs(tmp_path_factory, shakespeare_text) -> dict[str, Path]:
     ds = make_dataset(root, shakespeare_text[:100_000], seq_len=32)
     common = [f"max_duration={STEPS}ba", f"scheduler.t_warmup={WARMUP}ba", f"scheduler.alpha_f={ALPHA_F}",
               f"optimizer.lr={LR}", "eval_interval=10ba", "save_interval=1000ba"]
-    wanted = {"noclip": ["grad_clip_norm=0"], "clip": [f"grad_clip_norm={CLIP}"]}
+    wanted = {"noclip": ["grad_clip_norm=0"],
+              "clip": [f"grad_clip_norm={CLIP}", f"peak_flops={PEAK}", "speed_window=5"]}
     procs = {name: subprocess.Popen([PYTHON, str(REPO / "gpt_pile_composer.py"),
                                      *_args(ds, root, f"run_name={name}", *common, *extra)],
                                     cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -88,6 +91,16 @@ def test_grad_clip_norm_bounds_the_global_grad_norm_and_zero_disables_it(runs):
     a, b = metrics_rows(runs["noclip"]), metrics_rows(runs["clip"])
     assert a[1][loss] == b[1][loss]  # the first step has lr 0: the same weights at step 2 ...
     assert a[-1][loss] != b[-1][loss]  # ... and clipping changes training after it
+
+
+def test_mfu_is_logged_when_a_peak_is_known(runs):
+    mfu = "throughput/device/mfu"
+    rows = [r for r in metrics_rows(runs["clip"]) if mfu in r]
+    assert rows, "no MFU with peak_flops set"
+    for row in rows:
+        assert row[mfu] == pytest.approx(row["throughput/device/flops_per_sec"] / PEAK, rel=1e-6)
+        assert 0 < row[mfu] < 1
+    assert not any(mfu in r for r in metrics_rows(runs["noclip"]))  # no peak on CPU: no MFU
 
 
 # ----------------------------------------------------------------------------------------------- plot.py --metric
