@@ -577,6 +577,12 @@ def hf_hub_documents(name: str, config: str | None, split: str, text_key: str = 
     fetched while iterating. Honours ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE`` even when set after
     ``datasets`` was imported.
     """
+    folder = Path(name).expanduser()
+    if folder.is_dir() and is_saved_dataset(folder):  # load_dataset would read its state.json as the only row
+        one = folder / split if (folder / _SAVED_DATASET_DICT_FILE).is_file() else folder
+        raise InputError(f"--hf-dataset {name} is a folder saved by datasets' save_to_disk, which is an input, not "
+                         f"a Hub dataset: pass it as INPUT instead (convert_to_mds.py {one} ...), without "
+                         "--hf-dataset / --hf-split")
     spec = ReadSpec(text_key, group_key, bad)
     label = Path(f"hf:{name}" + (f"/{config}" if config else "") + f"/{split}")
     rows = _open_hub_dataset(name, config, split)

@@ -144,7 +144,7 @@ def load_config(yaml_path: Optional[str], overrides: Sequence[str] = ()) -> Trai
     try:
         if yaml_path is not None:
             layers.append(_load_yaml(yaml_path))
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        layers.append(_dotlist(overrides))
         merged = OmegaConf.merge(base, *layers)
         cfg = OmegaConf.to_object(merged)
     except ConfigKeyError as e:
@@ -156,6 +156,38 @@ def load_config(yaml_path: Optional[str], overrides: Sequence[str] = ()) -> Trai
     assert isinstance(cfg, TrainConfig)
     validate(cfg)
     return cfg
+
+
+TEXT_TYPES = ("str", "Optional[str]")  # field annotations (strings: `from __future__ import annotations`)
+YAML_NULLS = ("null", "~", "Null", "NULL")
+
+
+def _dotlist(overrides: Sequence[str]):
+    """The ``key=value`` overrides as one config layer. A value for a text field is kept as typed: the shell has
+    already removed the user's quotes, so yaml must not turn ``sample_prompt=ROMEO:`` into a mapping or
+    ``run_name=007`` into 7 (``null`` still means None, and a value the user quoted for yaml, ``'ROMEO:'``, is
+    unquoted as before). Other values are parsed as yaml (numbers, lists, null)."""
+    layer = OmegaConf.create({})
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value")
+        if _is_text_field(key) and raw not in YAML_NULLS and not _yaml_quoted(raw):
+            OmegaConf.update(layer, key, raw, force_add=True)
+        else:
+            layer = OmegaConf.merge(layer, OmegaConf.from_dotlist([item]))
+    return layer
+
+
+def _yaml_quoted(raw: str) -> bool:
+    return len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\""
+
+
+def _is_text_field(dotted: str) -> bool:
+    parent, _, name = dotted.rpartition(".")
+    cls = _dataclass_at(parent)
+    fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
+    return name in fields and fields[name].type in TEXT_TYPES
 
 
 def _load_yaml(path: str):

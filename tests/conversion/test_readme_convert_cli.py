@@ -217,10 +217,6 @@ def test_hf_split_without_hf_dataset_is_refused_for_a_saved_folder(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="convert_to_mds.py --hf-dataset DIR on a save_to_disk folder streams DIR "
-                                       "with load_dataset, which reads the folder's state.json as the only record: "
-                                       "the error names '_data_files' / '_fingerprint' keys instead of the split, "
-                                       "or, with --text-key, a JSON field is converted as a document")
 def test_hf_dataset_on_a_saved_folder_reads_the_split_or_says_to_pass_it_as_input(tmp_path):
     from datasets import Dataset, DatasetDict
 
@@ -229,12 +225,10 @@ def test_hf_dataset_on_a_saved_folder_reads_the_split_or_says_to_pass_it_as_inpu
                 ).save_to_disk(str(tmp_path / "dd"))
     r = _cli(tmp_path, "--hf-dataset", tmp_path / "dd", "--hf-split", "test", "--out", tmp_path / "out",
              "--tokenizer", "bytes", "--seq-len", "4", "--val-fraction", "0", "--no-progress", HF_HUB_OFFLINE="1")
-    if r.returncode == 0:
-        meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
-        assert meta["splits"]["train"]["documents"] == 5
-    else:
-        err = _one_error(r)
-        assert "save_to_disk" in err and "_data_files" not in err, err
+    err = _one_error(r)
+    assert "is a folder saved by datasets' save_to_disk, which is an input" in err, err
+    assert f"convert_to_mds.py {tmp_path / 'dd' / 'test'}" in err and "_data_files" not in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_hub_name_offline_is_one_error_line_naming_config_and_split(tmp_path):

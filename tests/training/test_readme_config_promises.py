@@ -164,11 +164,6 @@ def test_quoted_sample_prompt_with_a_colon_is_a_string():
     assert load_config(YAML, ["data.path=x", "sample_prompt='ROMEO:'"]).sample_prompt == "ROMEO:"
 
 
-@pytest.mark.xfail(strict=True, raises=ConfigError,
-                   reason="README's `sample_prompt=\"ROMEO:\"` reaches the script as sample_prompt=ROMEO: (the shell "
-                          "strips the quotes); omegaconf's dotlist reads `ROMEO:` as a mapping and load_config fails "
-                          "with \"config key 'sample_prompt': Cannot convert 'DictConfig' to string\"; only "
-                          "sample_prompt=\"'ROMEO:'\" works")
 def test_readme_sample_prompt_example_as_the_shell_passes_it():
     import shlex
 
