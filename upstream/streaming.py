@@ -212,6 +212,20 @@ class PatchedStreamingDataset(StreamingDataset):
             return True
         return ahead > self.predownload and shard_id is not None and self._shard_states[shard_id] != _ShardState.LOCAL
 
+    _epoch_finished = False
+
+    def set_epoch_finished(self, finished: bool) -> None:
+        """Told by the trainer at each epoch's end and start (see :meth:`state_dict`)."""
+        self._epoch_finished = finished
+
+    def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
+        state = super().state_dict(num_samples, from_beginning)
+        # Composer 0.32.1 + Streaming 0.13 bug: at an epoch-end checkpoint Composer passes sample_in_epoch 0 while
+        # Streaming still reports the finished epoch, so resume would replay that epoch's order; name the next one.
+        if self._epoch_finished and num_samples == 0 and from_beginning:
+            state["epoch"] += 1
+        return state
+
 
 REGISTRY_LOCK = Path(tempfile.gettempdir()) / "streaming_shm_registry.lock"  # one per machine, every job
 
@@ -235,20 +249,6 @@ def registering_shared_memory() -> Iterator[None]:
         return
     with FileLock(str(REGISTRY_LOCK)):
         yield
-
-    _epoch_finished = False
-
-    def set_epoch_finished(self, finished: bool) -> None:
-        """Told by the trainer at each epoch's end and start (see :meth:`state_dict`)."""
-        self._epoch_finished = finished
-
-    def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
-        state = super().state_dict(num_samples, from_beginning)
-        # Composer 0.32.1 + Streaming 0.13 bug: at an epoch-end checkpoint Composer passes sample_in_epoch 0 while
-        # Streaming still reports the finished epoch, so resume would replay that epoch's order; name the next one.
-        if self._epoch_finished and num_samples == 0 and from_beginning:
-            state["epoch"] += 1
-        return state
 
 
 class LeanMDSWriter(MDSWriter):
