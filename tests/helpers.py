@@ -109,6 +109,25 @@ def start_convert(*args: str | Path, env: Optional[dict[str, str]] = None, **pop
     return start_script("convert_to_mds.py", *args, env=env, start_new_session=True, **popen)
 
 
+def convert_main(capsys: Any, *argv: str | Path) -> tuple[int, str, str]:
+    """``convert_to_mds.main(ARGV)`` in this process, as the script would run it (argparse's exit included):
+    (exit code, stdout, stderr). The SIGTERM handler and warning hook it installs are put back after."""
+    import warnings
+
+    import convert_to_mds
+
+    handler, show = signal.getsignal(signal.SIGTERM), warnings.showwarning
+    try:
+        code = convert_to_mds.main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        warnings.showwarning = show
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def error_line(stderr: str) -> str:
     """The single ``error: ...`` line a script prints for bad input (and no traceback)."""
     assert "Traceback" not in stderr, stderr[-3000:]

@@ -19,7 +19,7 @@ from core.metadata import METADATA_FILE, read_metadata
 from conversion.packing import Packer
 from conversion.sources import expand_inputs, iter_documents, supported_suffixes
 from core.tokenizer import BYTES_EOS_ID, load_tokenizer
-from tests.helpers import one_error, run_convert, start_convert, wait_until
+from tests.helpers import convert_main, error_line, one_error, run_convert, start_convert, wait_until
 
 DOCS = [
     "First Citizen:\nBefore we proceed any further, hear me speak.",
@@ -291,7 +291,8 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_cli_bad_input(case, tmp_path):
+def test_cli_bad_input(case, tmp_path, capsys):
+    """convert_to_mds.main in-process (cheap; the end-to-end script is checked below): one error line, exit 2."""
     files, arg, extra, expected = BAD_INPUTS[case]
     for rel, data in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -299,13 +300,17 @@ def test_cli_bad_input(case, tmp_path):
     out = tmp_path / "out"
     opts = {"--tokenizer": "bytes", "--seq-len": "8", "--val-fraction": "0"}
     opts.update(dict(zip(extra[::2], extra[1::2])))
-    r = run_convert(tmp_path / arg if "*" not in arg else f"{tmp_path}/{arg}", "--out", out,
-                    *[x for kv in opts.items() for x in kv])
-    one_error(r, *expected)
+    code, _, err = convert_main(capsys, tmp_path / arg if "*" not in arg else f"{tmp_path}/{arg}", "--out", out,
+                                *[x for kv in opts.items() for x in kv])
+    assert code == 2, err
+    line = error_line(err)
+    for part in expected:
+        assert part in line, line
     assert_nothing_finished(out)
 
 
 def test_cli_refuses_non_empty_out_without_overwrite(tmp_path):
+    """End to end: the script as a user runs it."""
     (tmp_path / "a.txt").write_text("hello world " * 10)
     out = tmp_path / "out"
     out.mkdir()

@@ -27,7 +27,7 @@ from core.metadata import METADATA_FILE, read_metadata
 from conversion.parallel import OrderedPool
 from core.tokenizer import load_tokenizer
 from conversion.verify import verify
-from tests.helpers import one_error, run_convert, start_convert, wait_until
+from tests.helpers import convert_main, error_line, one_error, run_convert, start_convert, wait_until
 
 SETS = ["Pile-CC", "PubMed Central", "Gutenberg (PG-19)", "ArXiv"]
 FOLDERS = {"Pile-CC", "PubMed_Central", "Gutenberg__PG-19_", "ArXiv"}
@@ -207,13 +207,14 @@ def test_group_by_prints_tokens_per_group(grouped):
     assert "total" in out
 
 
-def test_group_values_sharing_a_folder_are_refused(tmp_path):
+def test_group_values_sharing_a_folder_are_refused(tmp_path, capsys):
     src = tmp_path / "d.jsonl"
     src.write_text("".join(json.dumps({"text": f"doc {i}", "meta": {"set": s}}) + "\n"
                            for i, s in enumerate(["A B", "C", "A_B"])))
-    r = run_convert(src, "--out", tmp_path / "out", "--tokenizer", "bytes", "--seq-len", "2", "--group-by", "meta.set",
-            "--no-progress")
-    err = one_error(r)
+    code, _, stderr = convert_main(capsys, src, "--out", tmp_path / "out", "--tokenizer", "bytes", "--seq-len", "2",
+                                   "--group-by", "meta.set", "--no-progress")
+    assert code == 2, stderr
+    err = error_line(stderr)
     assert "'A B'" in err and "'A_B'" in err and "folder 'A_B'" in err and "d.jsonl:3" in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
@@ -254,7 +255,7 @@ def test_grouped_conversion_to_a_bucket_uploads_markers_last_and_rerun_skips(s3_
 # ---------------------------------------------------------------------------------------------- bad records & CLI
 
 
-def test_skip_bad_counts_and_reports(tmp_path, read_split):
+def test_skip_bad_counts_and_reports(tmp_path, read_split, capsys):
     good = [f"good document {i} " * 5 for i in range(40)]
     lines = [json.dumps({"text": t}) for t in good]
     lines.insert(3, '{"text": oops}')
@@ -263,12 +264,14 @@ def test_skip_bad_counts_and_reports(tmp_path, read_split):
     src = tmp_path / "bad.jsonl"
     src.write_text("\n".join(lines) + "\n")
     args = [src, "--tokenizer", "bytes", "--seq-len", "16", "--val-fraction", "0", "--no-progress"]
-    err = one_error(run_convert(*args, "--out", tmp_path / "strict"))
+    code, _, stderr = convert_main(capsys, *args, "--out", tmp_path / "strict")
+    assert code == 2, stderr
+    err = error_line(stderr)
     assert "bad.jsonl:4" in err and "--skip-bad" in err and not (tmp_path / "strict").exists()
 
-    r = run_convert(*args, "--out", tmp_path / "ds", "--skip-bad")
-    assert r.returncode == 0, r.stderr
-    assert "skipped 3 bad records" in r.stdout and "bad.jsonl:4" in r.stdout and "bad.jsonl:11" in r.stdout
+    code, stdout, stderr = convert_main(capsys, *args, "--out", tmp_path / "ds", "--skip-bad")
+    assert code == 0, stderr
+    assert "skipped 3 bad records" in stdout and "bad.jsonl:4" in stdout and "bad.jsonl:11" in stdout
     meta = read_metadata(tmp_path / "ds")
     assert meta.source["bad_records"] == 3 and meta.splits["train"].documents == len(good)
     assert meta.splits["train"].bytes == sum(len(t) for t in good)
@@ -281,17 +284,20 @@ def test_skip_bad_counts_and_reports(tmp_path, read_split):
     (["--verify", "x"], ["--verify", "INPUT"]),
     (["--seq-len", "ten"], ["--seq-len", "invalid int value"]),
 ])
-def test_cli_option_errors(extra, expected, tmp_path):
+def test_cli_option_errors(extra, expected, tmp_path, capsys):
     (tmp_path / "a.txt").write_text("hello")
     opts = {"--out": str(tmp_path / "out"), "--tokenizer": "bytes", "--seq-len": "4"}
     args = [x for kv in opts.items() for x in kv if kv[0] not in extra] + extra
-    err = one_error(run_convert(tmp_path / "a.txt", *args))
+    code, _, stderr = convert_main(capsys, tmp_path / "a.txt", *args)
+    assert code == 2, stderr
+    err = error_line(stderr)
     for part in expected:
         assert part in err, err
     assert not (tmp_path / "out").exists()
 
 
 def test_cli_requires_out_tokenizer_and_seq_len(tmp_path):
+    """End to end: the script as a user runs it."""
     err = one_error(run_convert(tmp_path / "a.txt"))
     assert "--out, --tokenizer, --seq-len required" in err
 
@@ -367,6 +373,7 @@ def big(tmp_path_factory, shakespeare_text) -> Path:
     return write_zst(tmp_path_factory.mktemp("big") / "big.jsonl.zst", pile_records(shakespeare_text, 3000, seed=4))
 
 
+@pytest.mark.slow  # a real multi-second BPE conversion with 2 worker processes, killed
 def test_sigkill_with_workers_leaves_no_dataset_no_orphans_and_rerun_matches(big, gpt2_dir, tmp_path):
     out = tmp_path / "ds"
     args = [big, "--out", out, "--tokenizer", gpt2_dir, "--seq-len", "256", "--size-limit", str(1 << 16),
@@ -386,6 +393,7 @@ def test_sigkill_with_workers_leaves_no_dataset_no_orphans_and_rerun_matches(big
     assert files_of(out) == files_of(reference) and not (tmp_path / "ds.partial").exists()
 
 
+@pytest.mark.slow  # a real multi-second BPE conversion with 2 worker processes, killed
 def test_ctrl_c_with_workers_cleans_up(big, gpt2_dir, tmp_path):
     out = tmp_path / "ds"
     proc = start_convert(big, "--out", out, "--tokenizer", gpt2_dir, "--seq-len", "256", "--size-limit", 1 << 16,
@@ -399,6 +407,7 @@ def test_ctrl_c_with_workers_cleans_up(big, gpt2_dir, tmp_path):
     assert gone(children) and not out.exists() and not (tmp_path / "ds.partial").exists()
 
 
+@pytest.mark.slow  # a real multi-second BPE conversion with 2 worker processes, killed
 def test_a_killed_worker_is_one_error(big, gpt2_dir, tmp_path):
     out = tmp_path / "ds"
     proc = start_convert(big, "--out", out, "--tokenizer", gpt2_dir, "--seq-len", "256", "--val-fraction", "0",

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import gc
 import json
-import signal
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import (error_line, free_port, make_dataset, metrics_rows, one_error, paragraphs_jsonl, run_convert,
+from tests.helpers import (convert_main, error_line, free_port, make_dataset, metrics_rows, one_error, paragraphs_jsonl, run_convert,
                            run_train, start_train, tiny_args, wait_until)
 
 SEQ_LEN = 32
@@ -93,16 +91,8 @@ def test_nonempty_prefix_refused_and_overwrite_deletes_metadata_first(s3_process
 
 
 def _convert_main(argv: list[str], capsys) -> tuple[int, str]:
-    """convert_to_mds.main in this process (its signal and warning hooks restored after)."""
-    import convert_to_mds
-
-    handler, show = signal.getsignal(signal.SIGTERM), warnings.showwarning
-    try:
-        code = convert_to_mds.main(argv)
-    finally:
-        signal.signal(signal.SIGTERM, handler)
-        warnings.showwarning = show
-    return code, capsys.readouterr().err
+    code, _, err = convert_main(capsys, *argv)
+    return code, err
 
 
 def test_convert_bucket_faults_are_one_line_before_tokenizing(s3_process_env, corpus, monkeypatch, capsys):
