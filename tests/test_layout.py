@@ -172,6 +172,7 @@ def test_upstream_refuses_other_composer_or_streaming_versions(versions, message
         check_versions(versions)
 
 
+@pytest.mark.slow  # a subprocess importing Composer
 def test_a_script_reports_a_wrong_upstream_version_as_one_error_line(tmp_path):
     """Importing upstream with another version installed stops a script with one `error:` line, exit 2."""
     fake = tmp_path / "fake_metadata"

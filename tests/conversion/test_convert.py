@@ -372,6 +372,7 @@ def test_failure_midway_leaves_old_dataset_untouched(tmp_path, shakespeare_text)
     assert not (tmp_path / "ds.partial").exists() and not (tmp_path / "ds.replaced").exists()
 
 
+@pytest.mark.slow  # a ~9 MB conversion subprocess, killed, then run again
 def test_sigkill_midway_leaves_no_dataset_and_rerun_succeeds(tmp_path, shakespeare_text):
     src = shakespeare_jsonl(tmp_path / "big.jsonl", shakespeare_text, 8)  # ~9 MB
     out = tmp_path / "ds"

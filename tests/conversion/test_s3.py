@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import (convert_main, error_line, free_port, make_dataset, metrics_rows, one_error, paragraphs_jsonl, run_convert,
-                           run_train, start_train, tiny_args, wait_until)
+from tests.helpers import (convert_main, error_line, free_port, make_dataset, metrics_rows, one_error,
+                           paragraphs_jsonl, run_convert, run_train, start_train, tiny_args, wait_until)
 
 SEQ_LEN = 32
 SHARD_BYTES = 4096  # small shards: several per split, so the cache limit has something to evict

@@ -122,6 +122,7 @@ def run_generate(*args: str) -> subprocess.CompletedProcess:
     return run_script("generate.py", *args, timeout=120)
 
 
+@pytest.mark.slow  # generate.py as a subprocess
 def test_greedy_matches_transformers_generate(hf_dir):
     from transformers import GPT2LMHeadModel, GPT2TokenizerFast
 

@@ -127,6 +127,7 @@ def _future_waited_on(thread: threading.Thread, function) -> object:
     return None
 
 
+@pytest.mark.slow  # Composer's uploader worker processes
 def test_upstream_uploader_wait_hangs_on_an_existence_check_when_the_endpoint_dies(monkeypatch, tmp_path):
     """Composer 0.32.1's RemoteUploader.wait() blocks on the existence check of an uploaded checkpoint (it polls a
     dead endpoint for up to an hour) before it looks at the upload that failed; our fit_end sees the failure."""

@@ -108,7 +108,8 @@ def test_two_rank_launch_trains(dataset, tmp_path):
 
 def test_unknown_dotlist_key_lists_valid_keys(tmp_path):
     args = tiny_args(tmp_path / "ds", tmp_path, "data.pth=x")
-    with pytest.raises(ConfigError, match=r"unknown config key 'data\.pth'; valid keys under 'data': path, cache, streams"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'data\.pth'; valid keys under 'data': path, cache, "
+                                          "streams"):
         load_config(args[0], args[1:])
 
 

@@ -108,11 +108,13 @@ def _live_segments_after_cleaning(tmp_path, text: str, upstream: bool) -> tuple[
     return left, before
 
 
+@pytest.mark.slow  # subprocesses that each import Streaming/Composer
 def test_upstream_clean_stale_shared_memory_removes_a_live_runs_memory(tmp_path, shakespeare_text):
     left, before = _live_segments_after_cleaning(tmp_path, shakespeare_text, upstream=True)
     assert before > 0 and left == 0  # the bug: a live dataset's segments are unlinked under it
 
 
+@pytest.mark.slow  # subprocesses that each import Streaming/Composer
 def test_our_cleaner_spares_live_memory_and_removes_dead(tmp_path, shakespeare_text):
     left, before = _live_segments_after_cleaning(tmp_path, shakespeare_text, upstream=False)
     assert before > 0 and left == before
@@ -129,6 +131,7 @@ def _register_race(tmp_path, ds, mode: str) -> int:
     return int(proc.stdout.split()[-1])
 
 
+@pytest.mark.slow  # subprocesses that each import Streaming/Composer
 def test_upstream_jobs_starting_together_collide_and_ours_do_not(tmp_path, shakespeare_text):
     """Streaming 0.13.0 picks a free shared-memory prefix and then creates it, with no lock between: jobs started
     together (a sweep, two runs of a comparison) pick the same one and all but one die with FileExistsError.
@@ -183,6 +186,7 @@ print(upstream, dist.get_node_signal_file_name())
 """
 
 
+@pytest.mark.slow  # subprocesses that each import Streaming/Composer
 def test_signal_file_names_per_node(tmp_path):
     """Two single-rank "nodes": upstream hands both the same signal file name; ours one each."""
     code = _SIGNAL_PROBE.format(repo=str(REPO), port=free_port())
