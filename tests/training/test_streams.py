@@ -261,7 +261,7 @@ def test_plot_draws_train_val_and_each_stream_of_every_run(runs, tmp_path):
     proc = run_script("plot.py", *runs.values(), "--out", out, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    proc = run_script("plot.py", tmp_path, timeout=60)
-    line = one_error(proc, f"{tmp_path}: no metrics.jsonl")
-    assert proc.stderr.strip() == line == f"error: {tmp_path}: no metrics.jsonl; give run folders of " \
-        "gpt_pile_composer.py runs"
+    proc = run_script("plot.py", tmp_path, timeout=60)  # not a run folder: core.runs.read_metrics' one message
+    line = one_error(proc, f"{tmp_path / 'metrics.jsonl'} does not exist")
+    assert proc.stderr.strip() == line == f"error: {tmp_path / 'metrics.jsonl'} does not exist: give run folders " \
+        "of gpt_pile_composer.py runs ({runs_root}/{run_name})"
