@@ -357,6 +357,7 @@ def test_overwrite_replaces(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "ds"]
 
 
+@pytest.mark.slow  # a ~3 MB conversion
 def test_failure_midway_leaves_old_dataset_untouched(tmp_path, shakespeare_text):
     out = tmp_path / "ds"
     (tmp_path / "in").mkdir()

@@ -233,6 +233,7 @@ def test_many_groups_flush_shards_early_to_bound_memory(pile, tmp_path, read_spl
                               read_split(tmp_path / "tight" / folder / "train"))
 
 
+@pytest.mark.slow  # three grouped conversions, one uploaded
 def test_grouped_conversion_to_a_bucket_uploads_markers_last_and_rerun_skips(s3_process_env, pile, tmp_path):
     s3 = s3_process_env
     bucket = s3.new_bucket()
@@ -319,6 +320,7 @@ def test_hf_dataset_gives_the_samples_files_give(tmp_path, shakespeare_text, rea
 # -------------------------------------------------------------------------------------------------------- restarts
 
 
+@pytest.mark.slow  # three runs of the script
 def test_finished_output_is_skipped_until_arguments_or_inputs_change(tmp_path, shakespeare_text):
     src = write_zst(tmp_path / "p.jsonl.zst", pile_records(shakespeare_text[:200_000], 100, seed=3))
     out = tmp_path / "ds"

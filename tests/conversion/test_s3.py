@@ -43,6 +43,7 @@ def _files(root: Path) -> dict[str, bytes]:
 # ------------------------------------------------------------------------------------------------------ conversion
 
 
+@pytest.mark.slow  # bucket_ds: the script converts into the bucket
 def test_convert_to_bucket_uploads_the_local_layout_metadata_last(bucket_ds, moto_s3, corpus, tmp_path):
     from conversion.convert import convert
 
@@ -61,6 +62,7 @@ def test_convert_to_bucket_uploads_the_local_layout_metadata_last(bucket_ds, mot
     assert list(bucket_ds["tmpdir"].iterdir()) == []  # the local temporary copy is gone
 
 
+@pytest.mark.slow  # four conversions, three into the bucket
 def test_nonempty_prefix_refused_and_overwrite_deletes_metadata_first(s3_process_env, corpus, tmp_path):
     from core import remote
     from conversion.convert import convert
@@ -194,6 +196,7 @@ def test_cache_limit_bounds_the_cache_folder(bucket_ds, moto_s3, tmp_path):
     assert len(seen) > at_once, (len(seen), at_once)  # more shards passed through than ever fit at once
 
 
+@pytest.mark.slow  # bucket_ds: the script converts into the bucket
 def test_cache_limit_below_streamings_floor_is_a_clean_error(bucket_ds, s3_process_env, tmp_path):
     from loaders.dataset import LoaderSettings, build_dataspec, fetch_metadata
     from core.streams import StreamSource
@@ -386,6 +389,7 @@ def _read_remote_split(url: str, cache: Path) -> list:
     return samples
 
 
+@pytest.mark.slow  # four conversions, two into the bucket
 def test_reconverted_bucket_dataset_is_not_read_from_a_stale_cache(s3_process_env, shakespeare_text, tmp_path,
                                                                     read_split):
     from conversion.convert import convert
