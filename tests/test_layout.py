@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PYTHON, REPO
+from tests.helpers import PYTHON, REPO, train_env
 
 # Rooms from the bottom up; each may import only the rooms listed for it (and itself).
 ALLOWED: dict[str, set[str]] = {
@@ -42,7 +42,7 @@ def room_of(module: str) -> str | None:
 
 def our_modules() -> dict[str, Path]:
     """Every Python module of the product (tests excluded), by dotted name."""
-    files = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True, check=True)
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "*.py"], capture_output=True, text=True, check=True)
     out = {}
     for rel in files.stdout.split():
         if rel.startswith("tests/"):
@@ -134,7 +134,7 @@ def test_every_module_has_a_room():
     assert sorted(m for m in our_modules() if room_of(m) is None) == []
 
 
-def test_core_imports_neither_torch_nor_composer():
+def test_core_imports_neither_torch_nor_composer(tmp_path):
     core = {name: path for name, path in our_modules().items() if room_of(name) == "core"}
     heavy = sorted(f"{name} -> {imp}" for name, path in core.items()
                    for imp in imports_of(name, path) if imp.split(".")[0] in NEVER_IN_CORE)
@@ -145,7 +145,8 @@ def test_core_imports_neither_torch_nor_composer():
     code = ("import sys, core.cli, core.errors, core.files, core.memory, core.metadata, core.remote, core.runs, "
             "core.streams, core.tokenizer; print(sorted(m for m in ('torch', 'composer', 'streaming') "
             "if m in sys.modules))")
-    proc = subprocess.run([PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([PYTHON, "-c", code], cwd=tmp_path, env={**train_env(), "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
@@ -171,6 +172,7 @@ def test_upstream_refuses_other_composer_or_streaming_versions(versions, message
         check_versions(versions)
 
 
+@pytest.mark.slow  # a subprocess importing Composer
 def test_a_script_reports_a_wrong_upstream_version_as_one_error_line(tmp_path):
     """Importing upstream with another version installed stops a script with one `error:` line, exit 2."""
     fake = tmp_path / "fake_metadata"

@@ -4,10 +4,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,7 @@ from core.metadata import METADATA_FILE, read_metadata
 from conversion.packing import Packer
 from conversion.sources import expand_inputs, iter_documents, supported_suffixes
 from core.tokenizer import BYTES_EOS_ID, load_tokenizer
-
-ROOT = Path(__file__).resolve().parents[2]
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+from tests.helpers import convert_main, error_line, one_error, run_convert, start_convert, wait_until
 
 DOCS = [
     "First Citizen:\nBefore we proceed any further, hear me speak.",
@@ -61,11 +57,6 @@ def complete_docs(stream: np.ndarray, eos: int = BYTES_EOS_ID) -> list[str]:
     """Texts of the documents whose EOS made it into the stream (bytes tokenizer)."""
     pieces = np.split(stream, np.flatnonzero(stream == eos))
     return [bytes(p[p != eos].astype(np.uint8)).decode("utf-8") for p in pieces[:-1]]
-
-
-def run_cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "convert_to_mds.py", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def assert_nothing_finished(out: Path, existed_before: bool = False) -> None:
@@ -300,7 +291,8 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_cli_bad_input(case, tmp_path):
+def test_cli_bad_input(case, tmp_path, capsys):
+    """convert_to_mds.main in-process (cheap; the end-to-end script is checked below): one error line, exit 2."""
     files, arg, extra, expected = BAD_INPUTS[case]
     for rel, data in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -308,34 +300,38 @@ def test_cli_bad_input(case, tmp_path):
     out = tmp_path / "out"
     opts = {"--tokenizer": "bytes", "--seq-len": "8", "--val-fraction": "0"}
     opts.update(dict(zip(extra[::2], extra[1::2])))
-    r = run_cli(tmp_path / arg if "*" not in arg else f"{tmp_path}/{arg}", "--out", out,
-                *[x for kv in opts.items() for x in kv])
-    assert r.returncode == 2, r.stderr
-    assert "Traceback" not in r.stderr
-    error_lines = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error_lines) == 1, r.stderr
+    code, _, err = convert_main(capsys, tmp_path / arg if "*" not in arg else f"{tmp_path}/{arg}", "--out", out,
+                                *[x for kv in opts.items() for x in kv])
+    assert code == 2, err
+    line = error_line(err)
     for part in expected:
-        assert part in error_lines[0], error_lines[0]
+        assert part in line, line
     assert_nothing_finished(out)
 
 
 def test_cli_refuses_non_empty_out_without_overwrite(tmp_path):
+    """End to end: the script as a user runs it."""
     (tmp_path / "a.txt").write_text("hello world " * 10)
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    r = run_cli(tmp_path / "a.txt", "--out", out, "--tokenizer", "bytes", "--seq-len", "8")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.startswith("error: ") and "--overwrite" in r.stderr and str(out) in r.stderr
+    r = run_convert(tmp_path / "a.txt", "--out", out, "--tokenizer", "bytes", "--seq-len", "8")
+    one_error(r, "--overwrite", str(out))
+    assert r.stderr.startswith("error: ")
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
     assert not (tmp_path / "out.partial").exists()
 
 
 def test_bad_options_raise_data_errors(tmp_path):
     src = [str(write_jsonl(tmp_path / "d.jsonl", DOCS))]
-    for kwargs in [{"seq_len": 0}, {"seq_len": 4, "val_fraction": 1.5}, {"seq_len": 4, "compression": "lz4"},
-                   {"seq_len": 4, "size_limit": 0}, {"seq_len": 4, "text_key": ""}]:
-        with pytest.raises(OptionError):
+    for kwargs, message in [
+        ({"seq_len": 0}, "--seq-len must be a positive integer, got 0"),
+        ({"seq_len": 4, "val_fraction": 1.5}, re.escape("--val-fraction must be in [0, 1), got 1.5")),
+        ({"seq_len": 4, "compression": "lz4"}, "--compression 'lz4' is not supported"),
+        ({"seq_len": 4, "size_limit": 0}, re.escape("--size-limit must be in (0, 2**32) bytes, got 0")),
+        ({"seq_len": 4, "text_key": ""}, "--text-key must not be empty"),
+    ]:
+        with pytest.raises(OptionError, match=message):
             convert(src, str(tmp_path / "ds"), "bytes", **kwargs)
     with pytest.raises(OptionError, match="only s3://"):
         convert(src, "gs://bucket/ds", "bytes", 4)
@@ -361,6 +357,7 @@ def test_overwrite_replaces(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "ds"]
 
 
+@pytest.mark.slow  # a ~3 MB conversion
 def test_failure_midway_leaves_old_dataset_untouched(tmp_path, shakespeare_text):
     out = tmp_path / "ds"
     (tmp_path / "in").mkdir()
@@ -376,23 +373,21 @@ def test_failure_midway_leaves_old_dataset_untouched(tmp_path, shakespeare_text)
     assert not (tmp_path / "ds.partial").exists() and not (tmp_path / "ds.replaced").exists()
 
 
+@pytest.mark.slow  # a ~9 MB conversion subprocess, killed, then run again
 def test_sigkill_midway_leaves_no_dataset_and_rerun_succeeds(tmp_path, shakespeare_text):
     src = shakespeare_jsonl(tmp_path / "big.jsonl", shakespeare_text, 8)  # ~9 MB
     out = tmp_path / "ds"
-    args = [PYTHON, "convert_to_mds.py", str(src), "--out", str(out), "--tokenizer", "bytes", "--seq-len", "64",
-            "--size-limit", str(1 << 16), "--no-progress"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = [src, "--out", out, "--tokenizer", "bytes", "--seq-len", "64", "--size-limit", 1 << 16, "--no-progress"]
+    proc = start_convert(*args, stdout=subprocess.DEVNULL)
     partial_train = tmp_path / "ds.partial" / "train"
-    deadline = time.monotonic() + 60
-    while not partial_train.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(partial_train.exists, "the conversion writes ds.partial/train", timeout=60, proc=proc)
     assert proc.poll() is None, f"conversion ended before it could be killed: {proc.stderr.read()}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists() and not (out / METADATA_FILE).exists()
 
-    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = run_convert(*args)
     assert r.returncode == 0, r.stderr
     meta = read_metadata(out)
     assert meta.splits["train"].samples > 0 and not (tmp_path / "ds.partial").exists()

@@ -11,8 +11,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +27,8 @@ from core.metadata import METADATA_FILE, read_metadata
 from conversion.parallel import OrderedPool
 from core.tokenizer import load_tokenizer
 from conversion.verify import verify
-from tests.s3_fixtures import moto_s3, s3_process_env  # noqa: F401 - fixtures
+from tests.helpers import convert_main, error_line, one_error, run_convert, start_convert, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 SETS = ["Pile-CC", "PubMed Central", "Gutenberg (PG-19)", "ArXiv"]
 FOLDERS = {"Pile-CC", "PubMed_Central", "Gutenberg__PG-19_", "ArXiv"}
 
@@ -59,18 +54,6 @@ def files_of(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def cli(*args: str | Path, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "convert_to_mds.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def one_error(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, r.stderr
-    return lines[0]
-
-
 def complete_docs(samples: np.ndarray, tok) -> list[str]:
     """Decoded documents whose EOS made it into the packed stream (consecutive samples share one token)."""
     stream = np.concatenate([samples[0], samples[1:, 1:].ravel()])
@@ -79,21 +62,20 @@ def complete_docs(samples: np.ndarray, tok) -> list[str]:
     return [rust.decode(p[p != tok.eos_id].tolist(), skip_special_tokens=False) for p in pieces[:-1]]
 
 
-def gone(procs: list[psutil.Process], timeout: float = 10) -> bool:
-    """Whether every process exited within ``timeout`` (a reparented zombie counts as exited)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = []
-        for p in procs:
-            try:
-                if p.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        if not alive:
-            return True
-        time.sleep(0.1)
-    return False
+def _exited(p: psutil.Process) -> bool:
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE  # a reparented zombie counts as exited
+    except psutil.NoSuchProcess:
+        return True
+
+
+def gone(procs: list[psutil.Process], timeout: float = 30) -> bool:
+    """Whether every process exits (polled; ``timeout`` is a hang guard)."""
+    try:
+        wait_until(lambda: all(_exited(p) for p in procs), "the processes exit", timeout=timeout, poll=0.05)
+    except AssertionError:
+        return False
+    return True
 
 
 def request(src: Path, out: Path, tokenizer: str, **kw) -> ConvertRequest:
@@ -116,7 +98,7 @@ def pile(tmp_path_factory, shakespeare_text) -> dict:
 def grouped(pile, gpt2_dir) -> dict:
     """The same grouped conversion by the CLI with 2 workers and in this process with 1."""
     w2 = pile["root"] / "grouped_w2"
-    r = cli(pile["src"], "--out", w2, "--tokenizer", gpt2_dir, "--seq-len", "128", "--val-fraction", "0.05",
+    r = run_convert(pile["src"], "--out", w2, "--tokenizer", gpt2_dir, "--seq-len", "128", "--val-fraction", "0.05",
             "--size-limit", str(1 << 16), "--group-by", "meta.pile_set_name", "--workers", "2", "--no-progress")
     assert r.returncode == 0, r.stderr
     w1 = pile["root"] / "grouped_w1"
@@ -225,13 +207,14 @@ def test_group_by_prints_tokens_per_group(grouped):
     assert "total" in out
 
 
-def test_group_values_sharing_a_folder_are_refused(tmp_path):
+def test_group_values_sharing_a_folder_are_refused(tmp_path, capsys):
     src = tmp_path / "d.jsonl"
     src.write_text("".join(json.dumps({"text": f"doc {i}", "meta": {"set": s}}) + "\n"
                            for i, s in enumerate(["A B", "C", "A_B"])))
-    r = cli(src, "--out", tmp_path / "out", "--tokenizer", "bytes", "--seq-len", "2", "--group-by", "meta.set",
-            "--no-progress")
-    err = one_error(r)
+    code, _, stderr = convert_main(capsys, src, "--out", tmp_path / "out", "--tokenizer", "bytes", "--seq-len", "2",
+                                   "--group-by", "meta.set", "--no-progress")
+    assert code == 2, stderr
+    err = error_line(stderr)
     assert "'A B'" in err and "'A_B'" in err and "folder 'A_B'" in err and "d.jsonl:3" in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
@@ -250,6 +233,7 @@ def test_many_groups_flush_shards_early_to_bound_memory(pile, tmp_path, read_spl
                               read_split(tmp_path / "tight" / folder / "train"))
 
 
+@pytest.mark.slow  # three grouped conversions, one uploaded
 def test_grouped_conversion_to_a_bucket_uploads_markers_last_and_rerun_skips(s3_process_env, pile, tmp_path):
     s3 = s3_process_env
     bucket = s3.new_bucket()
@@ -272,7 +256,7 @@ def test_grouped_conversion_to_a_bucket_uploads_markers_last_and_rerun_skips(s3_
 # ---------------------------------------------------------------------------------------------- bad records & CLI
 
 
-def test_skip_bad_counts_and_reports(tmp_path, read_split):
+def test_skip_bad_counts_and_reports(tmp_path, read_split, capsys):
     good = [f"good document {i} " * 5 for i in range(40)]
     lines = [json.dumps({"text": t}) for t in good]
     lines.insert(3, '{"text": oops}')
@@ -281,12 +265,14 @@ def test_skip_bad_counts_and_reports(tmp_path, read_split):
     src = tmp_path / "bad.jsonl"
     src.write_text("\n".join(lines) + "\n")
     args = [src, "--tokenizer", "bytes", "--seq-len", "16", "--val-fraction", "0", "--no-progress"]
-    err = one_error(cli(*args, "--out", tmp_path / "strict"))
+    code, _, stderr = convert_main(capsys, *args, "--out", tmp_path / "strict")
+    assert code == 2, stderr
+    err = error_line(stderr)
     assert "bad.jsonl:4" in err and "--skip-bad" in err and not (tmp_path / "strict").exists()
 
-    r = cli(*args, "--out", tmp_path / "ds", "--skip-bad")
-    assert r.returncode == 0, r.stderr
-    assert "skipped 3 bad records" in r.stdout and "bad.jsonl:4" in r.stdout and "bad.jsonl:11" in r.stdout
+    code, stdout, stderr = convert_main(capsys, *args, "--out", tmp_path / "ds", "--skip-bad")
+    assert code == 0, stderr
+    assert "skipped 3 bad records" in stdout and "bad.jsonl:4" in stdout and "bad.jsonl:11" in stdout
     meta = read_metadata(tmp_path / "ds")
     assert meta.source["bad_records"] == 3 and meta.splits["train"].documents == len(good)
     assert meta.splits["train"].bytes == sum(len(t) for t in good)
@@ -299,26 +285,29 @@ def test_skip_bad_counts_and_reports(tmp_path, read_split):
     (["--verify", "x"], ["--verify", "INPUT"]),
     (["--seq-len", "ten"], ["--seq-len", "invalid int value"]),
 ])
-def test_cli_option_errors(extra, expected, tmp_path):
+def test_cli_option_errors(extra, expected, tmp_path, capsys):
     (tmp_path / "a.txt").write_text("hello")
     opts = {"--out": str(tmp_path / "out"), "--tokenizer": "bytes", "--seq-len": "4"}
     args = [x for kv in opts.items() for x in kv if kv[0] not in extra] + extra
-    err = one_error(cli(tmp_path / "a.txt", *args))
+    code, _, stderr = convert_main(capsys, tmp_path / "a.txt", *args)
+    assert code == 2, stderr
+    err = error_line(stderr)
     for part in expected:
         assert part in err, err
     assert not (tmp_path / "out").exists()
 
 
 def test_cli_requires_out_tokenizer_and_seq_len(tmp_path):
-    err = one_error(cli(tmp_path / "a.txt"))
+    """End to end: the script as a user runs it."""
+    err = one_error(run_convert(tmp_path / "a.txt"))
     assert "--out, --tokenizer, --seq-len required" in err
 
 
-def test_hf_dataset_gives_the_samples_files_give(tmp_path, shakespeare_text, read_split, monkeypatch):
+def test_hf_dataset_gives_the_samples_files_give(tmp_path, shakespeare_text, read_split, hf_offline):
     records = pile_records(shakespeare_text[:100_000], 60, seed=2)
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a local folder: nothing may be fetched
+    # hf_offline: a local folder, nothing may be fetched (flags and module constants restored after the test)
     kw = dict(seq_len=64, val_fraction=0.2, size_limit=1 << 14, progress=False)
     hub = run(ConvertRequest((), str(tmp_path / "from_hub"), "bytes", hf=HFSource(str(tmp_path / "hub")), **kw))
     files = run(ConvertRequest((str(tmp_path / "hub" / "data.jsonl"),), str(tmp_path / "from_files"), "bytes", **kw))
@@ -331,23 +320,22 @@ def test_hf_dataset_gives_the_samples_files_give(tmp_path, shakespeare_text, rea
 # -------------------------------------------------------------------------------------------------------- restarts
 
 
+@pytest.mark.slow  # three runs of the script
 def test_finished_output_is_skipped_until_arguments_or_inputs_change(tmp_path, shakespeare_text):
     src = write_zst(tmp_path / "p.jsonl.zst", pile_records(shakespeare_text[:200_000], 100, seed=3))
     out = tmp_path / "ds"
     args = [src, "--out", out, "--tokenizer", "bytes", "--seq-len", "64", "--val-fraction", "0", "--no-progress"]
-    assert cli(*args).returncode == 0
+    assert run_convert(*args).returncode == 0
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    started = time.monotonic()
-    r = cli(*args)
+    r = run_convert(*args)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"{out}: already converted with these arguments; nothing to do"
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
-    assert time.monotonic() - started < 20
 
     other = [str(a) if a != "64" else "32" for a in args]  # other arguments
-    assert "--overwrite" in one_error(cli(*other))
+    assert "--overwrite" in one_error(run_convert(*other))
     os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))  # the input changed
-    assert "--overwrite" in one_error(cli(*args))
+    assert "--overwrite" in one_error(run_convert(*args))
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
     base = dict(seq_len=64, val_fraction=0.0, progress=False)
     with pytest.raises(OutputExistsError, match="--overwrite"):
@@ -362,11 +350,6 @@ def test_finished_grouped_output_is_skipped(grouped, pile, gpt2_dir):
     assert again.skipped and set(again.datasets) == FOLDERS
 
 
-def _start(args: list, **kw) -> subprocess.Popen:
-    return subprocess.Popen([PYTHON, "convert_to_mds.py", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
-
-
 def _is_worker(p: psutil.Process) -> bool:
     try:
         return "spawn_main" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
@@ -376,14 +359,14 @@ def _is_worker(p: psutil.Process) -> bool:
 
 def _workers_running(proc: subprocess.Popen, partial: Path, shards: bool = True,
                      timeout: float = 120) -> list[psutil.Process]:
-    """Wait until a conversion has two live workers (and is writing shards); returns its children."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
+    """Wait (polling) until a conversion has two live workers (and is writing shards); returns its children."""
+
+    def ready() -> bool:
         kids = [k for k in psutil.Process(proc.pid).children() if _is_worker(k)]
-        if len(kids) == 2 and (not shards or any((partial / "train").glob("shard.*"))):
-            return psutil.Process(proc.pid).children(recursive=True)
-        time.sleep(0.02)
-    raise AssertionError(f"the conversion never had two workers writing shards: {proc.communicate()}")
+        return len(kids) == 2 and (not shards or any((partial / "train").glob("shard.*")))
+
+    wait_until(ready, "the conversion has two workers writing shards", timeout=timeout, poll=0.02, proc=proc)
+    return psutil.Process(proc.pid).children(recursive=True)
 
 
 @pytest.fixture(scope="module")
@@ -392,18 +375,19 @@ def big(tmp_path_factory, shakespeare_text) -> Path:
     return write_zst(tmp_path_factory.mktemp("big") / "big.jsonl.zst", pile_records(shakespeare_text, 3000, seed=4))
 
 
+@pytest.mark.slow  # a real multi-second BPE conversion with 2 worker processes, killed
 def test_sigkill_with_workers_leaves_no_dataset_no_orphans_and_rerun_matches(big, gpt2_dir, tmp_path):
     out = tmp_path / "ds"
     args = [big, "--out", out, "--tokenizer", gpt2_dir, "--seq-len", "256", "--size-limit", str(1 << 16),
             "--val-fraction", "0", "--workers", "2", "--no-progress"]
-    proc = _start(args)
+    proc = start_convert(*args)
     children = _workers_running(proc, tmp_path / "ds.partial")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert gone(children), children  # the workers notice their parent is gone
     assert not out.exists()
 
-    r = cli(*args)
+    r = run_convert(*args)
     assert r.returncode == 0, r.stderr
     reference = tmp_path / "reference"
     run(ConvertRequest((str(big),), str(reference), str(gpt2_dir), 256, val_fraction=0, size_limit=1 << 16,
@@ -411,10 +395,11 @@ def test_sigkill_with_workers_leaves_no_dataset_no_orphans_and_rerun_matches(big
     assert files_of(out) == files_of(reference) and not (tmp_path / "ds.partial").exists()
 
 
+@pytest.mark.slow  # a real multi-second BPE conversion with 2 worker processes, killed
 def test_ctrl_c_with_workers_cleans_up(big, gpt2_dir, tmp_path):
     out = tmp_path / "ds"
-    proc = _start([big, "--out", out, "--tokenizer", gpt2_dir, "--seq-len", "256", "--size-limit", str(1 << 16),
-                   "--workers", "2", "--no-progress"])
+    proc = start_convert(big, "--out", out, "--tokenizer", gpt2_dir, "--seq-len", "256", "--size-limit", 1 << 16,
+                         "--workers", "2", "--no-progress")
     children = _workers_running(proc, tmp_path / "ds.partial")
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
     _, stderr = proc.communicate(timeout=60)
@@ -424,16 +409,17 @@ def test_ctrl_c_with_workers_cleans_up(big, gpt2_dir, tmp_path):
     assert gone(children) and not out.exists() and not (tmp_path / "ds.partial").exists()
 
 
+@pytest.mark.slow  # a real multi-second BPE conversion with 2 worker processes, killed
 def test_a_killed_worker_is_one_error(big, gpt2_dir, tmp_path):
     out = tmp_path / "ds"
-    proc = _start([big, "--out", out, "--tokenizer", gpt2_dir, "--seq-len", "256", "--val-fraction", "0",
-                   "--size-limit", str(1 << 16), "--workers", "2", "--no-progress"])
+    proc = start_convert(big, "--out", out, "--tokenizer", gpt2_dir, "--seq-len", "256", "--val-fraction", "0",
+                         "--size-limit", 1 << 16, "--workers", "2", "--no-progress")
     children = _workers_running(proc, tmp_path / "ds.partial", shards=False)  # jobs are still pending
     worker = next(c for c in children if _is_worker(c))
     worker.kill()  # what the kernel's OOM killer does
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 2 and "Traceback" not in stderr, stderr
-    assert "a tokenizer worker process died" in stderr and stderr.count("error: ") == 1
+    one_error(proc, "a tokenizer worker process died", stderr=stderr)
+    assert stderr.count("error: ") == 1
     assert gone(children) and not out.exists() and not (tmp_path / "ds.partial").exists()
 
 
@@ -441,7 +427,7 @@ def test_a_killed_worker_is_one_error(big, gpt2_dir, tmp_path):
 
 
 def test_verify_passes_a_good_dataset_and_names_every_damage(single, tmp_path):
-    good = cli("--verify", single)
+    good = run_convert("--verify", single)
     meta = read_metadata(single)
     shards = {s: json.loads((single / s / "index.json").read_text())["shards"] for s in meta.splits}
     n_shards = sum(map(len, shards.values()))
@@ -461,7 +447,7 @@ def test_verify_passes_a_good_dataset_and_names_every_damage(single, tmp_path):
     record["splits"]["train"]["samples"] += 1
     (bad / METADATA_FILE).write_text(json.dumps(record))
 
-    r = cli("--verify", bad)
+    r = run_convert("--verify", bad)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 4, r.stdout

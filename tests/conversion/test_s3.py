@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import gc
 import json
-import signal
-import subprocess
 import threading
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.s3 import closed_port, error_line, run_convert
-from tests.s3_fixtures import moto_s3, s3_process_env  # noqa: F401 - fixtures
-from tests.helpers import PYTHON, REPO, metrics_rows, paragraphs_jsonl, run_train, tiny_args
+from tests.helpers import (convert_main, error_line, free_port, make_dataset, metrics_rows, one_error,
+                           paragraphs_jsonl, run_convert, run_train, start_train, tiny_args, wait_until)
 
 SEQ_LEN = 32
 SHARD_BYTES = 4096  # small shards: several per split, so the cache limit has something to evict
@@ -35,8 +30,8 @@ def bucket_ds(moto_s3, corpus, tmp_path_factory) -> dict:
     url = f"s3://{bucket}/ds"
     tmpdir = tmp_path_factory.mktemp("convert_tmp")
     env = {**moto_s3.env(), "TMPDIR": str(tmpdir)}
-    proc = run_convert([str(corpus), "--out", url, "--tokenizer", "bytes", "--seq-len", str(SEQ_LEN),
-                        "--val-fraction", "0.1", "--size-limit", str(SHARD_BYTES), "--no-progress"], env)
+    proc = run_convert(corpus, "--out", url, "--tokenizer", "bytes", "--seq-len", SEQ_LEN, "--val-fraction", "0.1",
+                       "--size-limit", SHARD_BYTES, "--no-progress", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"bucket": bucket, "url": url, "stdout": proc.stdout, "tmpdir": tmpdir}
 
@@ -48,6 +43,7 @@ def _files(root: Path) -> dict[str, bytes]:
 # ------------------------------------------------------------------------------------------------------ conversion
 
 
+@pytest.mark.slow  # bucket_ds: the script converts into the bucket
 def test_convert_to_bucket_uploads_the_local_layout_metadata_last(bucket_ds, moto_s3, corpus, tmp_path):
     from conversion.convert import convert
 
@@ -66,6 +62,7 @@ def test_convert_to_bucket_uploads_the_local_layout_metadata_last(bucket_ds, mot
     assert list(bucket_ds["tmpdir"].iterdir()) == []  # the local temporary copy is gone
 
 
+@pytest.mark.slow  # four conversions, three into the bucket
 def test_nonempty_prefix_refused_and_overwrite_deletes_metadata_first(s3_process_env, corpus, tmp_path):
     from core import remote
     from conversion.convert import convert
@@ -95,18 +92,9 @@ def test_nonempty_prefix_refused_and_overwrite_deletes_metadata_first(s3_process
     assert deleted["metadata.json"] < min(t for n, t in deleted.items() if n != "metadata.json")
 
 
-def _convert_main(argv: list[str], capsys) -> tuple[int, str, float]:
-    """convert_to_mds.main in this process (its signal and warning hooks restored after)."""
-    import convert_to_mds
-
-    handler, show = signal.getsignal(signal.SIGTERM), warnings.showwarning
-    start = time.monotonic()
-    try:
-        code = convert_to_mds.main(argv)
-    finally:
-        signal.signal(signal.SIGTERM, handler)
-        warnings.showwarning = show
-    return code, capsys.readouterr().err, time.monotonic() - start
+def _convert_main(argv: list[str], capsys) -> tuple[int, str]:
+    code, _, err = convert_main(capsys, *argv)
+    return code, err
 
 
 def test_convert_bucket_faults_are_one_line_before_tokenizing(s3_process_env, corpus, monkeypatch, capsys):
@@ -115,32 +103,32 @@ def test_convert_bucket_faults_are_one_line_before_tokenizing(s3_process_env, co
     # Valid arguments otherwise: each error below can only come from the bucket check.
     args = [str(corpus), "--tokenizer", "bytes", "--seq-len", "8", "--no-progress", "--out"]
 
-    code, err, _ = _convert_main([*args, "s3://missing-bucket-xyz/ds"], capsys)
+    code, err = _convert_main([*args, "s3://missing-bucket-xyz/ds"], capsys)
     line = error_line(err)
     assert code == 2 and "missing-bucket-xyz does not exist" in line and "S3_ENDPOINT_URL" in line, line
 
-    code, err, _ = _convert_main([*args, "gs://some-bucket/ds"], capsys)
+    code, err = _convert_main([*args, "gs://some-bucket/ds"], capsys)
     assert code == 2 and "only s3://" in error_line(err)
 
     with s3.checking_credentials() as key:
-        code, err, _ = _convert_main([*args, f"s3://{bucket}/ds"], capsys)  # the env's keys are unknown to IAM
+        code, err = _convert_main([*args, f"s3://{bucket}/ds"], capsys)  # the env's keys are unknown to IAM
         line = error_line(err)
         assert code == 2 and "access denied" in line and "credentials" in line, line
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["key_id"])
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["secret"])
-        code, err, _ = _convert_main([*args, f"s3://{bucket}/ctl"], capsys)  # control: with these keys it converts
+        code, err = _convert_main([*args, f"s3://{bucket}/ctl"], capsys)  # control: with these keys it converts
         assert code == 0, err
 
-    monkeypatch.setenv("S3_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
-    code, err, seconds = _convert_main([*args, f"s3://{bucket}/ds"], capsys)
+    monkeypatch.setenv("S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    code, err = _convert_main([*args, f"s3://{bucket}/ds"], capsys)
     line = error_line(err)
     assert code == 2 and "cannot connect" in line and "S3_ENDPOINT_URL" in line, line
-    assert seconds < 30
 
 
 # -------------------------------------------------------------------------------------------------------- training
 
 
+@pytest.mark.slow
 def test_train_from_bucket(bucket_ds, moto_s3, tmp_path):
     from loaders.dataset import local_dir
 
@@ -172,6 +160,7 @@ def _split_bytes(folder: Path) -> tuple[int, set[str]]:
     return total, shards
 
 
+@pytest.mark.slow
 def test_cache_limit_bounds_the_cache_folder(bucket_ds, moto_s3, tmp_path):
     from loaders.dataset import local_dir
 
@@ -184,30 +173,30 @@ def test_cache_limit_bounds_the_cache_folder(bucket_ds, moto_s3, tmp_path):
     split = Path(local_dir(bucket_ds["url"], str(cache))) / "train"
     args = tiny_args(bucket_ds["url"], tmp_path, "run_name=lim", f"data.cache={cache}", f"data.cache_limit={limit}",
                      "max_duration=25ba", "eval_interval=1000ba", "save_interval=1000ba")
-    proc = subprocess.Popen([PYTHON, "gpt_pile_composer.py", *args], cwd=REPO, env=moto_s3.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "lim.log"
+    proc = start_train(args, log, env=moto_s3.env())
     peak, seen = [0], set()
     done = threading.Event()
 
-    def watch() -> None:
-        while not done.is_set():
+    def watch() -> None:  # samples the folder until the run ends (measures; orders nothing)
+        while not done.wait(0.01):
             total, shards = _split_bytes(split)
             peak[0] = max(peak[0], total)
             seen.update(shards)
-            time.sleep(0.01)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    out, _ = proc.communicate(timeout=300)
+    proc.wait(timeout=300)
     done.set()
     watcher.join()
-    assert proc.returncode == 0, out[-4000:]
+    assert proc.returncode == 0, log.read_text()[-4000:]
     assert [r["step"] for r in metrics_rows(tmp_path / "lim")] == list(range(1, 26))
     assert 0 < peak[0] <= limit, (peak[0], limit)
     at_once = limit // min(s["raw_data"]["bytes"] for s in index)
     assert len(seen) > at_once, (len(seen), at_once)  # more shards passed through than ever fit at once
 
 
+@pytest.mark.slow  # bucket_ds: the script converts into the bucket
 def test_cache_limit_below_streamings_floor_is_a_clean_error(bucket_ds, s3_process_env, tmp_path):
     from loaders.dataset import LoaderSettings, build_dataspec, fetch_metadata
     from core.streams import StreamSource
@@ -271,25 +260,57 @@ def test_upstream_cache_limit_overshoots_with_concurrent_downloads(s3_process_en
     assert max(ours) <= limit, (ours, limit)
 
 
+class _WatchedStates:
+    """A dataset's ``_shard_states`` that records what one thread (the ready thread) reads for shard 0."""
+
+    def __init__(self, states, reader: list[threading.Thread]):
+        self.states, self._reader = states, reader
+        self.reads: list[int] = []
+
+    def __getitem__(self, i):
+        value = self.states[i]
+        if i == 0 and self._reader and threading.current_thread() is self._reader[0]:
+            self.reads.append(int(value))
+        return value
+
+    def __setitem__(self, i, value) -> None:
+        self.states[i] = value
+
+    def __getattr__(self, name):
+        return getattr(self.states, name)
+
+
 def _ready_thread_gets_stuck(cls: type, remote: Path, cache: Path) -> bool:
     """Run the dataset's ready thread on one sample whose shard is being downloaded, then let the shard go back to
-    REMOTE (it landed and was evicted, or its download failed) before the thread looks again."""
+    REMOTE (it landed and was evicted, or its download failed) once the thread is polling for it."""
     from streaming.base.dataset import _Iterator, _ShardState
 
     ds = cls(remote=str(remote), local=str(cache), shuffle=False, batch_size=1, cache_limit=10**9)
     ds._event = threading.Event()
     it = _Iterator(np.array([0], dtype=np.int64))
+    reader: list[threading.Thread] = []
+    ds._shard_states = states = _WatchedStates(ds._shard_states, reader)
     ds._shard_states[0] = _ShardState.PREPARING  # the prefetch thread has it
     thread = threading.Thread(target=ds._ready_thread, args=(it,), daemon=True)
+    reader.append(thread)
     thread.start()
-    time.sleep(0.3)  # the ready thread is now polling for LOCAL
+    # two reads of PREPARING: the thread is past its "fetch it if REMOTE" look and polls for LOCAL
+    wait_until(lambda: states.reads.count(_ShardState.PREPARING) >= 2, "the ready thread polls", timeout=60,
+               poll=0.001)
     ds._shard_states[0] = _ShardState.REMOTE
-    thread.join(timeout=5)
+    # ours fetches the shard at its first look at REMOTE (a handful of reads) and ends; upstream polls on, reading
+    # REMOTE every tick, for a shard that nobody will fetch
+    polled = 20
+    wait_until(lambda: not thread.is_alive() or states.reads.count(_ShardState.REMOTE) >= polled,
+               "the ready thread ends or keeps polling", timeout=60, poll=0.001)
     stuck = thread.is_alive()
     assert stuck or ds._shard_states[0] == _ShardState.LOCAL
+    assert not stuck or (ds._shard_states[0] == _ShardState.REMOTE and it.ready_index == 0)  # never fetched
     ds._event.set()  # lets upstream's poll loop end
-    thread.join(timeout=5)
-    del ds, it
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    ds._shard_states = states.states
+    del ds, it, states
     gc.collect()
     return stuck
 
@@ -300,24 +321,34 @@ def test_upstream_ready_thread_hangs_on_a_shard_evicted_between_polls(tmp_path, 
     from streaming import StreamingDataset
 
     from upstream.streaming import PatchedStreamingDataset
-    from tests.helpers import make_dataset
 
     ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=SEQ_LEN, val_fraction=0)
     assert _ready_thread_gets_stuck(StreamingDataset, ds / "train", tmp_path / "upstream")
     assert not _ready_thread_gets_stuck(PatchedStreamingDataset, ds / "train", tmp_path / "ours")
 
 
+def _ready_holds_back(ds, it) -> bool:
+    """Whether the ready thread, at its next look, waits for the reader (and so, with the reader paused, stays)."""
+    if hasattr(ds, "_ready_ahead_enough"):  # ours
+        sample = it.sample_ids[it.ready_index]
+        return ds._ready_ahead_enough(it, None if sample == -1 else ds.spanner[sample][0])
+    return ds.predownload is not None and ds.predownload < it.ready_index - it.yield_index  # upstream's rule
+
+
 def _ready_after_one_read(cls: type, remote: Path | None, local: Path) -> tuple[int, int]:
-    """Read one sample with predownload=1 and let the threads run: (how far the ready thread got, samples)."""
+    """Read one sample with predownload=1, then wait until the ready thread is done or holds back for the reader
+    (which never reads on): (how far the ready thread got, samples)."""
     ds = cls(remote=None if remote is None else str(remote), local=str(local), shuffle=False, batch_size=1,
              predownload=1)
     samples = iter(ds)
     next(samples)
-    time.sleep(1.0)
-    ready, total = ds._iterator.ready_index, ds._iterator.total
-    ds._iterator.exit()
-    time.sleep(0.1)  # the threads see the exit within a tick
-    del samples, ds
+    it = ds._iterator
+    wait_until(lambda: it.ready_index == it.total or _ready_holds_back(ds, it), "the ready thread settles",
+               timeout=60, poll=0.005)
+    ready, total = it.ready_index, it.total
+    it.exit()  # returns once the prepare and ready threads have noted the exit
+    ds._executor.shutdown(wait=True)  # and ended
+    del samples, ds, it
     gc.collect()
     return ready, total
 
@@ -330,6 +361,7 @@ def test_ready_thread_runs_ahead_over_local_shards_only(tmp_path, shakespeare_te
 
     from conversion.convert import convert
     from upstream.streaming import PatchedStreamingDataset
+
     src = paragraphs_jsonl(shakespeare_text[:40_000], tmp_path / "docs.jsonl")
     convert([str(src)], str(tmp_path / "ds"), "bytes", SEQ_LEN, val_fraction=0, size_limit=4096, progress=False)
     split = tmp_path / "ds" / "train"
@@ -357,6 +389,7 @@ def _read_remote_split(url: str, cache: Path) -> list:
     return samples
 
 
+@pytest.mark.slow  # four conversions, two into the bucket
 def test_reconverted_bucket_dataset_is_not_read_from_a_stale_cache(s3_process_env, shakespeare_text, tmp_path,
                                                                     read_split):
     from conversion.convert import convert
@@ -400,29 +433,27 @@ def test_dataset_synced_up_before_the_tokenizer_list_still_trains(s3_process_env
     assert dataset_tokenizer(url, str(tmp_path / "cache")).vocab_size == 257
 
 
+@pytest.mark.slow
 def test_training_faults_fail_at_start_with_one_line(bucket_ds, moto_s3, tmp_path):
-    dead = f"http://127.0.0.1:{closed_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     cases = {  # name: (data.path, env, what the error line must say)
         "nobucket": ("s3://missing-bucket-xyz/ds", moto_s3.env(), ["s3://missing-bucket-xyz/ds/metadata.json",
                                                                    "missing-bucket-xyz does not exist"]),
         "noprefix": (f"s3://{bucket_ds['bucket']}/nope", moto_s3.env(), ["nope/metadata.json", "no such object"]),
         "down": (bucket_ds["url"], moto_s3.env(endpoint=dead), ["cannot connect", dead]),
     }
-    procs, start = {}, time.monotonic()
+    procs = {}
     for name, (path, env, _) in cases.items():  # side by side: each is mostly Python start-up
         args = tiny_args(path, tmp_path, f"run_name={name}", f"data.cache={tmp_path / 'cache'}", "max_duration=2ba")
-        procs[name] = subprocess.Popen([PYTHON, "gpt_pile_composer.py", *args], cwd=REPO, env=env,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs[name] = start_train(args, tmp_path / f"{name}.log", env=env)
     for name, proc in procs.items():
-        _, err = proc.communicate(timeout=120)
-        line = error_line(err)
-        assert proc.returncode == 2, err[-3000:]
-        for needle in [*cases[name][2], "check the bucket, the credentials and S3_ENDPOINT_URL"]:
-            assert needle in line, line
+        proc.wait(timeout=120)
+        one_error(proc, *cases[name][2], "check the bucket, the credentials and S3_ENDPOINT_URL",
+                  stderr=(tmp_path / f"{name}.log").read_text())
         assert not (tmp_path / name / "metrics.jsonl").exists()
-    assert time.monotonic() - start < 90  # three cold starts on a small machine, no network wait on top
 
 
+@pytest.mark.slow
 def test_refused_credentials_fail_training_at_start(bucket_ds, s3_process_env, monkeypatch, tmp_path):
     from loaders.dataset import fetch_metadata
     from core.errors import RemoteError
@@ -436,6 +467,4 @@ def test_refused_credentials_fail_training_at_start(bucket_ds, s3_process_env, m
         assert fetch_metadata(bucket_ds["url"], str(tmp_path / "cache1")).seq_len == SEQ_LEN  # control
         proc = run_train(tiny_args(bucket_ds["url"], tmp_path, "run_name=creds", f"data.cache={tmp_path / 'c'}"),
                          env=s3.env(key_id=key["key_id"], secret="not-the-secret"), check=False, timeout=120)
-    line = error_line(proc.stderr)
-    assert proc.returncode == 2 and "access denied" in line and "credentials" in line, line
-    assert f"{bucket_ds['url']}/metadata.json" in line
+    one_error(proc, "access denied", "credentials", f"{bucket_ds['url']}/metadata.json")

@@ -75,9 +75,13 @@ def test_save_load_round_trip(spec, gpt2_dir, tmp_path):
     assert back.eos_id not in back.encode("x <|endoftext|> y")
 
 
-@pytest.mark.parametrize("spec", ["no-such-tokenizer-xyz", "./missing_dir", "/nonexistent/tok"])
-def test_unknown_tokenizer(spec):
-    with pytest.raises(TokenizerError) as e:
+@pytest.mark.parametrize("spec, message", [
+    ("no-such-tokenizer-xyz", "unknown tokenizer 'no-such-tokenizer-xyz': it is not 'bytes', not a local folder"),
+    ("./missing_dir", r"tokenizer path '\./missing_dir' is not a directory"),
+    ("/nonexistent/tok", "tokenizer path '/nonexistent/tok' is not a directory"),
+])
+def test_unknown_tokenizer(spec, message):
+    with pytest.raises(TokenizerError, match=message) as e:
         load_tokenizer(spec)
     assert issubclass(e.type, DataError)
     assert "bytes" in str(e.value)  # the message names a way out

@@ -12,7 +12,7 @@ import torch
 import generate
 from gpt import GPT, GPTConfig, KVCache
 from sampling import generate as generate_ids, sample_next, top_p_filter
-from tests.helpers import PYTHON, REPO, make_dataset, metrics_rows, tiny_args, train_env
+from tests.helpers import REPO, error_line, make_dataset, metrics_rows, run_script, start_train, tiny_args
 
 VOCAB = 257
 BLOCK = 16
@@ -119,10 +119,10 @@ def hf_dir(tmp_path_factory, gpt2_dir) -> Path:
 
 
 def run_generate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "generate.py", *args], cwd=REPO, env=train_env(), capture_output=True, text=True,
-                          timeout=120)
+    return run_script("generate.py", *args, timeout=120)
 
 
+@pytest.mark.slow  # generate.py as a subprocess
 def test_greedy_matches_transformers_generate(hf_dir):
     from transformers import GPT2LMHeadModel, GPT2TokenizerFast
 
@@ -167,7 +167,7 @@ def test_bad_arguments_one_error_line_exit_2(hf_dir, capsys, source, args, messa
     except SystemExit as e:  # argparse's own errors
         code = e.code
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in error_line(err), err
 
 
 # ---------------------------------------------------------------- samples during training
@@ -187,15 +187,13 @@ def sampled_runs(tmp_path_factory, shakespeare_text) -> tuple[Path, Path]:
         "sampled": tiny_args(ds, root, "run_name=sampled", *common, f"sample_prompt='{PROMPT}'",
                              "sample_interval=5ba", "sample_max_new_tokens=16", "wandb.enabled=true"),
     }
-    procs = {name: subprocess.Popen([PYTHON, "gpt_pile_composer.py", *args], cwd=REPO, env=train_env(),
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for name, args in runs.items()}
+    procs = {name: start_train(args, root / f"{name}.log") for name, args in runs.items()}
     for name, proc in procs.items():
-        out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, out[-3000:]
+        assert proc.wait(timeout=300) == 0, (root / f"{name}.log").read_text()[-3000:]
     return root / "plain", root / "sampled"
 
 
+@pytest.mark.slow
 def test_samples_logged_at_the_interval_without_changing_training(sampled_runs):
     plain, sampled = (metrics_rows(run) for run in sampled_runs)
     texts = {r["step"]: r["samples/text"] for r in sampled if "samples/text" in r}
@@ -212,6 +210,7 @@ def test_samples_logged_at_the_interval_without_changing_training(sampled_runs):
     assert f"<pre>{html.escape(texts[12])}</pre>" in pages[12].read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_run_folder_and_checkpoint_sources(sampled_runs, capsys):
     run = sampled_runs[1]
     outs = []

@@ -3,13 +3,12 @@ export (export_hf.py, from a sharded FSDP checkpoint of a real 2-process run), a
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import PYTHON, REPO, make_dataset, run_train, tiny_args, train_env
+from tests.helpers import make_dataset, run_script, run_train, tiny_args
 
 SHAPE = dict(n_layer=2, n_head=2, n_embd=32)  # tiny_args' shape, so init_from needs no shape overrides
 
@@ -133,6 +132,7 @@ def fsdp_init_run(tmp_path_factory, shakespeare_text, gpt2_dir, hf_pair) -> Path
     return root / "runs" / "r"
 
 
+@pytest.mark.slow
 def test_init_from_trains_from_hf_weights_and_resumes_without_them(fsdp_init_run, hf_pair, tmp_path):
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
@@ -151,6 +151,7 @@ def test_init_from_trains_from_hf_weights_and_resumes_without_them(fsdp_init_run
     assert same_tensors({k.removeprefix("model."): v for k, v in full.items()}, a)
 
 
+@pytest.mark.slow
 def test_export_sharded_run_loads_in_transformers(fsdp_init_run, hf_pair, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -158,8 +159,7 @@ def test_export_sharded_run_loads_in_transformers(fsdp_init_run, hf_pair, tmp_pa
     from evaluation.checkpoints import load_gpt
 
     out = tmp_path / "export"
-    proc = subprocess.run([PYTHON, "export_hf.py", str(fsdp_init_run), str(out)], cwd=REPO, env=train_env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = run_script("export_hf.py", fsdp_init_run, out, timeout=120)
     assert proc.returncode == 0 and "tokenizer: " in proc.stdout, proc.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no .partial left behind
     hf, tok = AutoModelForCausalLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
@@ -171,6 +171,7 @@ def test_export_sharded_run_loads_in_transformers(fsdp_init_run, hf_pair, tmp_pa
     assert same_tensors(load_file(out / "model.safetensors"), load_file(hf_pair[0] / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_export_refuses_a_non_empty_folder_unless_overwrite(fsdp_init_run, tmp_path):
     from evaluation.hf import export_hf
     from core.errors import HFError

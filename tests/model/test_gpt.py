@@ -317,7 +317,7 @@ def test_flops_per_token() -> None:
     assert model.flops_per_token(1) - 6 * n_without_head - 12 * L * C == 3 * (2 * C * V)
     # ~6 * 124M per token plus attention, the usual rule of thumb.
     assert 0.75e9 < model.flops_per_token() < 0.9e9
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="seq_len must be a positive int, got 0"):
         model.flops_per_token(0)
 
 
@@ -377,8 +377,10 @@ def test_generate_sampling_respects_top_k_and_varies() -> None:
 def test_generate_rejects_bad_arguments() -> None:
     model = tiny_model()
     idx = torch.zeros(1, 1, dtype=torch.long)
-    for kwargs in (dict(temperature=-1.0), dict(top_k=0), dict(max_new_tokens=-1)):
-        with pytest.raises(ValueError):
+    for kwargs, message in ((dict(temperature=-1.0), r"temperature must be >= 0 \(0 = greedy\), got -1.0"),
+                            (dict(top_k=0), "top_k must be None or >= 1, got 0"),
+                            (dict(max_new_tokens=-1), "max_new_tokens must be >= 0, got -1")):
+        with pytest.raises(ValueError, match=message):
             generate(model, idx, **{"max_new_tokens": 1, **kwargs})
 
 
@@ -418,7 +420,7 @@ def test_preset_overrides() -> None:
 
 
 def test_unknown_preset_lists_valid_presets() -> None:
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match="unknown GPT preset 'gpt3'; valid presets: ") as err:
         GPTConfig.from_preset("gpt3")
     msg = str(err.value)
     assert "gpt3" in msg
@@ -427,7 +429,7 @@ def test_unknown_preset_lists_valid_presets() -> None:
 
 
 def test_unknown_field_lists_valid_fields() -> None:
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match="unknown GPTConfig field.* n_layers; valid fields: ") as err:
         GPTConfig.from_preset("nano", n_layers=3)
     msg = str(err.value)
     assert "n_layers" in msg
@@ -436,12 +438,12 @@ def test_unknown_field_lists_valid_fields() -> None:
 
 
 def test_bad_n_head_lists_valid_choices() -> None:
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match="n_embd=128 is not divisible by n_head=3; n_head must be one of ") as err:
         GPTConfig(n_layer=1, n_head=3, n_embd=128)
     msg = str(err.value)
     assert "n_head=3" in msg and "n_embd=128" in msg
     assert "1, 2, 4, 8, 16, 32, 64, 128" in msg
-    with pytest.raises(ValueError, match="n_head"):
+    with pytest.raises(ValueError, match="n_embd=64 is not divisible by n_head=3"):
         GPTConfig.from_preset("micro", n_head=3)
 
 

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from training.config import load_config
 from core.errors import ConfigError
+from tests.helpers import REPO, TINY_YAML, make_dataset
+from training.config import load_config
+
+GPT2_YAML, GPT2_SINGLE_YAML = str(REPO / "yamls" / "gpt2.yaml"), str(REPO / "yamls" / "gpt2-single.yaml")
 
 
 def test_bad_shuffle_algo_names_the_valid_ones():
     with pytest.raises(ConfigError, match=r"data.shuffle_algo='py9'; valid: py1e, py1b, py1br, py1s, py2s, naive"):
-        load_config("yamls/tiny.yaml", ["data.shuffle_algo=py9"])
+        load_config(str(TINY_YAML), ["data.shuffle_algo=py9"])
 
 
 def test_shuffle_knobs_reach_the_streaming_dataset(tmp_path, shakespeare_text):
     from loaders.dataset import LoaderSettings, build_dataspec
     from core.streams import StreamSource
-    from tests.helpers import make_dataset
 
-    cfg = load_config("yamls/tiny.yaml", ["data.shuffle_algo=py1br", "data.shuffle_block_size=64"])
+    cfg = load_config(str(TINY_YAML), ["data.shuffle_algo=py1br", "data.shuffle_block_size=64"])
     ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=32, val_fraction=0)
     settings = LoaderSettings(shuffle_algo=cfg.data.shuffle_algo, shuffle_block_size=cfg.data.shuffle_block_size)
     spec = build_dataspec([StreamSource(str(ds))], "train", 4, settings)
@@ -31,9 +33,9 @@ def test_the_pile_yaml_takes_one_dataset_only_when_told():
     """yamls/gpt2.yaml is the Pile mixture: a bare data.path is refused with the two ways to get one dataset, and
     both ways work."""
     with pytest.raises(ConfigError, match=r"both set.*data.streams=null.*yamls/gpt2-single.yaml"):
-        load_config("yamls/gpt2.yaml", ["data.path=/data/one"])
-    assert load_config("yamls/gpt2.yaml", ["data.streams=null", "data.path=/data/one"]).data.path == "/data/one"
-    single = load_config("yamls/gpt2-single.yaml", ["data.path=/data/one"])
+        load_config(GPT2_YAML, ["data.path=/data/one"])
+    assert load_config(GPT2_YAML, ["data.streams=null", "data.path=/data/one"]).data.path == "/data/one"
+    single = load_config(GPT2_SINGLE_YAML, ["data.path=/data/one"])
     assert (single.data.path, single.data.streams) == ("/data/one", None)
     with pytest.raises(ConfigError, match=r"set data.path \(one dataset\) or data.streams"):
-        load_config("yamls/gpt2-single.yaml", ["data.path=null"])
+        load_config(GPT2_SINGLE_YAML, ["data.path=null"])

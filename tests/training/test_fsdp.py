@@ -5,24 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import kill_when, last_step, make_dataset, metrics_rows, run_train, start_train, tiny_args
+from tests.helpers import kill_when, last_step, losses, run_train, start_train, tiny_args
 
-LOSS = "loss/train/total"
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory, shakespeare_text) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data"), shakespeare_text[:200_000], seq_len=32)
+pytestmark = pytest.mark.slow  # every test here trains with `composer -n 2`
 
 
 def fsdp_args(ds: Path, runs: Path, name: str, *extra: str) -> list[str]:
     return tiny_args(ds, runs, f"run_name={name}", "model.n_layer=2", "model.n_head=4", "model.n_embd=128",
                      "global_train_batch_size=16", "device_train_microbatch_size=8", "max_duration=30ba",
                      "save_interval=10ba", "eval_interval=30ba", "optimizer.lr=3e-4", *extra)
-
-
-def _losses(run: Path) -> dict[int, float]:
-    return {r["step"]: r[LOSS] for r in metrics_rows(run) if LOSS in r}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +25,7 @@ def fsdp_run(dataset, tmp_path_factory) -> Path:
 
 def test_fsdp_matches_ddp(dataset, fsdp_run, tmp_path):
     run_train(fsdp_args(dataset, tmp_path, "d"), nproc=2)
-    ddp, fsdp = _losses(tmp_path / "d"), _losses(fsdp_run)
+    ddp, fsdp = losses(tmp_path / "d"), losses(fsdp_run)
     assert sorted(ddp) == sorted(fsdp) == list(range(1, 31))
     worst = max(abs(ddp[s] - fsdp[s]) / ddp[s] for s in ddp)
     assert worst <= 1e-3, f"FSDP left DDP's loss curve (worst relative difference {worst:.2e})"
@@ -53,7 +44,7 @@ def test_fsdp_sigkill_resumes_bit_identically(dataset, fsdp_run, tmp_path):
     args = fsdp_args(dataset, tmp_path, "b", "parallelism=fsdp")
     kill_when(start_train(args, tmp_path / "first.log", nproc=2), lambda: last_step(run) >= 15)
     run_train(args, nproc=2, timeout=240)
-    a, b = _losses(fsdp_run), _losses(run)
+    a, b = losses(fsdp_run), losses(run)
     assert sorted(b) == list(range(1, 31))
     diffs = [s for s in a if a[s] != b[s]]
     assert not diffs, f"losses differ at steps {diffs[:5]}"
@@ -68,6 +59,6 @@ def test_fsdp_full_state_dict_and_activation_checkpointing(dataset, fsdp_run, tm
 
     model = load_gpt(str(tmp_path / "full"))
     assert model.config.n_embd == 128
-    full, sharded = _losses(tmp_path / "full"), _losses(fsdp_run)
+    full, sharded = losses(tmp_path / "full"), losses(fsdp_run)
     worst = max(abs(full[s] - sharded[s]) / sharded[s] for s in sharded)
     assert worst <= 1e-5, f"activation checkpointing changed the losses ({worst:.2e})"

@@ -6,6 +6,7 @@ must be restored too.
 """
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -14,22 +15,19 @@ import torch
 
 from evaluation.checkpoints import readable
 from tests.helpers import (
+    PrivateShm,
     final_weights,
     kill_when,
     last_step,
+    losses,
     make_dataset,
-    metrics_rows,
     run_train,
+    sample_ids,
     start_train,
     tiny_args,
 )
 
-LOSS = "loss/train/total"
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory, shakespeare_text) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data"), shakespeare_text[:300_000], seq_len=32)
+pytestmark = pytest.mark.slow  # every test here trains (and kills) real runs
 
 
 def resume_args(ds: Path, runs: Path, name: str, *extra: str) -> list[str]:
@@ -38,13 +36,6 @@ def resume_args(ds: Path, runs: Path, name: str, *extra: str) -> list[str]:
                      "model.dropout=0.1", "global_train_batch_size=32", "device_train_microbatch_size=16",
                      "max_duration=40ba", "save_interval=10ba", "eval_interval=20ba", "save_num_checkpoints_to_keep=3",
                      "eval_subset_num_batches=20", "log_sample_ids=true", *extra)
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    rows = metrics_rows(run_dir)
-    steps = [r["step"] for r in rows]
-    assert steps == sorted(set(steps)), f"steps repeated or out of order: {steps}"
-    return {r["step"]: r[LOSS] for r in rows if LOSS in r}
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -82,7 +73,8 @@ def test_sigkill_during_checkpoint_save(dataset, reference, tmp_path):
     run = tmp_path / "b"
     target = run / "checkpoints" / "ep0-ba20-rank0.pt"
     args = resume_args(dataset, tmp_path, "b")
-    kill_when(start_train(args, tmp_path / "first.log"), target.exists)
+    marker = tmp_path / "writing-ep0-ba20"  # the run parks half-way through writing ep0-ba20 (helpers.start_train)
+    kill_when(start_train(args, tmp_path / "first.log", pause=(f"checkpoint:{target.name}", marker)), marker.exists)
     assert readable(target) is not None, "the kill should land while ep0-ba20 is being written"
     assert (run / "checkpoints" / "latest-rank0.pt").resolve().name == "ep0-ba10-rank0.pt"
     out = run_train(args).stdout
@@ -94,7 +86,8 @@ def test_sigkill_during_eval(dataset, reference, tmp_path):
     run = tmp_path / "b"
     first_log = tmp_path / "first.log"
     args = resume_args(dataset, tmp_path, "b")
-    kill_when(start_train(args, first_log), lambda: "[Eval batch=" in first_log.read_text())
+    marker = tmp_path / "in-eval"  # the run parks in the 2nd batch of its first eval (step 20; helpers.start_train)
+    kill_when(start_train(args, first_log, pause=("eval:2", marker)), marker.exists)
     assert "Eval metrics/val" not in first_log.read_text(), "the kill should land inside the eval"
     run_train(args)
     assert_same_run(reference, run)
@@ -119,15 +112,12 @@ def test_two_ranks_sigkill_resumes_bit_identically(dataset, tmp_path):
     run_train(resume_args(dataset, ref, "a2"), nproc=2)
     run = tmp_path / "b2"
     args = resume_args(dataset, tmp_path, "b2")
-    kill_when(start_train(args, tmp_path / "first.log", nproc=2), lambda: last_step(run) >= 15)
-    assert any(Path("/dev/shm").glob("0*_locals")) or any(Path("/dev/shm").glob("0*_barrier")), \
-        "a SIGKILLed Streaming run leaves shared memory behind"
-    run_train(args, nproc=2, timeout=180)  # and the next start neither needs a manual step nor hangs
+    with PrivateShm(tmp_path / "tmpdir") as shm:  # both runs in one /dev/shm that only they use
+        kill_when(start_train(args, tmp_path / "first.log", nproc=2, shm=shm), lambda: last_step(run) >= 15)
+        assert any(shm.path.glob("0*_locals")) or any(shm.path.glob("0*_barrier")), \
+            "a SIGKILLed Streaming run leaves shared memory behind"
+        run_train(args, nproc=2, timeout=180, shm=shm)  # and the next start neither needs a manual step nor hangs
     assert_same_run(ref / "a2", run)
-
-
-def _sample_ids(run_dir: Path) -> dict[int, list[int]]:
-    return {r["step"]: r["data/sample_ids"] for r in metrics_rows(run_dir) if "data/sample_ids" in r}
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +142,7 @@ def test_elastic_resume_sees_the_same_samples(dataset, no_dropout_reference, tmp
     kill_when(start_train(args, tmp_path / "second.log", nproc=0), lambda: last_step(run) >= 25)
     assert (run / "checkpoints" / "latest-rank0.pt").resolve().name == "ep0-ba20-rank0.pt"  # saved by 1 process
     run_train(args, nproc=2)
-    ids_ref, ids = _sample_ids(ref), _sample_ids(run)
+    ids_ref, ids = sample_ids(ref), sample_ids(run)
     assert sorted(ids) == list(range(1, 41))
     assert all(sorted(ids[s]) == sorted(ids_ref[s]) for s in ids), "a step saw different samples"
     la, lb = losses(ref), losses(run)
@@ -178,7 +168,7 @@ def test_resume_across_epochs_including_an_epoch_end_checkpoint(tmp_path, shakes
     kill_when(start_train(args_c, tmp_path / "c.log"), lambda: last_step(run_c) >= epoch_len + 5)
     run_train(args_c)
     assert_same_run(tmp_path / "a", run_c)
-    ids = _sample_ids(run)
+    ids = sample_ids(run)
     epoch0 = {i for s in range(1, epoch_len + 1) for i in ids[s]}
     epoch1 = {i for s in range(epoch_len + 1, 2 * epoch_len + 1) for i in ids[s]}
     assert len(epoch0) == len(epoch1) == epoch_len * 32  # no sample twice within an epoch
@@ -186,8 +176,6 @@ def test_resume_across_epochs_including_an_epoch_end_checkpoint(tmp_path, shakes
 
 
 def test_progress_bar_starts_at_the_resumed_step(dataset, tmp_path):
-    import re
-
     run = tmp_path / "pb"
     args = tiny_args(dataset, tmp_path, "run_name=pb", "max_duration=200ba", "save_interval=10ba",
                      "eval_interval=1000ba", "progress_bar=true")

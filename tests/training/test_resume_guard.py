@@ -1,19 +1,16 @@
 """Guard rails around resuming: changed configs, bad load paths, and shared memory left by dead runs."""
 from __future__ import annotations
 
+import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, last_step, make_dataset, metrics_rows, run_train, start_train, tiny_args
+from tests.helpers import (PrivateShm, last_step, make_dataset, metrics_rows, one_error, run_train, script_cmd,
+                           start_train, tiny_args, train_env, wait_until, workdir)
 
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory, shakespeare_text) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data"), shakespeare_text[:150_000], seq_len=32)
+pytestmark = pytest.mark.slow  # every test here starts real training runs
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +21,6 @@ def trained(dataset, tmp_path_factory) -> tuple[Path, list[str]]:
     return runs, args
 
 
-def _error(proc) -> str:
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    return proc.stderr
-
-
 @pytest.mark.parametrize("change,key", [
     ("global_train_batch_size=16", "global_train_batch_size: checkpoint 8 -> now 16"),
     ("model.n_embd=64", "model.n_embd: checkpoint 32 -> now 64"),
@@ -37,28 +28,26 @@ def _error(proc) -> str:
 ])
 def test_changed_config_is_refused_with_the_keys(trained, change, key):
     _, args = trained
-    err = _error(run_train([*args, "max_duration=8ba", change], check=False))
-    assert key in err and "load_path" in err
+    one_error(run_train([*args, "max_duration=8ba", change], check=False), key, "load_path")
 
 
 def test_changed_dataset_is_refused(trained, tmp_path, shakespeare_text):
     runs, args = trained
     other = make_dataset(tmp_path, shakespeare_text[200_000:260_000], seq_len=32)
-    err = _error(run_train([*args, "max_duration=8ba", f"data.path={other}"], check=False))
-    assert "data: checkpoint {'content'" in err
+    one_error(run_train([*args, "max_duration=8ba", f"data.path={other}"], check=False), "data: checkpoint {'content'")
 
 
 def test_longer_max_duration_is_allowed(trained, tmp_path):
     runs, args = trained
     copy = tmp_path / "g"
-    subprocess.run(["cp", "-r", str(runs / "g"), str(copy)], check=True)
+    shutil.copytree(runs / "g", copy, symlinks=True)
     run_train([*args, f"runs_root={tmp_path}", "max_duration=8ba"])
     assert [r["step"] for r in metrics_rows(copy)] == list(range(1, 9))
 
 
 def test_missing_load_path_is_a_clear_error(dataset, tmp_path):
     proc = run_train(tiny_args(dataset, tmp_path, "load_path=/nope/ep0-ba5-rank0.pt"), check=False)
-    assert "load_path /nope/ep0-ba5-rank0.pt does not exist" in _error(proc)
+    one_error(proc, "load_path /nope/ep0-ba5-rank0.pt does not exist")
 
 
 def test_load_path_starts_a_new_run_from_a_checkpoint(trained, tmp_path):
@@ -72,21 +61,16 @@ def test_load_path_starts_a_new_run_from_a_checkpoint(trained, tmp_path):
 
 def test_clean_shared_memory_spares_a_live_run(dataset, tmp_path):
     run = tmp_path / "live"
-    proc = start_train(tiny_args(dataset, tmp_path, "run_name=live", "max_duration=400ba", "save_interval=400ba",
-                                 "eval_interval=400ba"), tmp_path / "live.log")
-    try:
-        deadline = time.monotonic() + 120
-        while last_step(run) < 5:
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "live.log").read_text()[-3000:]
-            time.sleep(0.05)
-        segments = sorted(p.name for p in Path("/dev/shm").glob("0*_*"))
+    log = tmp_path / "live.log"
+    with PrivateShm(tmp_path / "tmpdir") as shm:  # the run and the cleaner share a /dev/shm nothing else uses
+        proc = start_train(tiny_args(dataset, tmp_path, "run_name=live", "max_duration=400ba", "save_interval=400ba",
+                                     "eval_interval=400ba"), log, shm=shm)
+        wait_until(lambda: last_step(run) >= 5, "the run trains", timeout=120, proc=proc)
+        segments = sorted(p.name for p in shm.path.glob("0*_*"))
         assert segments, "a live Streaming run holds shared memory"
-        out = subprocess.run([sys.executable, "clean_shared_memory.py"], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout
+        out = subprocess.run(shm.cmd(script_cmd("clean_shared_memory.py"), workdir()), env=shm.env(train_env()),
+                             cwd=workdir(), capture_output=True, text=True, check=True, timeout=120).stdout
         for name in segments:
-            assert name not in out and (Path("/dev/shm") / name).exists()
-        assert proc.wait(timeout=300) == 0, (tmp_path / "live.log").read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+            assert name not in out and (shm.path / name).exists()
+        assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
     assert last_step(run) == 400

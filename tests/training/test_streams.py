@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.s3_fixtures import moto_s3, s3_process_env  # noqa: F401 - fixtures
-from tests.helpers import PYTHON, REPO, make_dataset, metrics_rows, run_train, tiny_args
+from tests.helpers import make_dataset, metrics_rows, one_error, run_script, run_train, tiny_args
 from evaluation.compare import config_differences, flatten, run_config, val_curves
 from training.config import TrainConfig, load_config
 from core.errors import ConfigError
@@ -47,7 +46,7 @@ def _mixture_args(datasets: dict[str, Path], runs: Path, name: str, a: float, b:
 
 
 @pytest.fixture(scope="module")
-def runs(datasets, tmp_path_factory) -> dict[str, Path]:
+def runs(datasets, tmp_path_factory) -> dict[str, Path]:  # (tests using it are marked slow)
     """An experiment pair, run side by side: a and b half and half, and a only (b of weight 0)."""
     root = tmp_path_factory.mktemp("runs")
     pair = {"mix": (0.5, 0.5), "a-only": (1.0, 0.0)}
@@ -69,6 +68,7 @@ def _stream_of(dataset, sample_ids) -> list[int]:
 # --------------------------------------------------------------------------------------------- per-stream eval
 
 
+@pytest.mark.slow
 def test_each_stream_is_evaluated_alone_beside_the_mixture(runs):
     rows = metrics_rows(runs["mix"])
     evals = [r for r in rows if "metrics/val/LanguageCrossEntropy" in r]
@@ -83,6 +83,7 @@ def test_each_stream_is_evaluated_alone_beside_the_mixture(runs):
         assert row["metrics/val/a/LanguagePerplexity"] == pytest.approx(math.exp(ce["val/a"]), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_weight_zero_stream_is_evaluated_not_trained(runs, datasets, tmp_path):
     from training.trainer import build_data
 
@@ -178,6 +179,7 @@ def test_remote_streams_get_their_own_per_stream_val_cache(datasets, s3_process_
 # ----------------------------------------------------------------------------------------- the run's data record
 
 
+@pytest.mark.slow
 def test_run_folder_keeps_config_and_each_streams_metadata(runs, datasets):
     for run_dir in runs.values():
         assert (run_dir / "config.yaml").is_file()
@@ -186,9 +188,8 @@ def test_run_folder_keeps_config_and_each_streams_metadata(runs, datasets):
             assert copy.read_bytes() == (datasets[name] / "metadata.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_pair_differs_only_in_data_and_compare_runs_plots_it(runs, tmp_path):
-    import subprocess
-
     from callbacks.metrics import VAL_LABEL
     from evaluation import compare
 
@@ -202,8 +203,7 @@ def test_pair_differs_only_in_data_and_compare_runs_plots_it(runs, tmp_path):
     for d in runs.values():  # both runs measured on the same val sets
         assert set(val_curves(metrics_rows(d), "LanguageCrossEntropy")) == {"val", "val/a", "val/b"}
     out = tmp_path / "cmp.png"
-    proc = subprocess.run([PYTHON, "scripts/compare_runs.py", *map(str, runs.values()), "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = run_script("scripts/compare_runs.py", *runs.values(), "--out", out, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "data.streams.b.proportion: mix=0.5  a-only=0.0" in proc.stdout
     assert re.search(r"a-only: a \([0-9a-f]{16}, [\d,]+ train tokens\); b \(", proc.stdout)
@@ -243,10 +243,9 @@ def test_experiment_yamls_differ_only_in_data(repo_root):
     assert trained == ["data.streams.Pile-CC.proportion"]
 
 
+@pytest.mark.slow
 def test_plot_draws_train_val_and_each_stream_of_every_run(runs, tmp_path):
     """plot.py: the panels hold exactly what each run's metrics.jsonl logged (val points unsmoothed)."""
-    import subprocess
-
     from evaluation.compare import TRAIN_KEY, panels
 
     curves = panels([str(d) for d in runs.values()])
@@ -259,10 +258,10 @@ def test_plot_draws_train_val_and_each_stream_of_every_run(runs, tmp_path):
         train_steps = [r["step"] for r in rows if TRAIN_KEY in r]
         assert [s for s, _ in curves["train"][name]] == train_steps
     out = tmp_path / "curves.png"
-    proc = subprocess.run([PYTHON, "plot.py", *map(str, runs.values()), "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = run_script("plot.py", *runs.values(), "--out", out, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    proc = subprocess.run([PYTHON, "plot.py", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path}: no metrics.jsonl; give run " \
-        "folders of gpt_pile_composer.py runs"
+    proc = run_script("plot.py", tmp_path, timeout=60)  # not a run folder: core.runs.read_metrics' one message
+    line = one_error(proc, f"{tmp_path / 'metrics.jsonl'} does not exist")
+    assert proc.stderr.strip() == line == f"error: {tmp_path / 'metrics.jsonl'} does not exist: give run folders " \
+        "of gpt_pile_composer.py runs ({runs_root}/{run_name})"

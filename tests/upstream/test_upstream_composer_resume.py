@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from composer.core import Callback
 
-from tests.helpers import make_dataset, tiny_args
+from tests.helpers import tiny_args
 from training.config import load_config
 from upstream.composer import RestoreRNGOnResume
 
@@ -48,9 +48,9 @@ def _trainer(ds: Path, runs: Path, *overrides: str, keep_ours: bool = True):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, shakespeare_text) -> tuple[Path, Path]:
+def checkpoint(tmp_path_factory, dataset) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("rng")
-    ds = make_dataset(root, shakespeare_text[:200_000])
+    ds = dataset
     trainer, _ = _trainer(ds, root / "runs", "run_name=first", "max_duration=2ba")
     trainer.fit()
     trainer.close()

@@ -1,10 +1,13 @@
 """Each work-around in upstream/composer.py: the upstream behaviour it answers, and that ours avoids it."""
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from composer.core.engine import Engine
 from composer.core.event import Event
 
+from tests.helpers import PYTHON, REPO, free_port, make_dataset, private_shm_cmd, train_env
 from upstream.composer import skip_engine_debug_log
 
 
@@ -65,7 +68,7 @@ def test_our_wandb_logger_reports_not_found(tmp_path, monkeypatch):
     from upstream.composer import WandBLoggerNoArtifacts
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="latest-rank0.pt: checkpoints are not kept in wandb"):
         WandBLoggerNoArtifacts(project="x").download_file("latest-rank0.pt", str(tmp_path / "ckpt"))
 
 
@@ -93,30 +96,25 @@ print(sum((Path("/dev/shm") / name).exists() for name in mine), len(mine))
 
 def _live_segments_after_cleaning(tmp_path, text: str, upstream: bool) -> tuple[int, int]:
     """In a fresh process with its own /dev/shm: (live segments left, live segments before) after a clean."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.helpers import REPO, make_dataset
-
     ds = make_dataset(tmp_path, text[:20_000], seq_len=32, val_fraction=0.0)
     code = _SHM_PROBE.format(repo=str(REPO), local=str(ds / "train"), upstream=upstream)
     # A private /dev/shm (tmpfs in its own mount namespace) and TMPDIR (Streaming's file locks): a dataset alive
     # elsewhere on the machine cannot hold prefix 0, the one upstream's cleaner looks at.
-    private = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs tmpfs /dev/shm && exec "$@"', "probe"]
     (tmp_path / "tmp").mkdir()
-    proc = subprocess.run([*private, sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
+    proc = subprocess.run(private_shm_cmd([PYTHON, "-c", code]), capture_output=True, text=True, cwd=tmp_path,
+                          env={**train_env(), "TMPDIR": str(tmp_path / "tmp")}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     left, before = map(int, proc.stdout.split())
     return left, before
 
 
+@pytest.mark.slow  # subprocesses that each import Streaming/Composer
 def test_upstream_clean_stale_shared_memory_removes_a_live_runs_memory(tmp_path, shakespeare_text):
     left, before = _live_segments_after_cleaning(tmp_path, shakespeare_text, upstream=True)
     assert before > 0 and left == 0  # the bug: a live dataset's segments are unlinked under it
 
 
+@pytest.mark.slow  # subprocesses that each import Streaming/Composer
 def test_our_cleaner_spares_live_memory_and_removes_dead(tmp_path, shakespeare_text):
     left, before = _live_segments_after_cleaning(tmp_path, shakespeare_text, upstream=False)
     assert before > 0 and left == before
@@ -124,27 +122,20 @@ def test_our_cleaner_spares_live_memory_and_removes_dead(tmp_path, shakespeare_t
 
 def _register_race(tmp_path, ds, mode: str) -> int:
     """How many of 2 jobs opening a dataset at once die registering Streaming's shared memory."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.helpers import REPO
-
-    private = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs tmpfs /dev/shm && exec "$@"', "race"]
     tmp = tmp_path / f"tmp-{mode}"
     tmp.mkdir(exist_ok=True)
-    proc = subprocess.run([*private, sys.executable, str(REPO / "tests" / "upstream" / "shm_race.py"), "2", str(ds / "train"),
-                           mode], capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmp)})
+    race = [PYTHON, str(REPO / "tests" / "upstream" / "shm_race.py"), "2", str(ds / "train"), mode]
+    proc = subprocess.run(private_shm_cmd(race), capture_output=True, text=True, cwd=tmp_path,
+                          env={**train_env(), "TMPDIR": str(tmp)}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return int(proc.stdout.split()[-1])
 
 
+@pytest.mark.slow  # subprocesses that each import Streaming/Composer
 def test_upstream_jobs_starting_together_collide_and_ours_do_not(tmp_path, shakespeare_text):
     """Streaming 0.13.0 picks a free shared-memory prefix and then creates it, with no lock between: jobs started
     together (a sweep, two runs of a comparison) pick the same one and all but one die with FileExistsError.
     registering_shared_memory serialises the pick across the machine."""
-    from tests.helpers import make_dataset
-
     ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=32, val_fraction=0.0)
     assert _register_race(tmp_path, ds, "upstream") == 1  # both found prefix 0 free; the second to create it died
     assert _register_race(tmp_path, ds, "ours") == 0
@@ -158,7 +149,6 @@ def test_upstream_epoch_end_state_replays_the_finished_epoch(tmp_path, shakespea
     from streaming import StreamingDataset
 
     from loaders.dataset import TokenSamples
-    from tests.helpers import make_dataset
 
     ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=32, val_fraction=0.0)
     kw = dict(local=str(ds / "train"), batch_size=4, shuffle=True, shuffle_seed=3)
@@ -196,20 +186,12 @@ print(upstream, dist.get_node_signal_file_name())
 """
 
 
-def test_signal_file_names_per_node():
+@pytest.mark.slow  # subprocesses that each import Streaming/Composer
+def test_signal_file_names_per_node(tmp_path):
     """Two single-rank "nodes": upstream hands both the same signal file name; ours one each."""
-    import socket
-    import subprocess
-    import sys
-
-    from tests.helpers import REPO
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code = _SIGNAL_PROBE.format(repo=str(REPO), port=port)
-    procs = [subprocess.Popen([sys.executable, "-c", code], text=True, stdout=subprocess.PIPE,
-                              env={**__import__("os").environ, "RANK": str(r), "NODE_RANK": str(r), "WORLD_SIZE": "2",
+    code = _SIGNAL_PROBE.format(repo=str(REPO), port=free_port())
+    procs = [subprocess.Popen([PYTHON, "-c", code], text=True, stdout=subprocess.PIPE, cwd=tmp_path,
+                              env={**train_env(), "RANK": str(r), "NODE_RANK": str(r), "WORLD_SIZE": "2",
                                    "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}) for r in (0, 1)]
     outs = [p.communicate(timeout=120)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
