@@ -8,7 +8,7 @@ dropped and counted.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -54,12 +54,6 @@ class Packer:
     def tokens(self) -> int:
         """Distinct tokens inside the emitted samples (the overlap counted once); final after :meth:`finish`."""
         return self.samples * self.seq_len + 1 if self.samples else 0
-
-    def add_documents(self, docs: Iterable[Sequence[int]]) -> None:
-        """Append each document's ids followed by EOS. One numpy conversion per batch keeps this cheap."""
-        docs = list(docs)
-        if docs:
-            self.add_tokens(flatten_documents(docs, self.eos_id, self.dtype))
 
     def add_tokens(self, ids: np.ndarray) -> None:
         """Append raw ids (no EOS added), emitting every sample that becomes complete."""

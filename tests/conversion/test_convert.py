@@ -14,10 +14,10 @@ import pytest
 import zstandard
 
 from conversion.convert import BATCH_CHARS, assign_split, convert
+from conversion.packing import Packer, flatten_documents
+from conversion.sources import expand_inputs, iter_documents, supported_suffixes
 from core.errors import DataError, InputError, OptionError, OutputExistsError
 from core.metadata import METADATA_FILE, read_metadata
-from conversion.packing import Packer
-from conversion.sources import expand_inputs, iter_documents, supported_suffixes
 from core.tokenizer import BYTES_EOS_ID, load_tokenizer
 from tests.helpers import convert_main, error_line, one_error, run_convert, start_convert, wait_until
 
@@ -150,7 +150,7 @@ def test_packer_matches_reference_slicing(seq_len, capacity):
     out: list[np.ndarray] = []
     p = Packer(seq_len, 256, "uint16", lambda s: out.append(s.copy()), capacity=capacity)
     for i in range(0, len(docs), 7):
-        p.add_documents(docs[i:i + 7])
+        p.add_tokens(flatten_documents(docs[i:i + 7], 256, "uint16"))
     dropped = p.finish()
     stream = np.concatenate([d + [256] for d in docs])
     n = (len(stream) - 1) // seq_len
@@ -163,7 +163,7 @@ def test_packer_matches_reference_slicing(seq_len, capacity):
 
 def test_packer_too_little_input():
     p = Packer(10, 256, "uint16", lambda s: pytest.fail("no sample expected"))
-    p.add_documents([[1, 2, 3]])
+    p.add_tokens(flatten_documents([[1, 2, 3]], 256, "uint16"))
     assert p.finish() == 4 and p.samples == 0 and p.tokens == 0
 
 

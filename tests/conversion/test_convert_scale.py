@@ -21,12 +21,12 @@ import zstandard
 from conversion import convert as convert_module
 from conversion.batches import EncoderSpec, encode_in_worker, init_worker
 from conversion.convert import ConvertRequest, HFSource, assign_split, run
-from core.errors import OutputExistsError
 from conversion.groups import GROUPS_FILE, group_folder
-from core.metadata import METADATA_FILE, read_metadata
 from conversion.parallel import OrderedPool
-from core.tokenizer import load_tokenizer
 from conversion.verify import verify
+from core.errors import OutputExistsError
+from core.metadata import METADATA_FILE, read_metadata
+from core.tokenizer import load_tokenizer
 from tests.helpers import convert_main, error_line, one_error, run_convert, start_convert, wait_until
 
 SETS = ["Pile-CC", "PubMed Central", "Gutenberg (PG-19)", "ArXiv"]

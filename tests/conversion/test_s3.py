@@ -11,8 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import (convert_main, error_line, free_port, make_dataset, metrics_rows, one_error,
-                           paragraphs_jsonl, run_convert, run_train, start_train, tiny_args, wait_until)
+from tests.helpers import (
+    convert_main,
+    error_line,
+    free_port,
+    make_dataset,
+    metrics_rows,
+    one_error,
+    paragraphs_jsonl,
+    run_convert,
+    run_train,
+    start_train,
+    tiny_args,
+    wait_until,
+)
 
 SEQ_LEN = 32
 SHARD_BYTES = 4096  # small shards: several per split, so the cache limit has something to evict
@@ -64,8 +76,8 @@ def test_convert_to_bucket_uploads_the_local_layout_metadata_last(bucket_ds, mot
 
 @pytest.mark.slow  # four conversions, three into the bucket
 def test_nonempty_prefix_refused_and_overwrite_deletes_metadata_first(s3_process_env, corpus, tmp_path):
-    from core import remote
     from conversion.convert import convert
+    from core import remote
     from core.errors import OutputExistsError
 
     s3 = s3_process_env
@@ -198,9 +210,9 @@ def test_cache_limit_bounds_the_cache_folder(bucket_ds, moto_s3, tmp_path):
 
 @pytest.mark.slow  # bucket_ds: the script converts into the bucket
 def test_cache_limit_below_streamings_floor_is_a_clean_error(bucket_ds, s3_process_env, tmp_path):
-    from loaders.dataset import LoaderSettings, build_dataspec, fetch_metadata
-    from core.streams import StreamSource
     from core.errors import OptionError
+    from core.streams import StreamSource
+    from loaders.dataset import LoaderSettings, build_dataspec, fetch_metadata
 
     index = json.loads(s3_process_env.get(bucket_ds["bucket"], "ds/train/index.json"))["shards"]
     limit = 2 * max(s["raw_data"]["bytes"] + (s["zip_data"] or {}).get("bytes", 0) for s in index)  # < 4 shards
@@ -455,8 +467,8 @@ def test_training_faults_fail_at_start_with_one_line(bucket_ds, moto_s3, tmp_pat
 
 @pytest.mark.slow
 def test_refused_credentials_fail_training_at_start(bucket_ds, s3_process_env, monkeypatch, tmp_path):
-    from loaders.dataset import fetch_metadata
     from core.errors import RemoteError
+    from loaders.dataset import fetch_metadata
 
     s3 = s3_process_env
     with s3.checking_credentials() as key:

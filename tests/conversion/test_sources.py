@@ -14,9 +14,8 @@ import pytest
 import zstandard
 
 from conversion.convert import convert
+from conversion.sources import BadRecordError, BadRecords, Document, expand_inputs, hf_hub_documents, iter_documents
 from core.errors import InputError, OptionError
-from conversion.sources import (BadRecordError, BadRecords, Document, expand_inputs, hf_hub_documents,
-                             iter_documents)
 
 GROUP = "meta.pile_set_name"
 SETS = ["Pile-CC", "Github", "ArXiv", "Wikipedia (en)"]

@@ -185,8 +185,8 @@ def test_hellaswag_trained_model_prefers_real_continuations(run, capsys):
     ('{"ctx": "A", "endings": "bc", "label": 0}', "endings must be a non-empty list"),
 ])
 def test_hellaswag_malformed_line_names_file_and_line(tmp_path, line, problem):
-    from evaluation.evaluate import read_items
     from core.errors import HellaSwagError
+    from evaluation.evaluate import read_items
 
     path = tmp_path / "mc.jsonl"
     path.write_text('{"ctx": "A", "endings": ["b", "c"], "label": 1}\n' + line + "\n")

@@ -11,7 +11,8 @@ import torch
 
 import generate
 from gpt import GPT, GPTConfig, KVCache
-from sampling import generate as generate_ids, sample_next, top_p_filter
+from sampling import generate as generate_ids
+from sampling import sample_next, top_p_filter
 from tests.helpers import REPO, error_line, make_dataset, metrics_rows, run_script, start_train, tiny_args
 
 VOCAB = 257
@@ -229,8 +230,8 @@ def test_run_folder_and_checkpoint_sources(sampled_runs, capsys):
     ("sample_temperature=-1", "sample_temperature must be >= 0"),
 ])
 def test_bad_sample_settings_are_config_errors(override, message):
-    from training.config import load_config
     from core.errors import ConfigError
+    from training.config import load_config
 
     yaml = str(REPO / "yamls" / "tiny.yaml")
     assert load_config(yaml, ["sample_prompt=x"]).sample_interval is None  # None: eval_interval

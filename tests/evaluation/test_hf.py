@@ -46,8 +46,8 @@ def test_load_hf_gpt_matches_transformers_logits(tmp_path, vocab_size):
 
 
 def test_bias_false_exports_as_zero_biases_with_same_logits():
-    from gpt import GPT, GPTConfig
     from evaluation.hf import to_hf_model
+    from gpt import GPT, GPTConfig
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=16, vocab_size=257, bias=False, **SHAPE)).eval()
@@ -71,10 +71,9 @@ def test_bytes_tokenizer_exports_as_transformers_tokenizer(tmp_path):
 
 
 def test_unloadable_hf_folders_fail_clearly(tmp_path):
+    from core.errors import CheckpointError, HFError
     from evaluation.checkpoints import load_gpt, load_tokenizer_for
-    from core.errors import CheckpointError
     from training.resume.init_from import load_hf_gpt
-    from core.errors import HFError
 
     with pytest.raises(HFError, match="does not exist"):
         load_hf_gpt(str(tmp_path / "missing"))
@@ -173,8 +172,8 @@ def test_export_sharded_run_loads_in_transformers(fsdp_init_run, hf_pair, tmp_pa
 
 @pytest.mark.slow
 def test_export_refuses_a_non_empty_folder_unless_overwrite(fsdp_init_run, tmp_path):
-    from evaluation.hf import export_hf
     from core.errors import HFError
+    from evaluation.hf import export_hf
 
     out = tmp_path / "export"
     out.mkdir()

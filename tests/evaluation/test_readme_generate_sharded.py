@@ -13,7 +13,6 @@ new document; samples during training (`sample_prompt`) are skipped under FSDP w
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 

@@ -17,8 +17,8 @@ def test_bad_shuffle_algo_names_the_valid_ones():
 
 
 def test_shuffle_knobs_reach_the_streaming_dataset(tmp_path, shakespeare_text):
-    from loaders.dataset import LoaderSettings, build_dataspec
     from core.streams import StreamSource
+    from loaders.dataset import LoaderSettings, build_dataspec
 
     cfg = load_config(str(TINY_YAML), ["data.shuffle_algo=py1br", "data.shuffle_block_size=64"])
     ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=32, val_fraction=0)

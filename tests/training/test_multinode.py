@@ -6,8 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (COMPOSER, LOSS, TRAIN_SCRIPT, free_port, private_shm_cmd, rows_by_step, run_train, tiny_args,
-                           train_env, workdir)
+from tests.helpers import (
+    COMPOSER,
+    LOSS,
+    TRAIN_SCRIPT,
+    free_port,
+    private_shm_cmd,
+    rows_by_step,
+    run_train,
+    tiny_args,
+    train_env,
+    workdir,
+)
 
 pytestmark = pytest.mark.slow  # every test here trains with `composer`
 

@@ -142,10 +142,9 @@ def test_sharded_folder_without_metadata_is_moved_aside(tmp_path):
 def test_autoresume_prints_a_warning_naming_the_moved_checkpoint(folder, capsys):
     """What a user sees: prepare_resume (run at start-up, before anything loads) prints each repair as a warning
     and then resumes from the good checkpoint."""
+    from tests.helpers import REPO
     from training.config import load_config
     from training.resume import prepare_resume
-
-    from tests.helpers import REPO
 
     bad = folder / "ep0-ba30-rank0.pt"
     _corrupt(bad)

@@ -7,8 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (PrivateShm, last_step, make_dataset, metrics_rows, one_error, run_train, script_cmd,
-                           start_train, tiny_args, train_env, wait_until, workdir)
+from tests.helpers import (
+    PrivateShm,
+    last_step,
+    make_dataset,
+    metrics_rows,
+    one_error,
+    run_train,
+    script_cmd,
+    start_train,
+    tiny_args,
+    train_env,
+    wait_until,
+    workdir,
+)
 
 pytestmark = pytest.mark.slow  # every test here starts real training runs
 

@@ -12,8 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import (HOST, REPO, final_weights, metrics_rows, one_error, run_train, s3_vars, start_moto,
-                           start_train, tiny_args, wait_until)
+from tests.helpers import (
+    HOST,
+    REPO,
+    final_weights,
+    metrics_rows,
+    one_error,
+    run_train,
+    s3_vars,
+    start_moto,
+    start_train,
+    tiny_args,
+    wait_until,
+)
 
 STEPS, EVERY = 100, 20
 pytestmark = pytest.mark.timeout(400)

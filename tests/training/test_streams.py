@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers import make_dataset, metrics_rows, one_error, run_script, run_train, tiny_args
-from evaluation.compare import config_differences, flatten, run_config, val_curves
-from training.config import TrainConfig, load_config
 from core.errors import ConfigError
+from evaluation.compare import config_differences, flatten, run_config, val_curves
+from tests.helpers import make_dataset, metrics_rows, one_error, run_script, run_train, tiny_args
+from training.config import TrainConfig, load_config
 
 METRICS = ("LanguageCrossEntropy", "BitsPerByte", "LanguagePerplexity", "TokenAccuracy")
 PILE_WEIGHTS = {  # Gao et al. 2020, Table 1, effective epoch weight (%) by pile_set_name
@@ -114,8 +114,8 @@ def test_stream_without_val_split_is_skipped_with_one_warning(datasets, tmp_path
 def test_mixture_val_subset_holds_every_stream_and_is_the_same_each_eval(datasets, tmp_path):
     """Unshuffled (as Streaming serves a split), a mixture's val is stream a's samples then b's, so
     ``eval_subset_num_batches`` would read a only; ours is shuffled once and read in that order at every eval."""
-    from loaders.dataset import LoaderSettings, build_dataspec
     from core.streams import StreamSource
+    from loaders.dataset import LoaderSettings, build_dataspec
     from training.trainer import build_data
 
     sources = [StreamSource(str(datasets["a"]), 0.5), StreamSource(str(datasets["b"]), 0.5)]
@@ -151,9 +151,9 @@ def test_bad_stream_names_and_all_zero_weights_are_config_errors(datasets, tmp_p
 def test_remote_streams_get_their_own_per_stream_val_cache(datasets, s3_process_env, tmp_path):
     """Streaming refuses two live datasets that read one remote into the same local folder; the mixture's val
     already reads each stream's val split into ``data.cache``, so each stream's own val is cached beside it."""
-    from loaders.dataset import LoaderSettings, build_dataspec
-    from core.streams import StreamSource
     from core.remote import upload_dir
+    from core.streams import StreamSource
+    from loaders.dataset import LoaderSettings, build_dataspec
     from training.trainer import build_data
 
     bucket = s3_process_env.new_bucket()

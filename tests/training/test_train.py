@@ -167,10 +167,10 @@ def test_bf16_on_cpu_trains_like_fp32(tiny_run, dataset, tmp_path):
 
 
 def test_cpu_bf16_forward_runs_in_bf16():
+    from gpt import GPTConfig
     from training.config import TrainConfig
     from training.model import ComposerGPT
     from training.trainer import apply_precision
-    from gpt import GPTConfig
 
     model = ComposerGPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=16), torch.ones(11))
     assert apply_precision(TrainConfig(precision="amp_bf16"), model, "gpu") == "amp_bf16"  # Composer's AMP

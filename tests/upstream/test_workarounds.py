@@ -52,9 +52,8 @@ def test_engine_debug_keeps_upstream_logging(monkeypatch):
 
 
 def test_upstream_wandb_logger_breaks_autoresume_lookup(tmp_path, monkeypatch):
-    from composer.loggers import WandBLogger
-
     import wandb
+    from composer.loggers import WandBLogger
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     try:
