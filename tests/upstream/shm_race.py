@@ -2,7 +2,8 @@
 
     python tests/upstream/shm_race.py K LOCAL upstream|ours     -> prints how many of the K failed with FileExistsError
 
-Streaming picks a free shared-memory prefix (its "look") and then creates it. Each child, after its look, waits
+Streaming picks a free shared-memory prefix (its "look", one per name in SHM_TO_CLEAN) and then creates it. Each
+child, after its last look, waits
 until every other child has looked too, or is provably blocked on the registry lock of ``registering_shared_memory``
 (its lock attempt failed while another held it): without the lock all K look before any creates, so the race is
 certain instead of likely; with it they take turns. Each child keeps its dataset alive until every child is done,
@@ -35,17 +36,21 @@ def child(local: str, tmp: Path, i: int, k: int, mode: str) -> None:
     import filelock
     import streaming.base.shared.prefix as prefix
     from streaming import StreamingDataset
+    from streaming.base.constant import SHM_TO_CLEAN
 
     from upstream.streaming import REGISTRY_LOCK, registering_shared_memory
 
     others = [j for j in range(k) if j != i]
     look = prefix._check_and_find_retrying
+    looks = []  # get_shm_prefix looks once per name in SHM_TO_CLEAN, then creates the prefix it found
 
     def look_then_wait(*args, **kwargs):
         found = look(*args, **kwargs)
-        (tmp / f"looked{i}").touch()
-        _wait_for(lambda: all((tmp / f"looked{j}").exists() or (tmp / f"blocked{j}").exists() for j in others),
-                  "the other jobs to look (or wait on the registry lock)")
+        looks.append(found)
+        if len(looks) == len(SHM_TO_CLEAN):  # its last look: hold it until every other job has looked too
+            (tmp / f"looked{i}").touch()
+            _wait_for(lambda: all((tmp / f"looked{j}").exists() or (tmp / f"blocked{j}").exists() for j in others),
+                      "the other jobs to look (or wait on the registry lock)")
         return found
 
     prefix._check_and_find_retrying = look_then_wait
