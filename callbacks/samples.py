@@ -74,7 +74,7 @@ class SampleLogger(Callback):
         gpt.eval()
         try:
             return sample_text(gpt, self.tokenizer, self.prompt, self.max_new_tokens, temperature=self.temperature,
-                          top_k=None, seed=self.seed, stop_at_eos=True)
+                               top_k=None, seed=self.seed, stop_at_eos=True)
         finally:
             gpt.train(was_training)
 
