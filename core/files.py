@@ -1,7 +1,8 @@
 """Writing outputs so that a killed process never leaves one that looks complete.
 
 A folder is built beside its destination in ``DEST.partial`` and swapped into place only when finished
-(:func:`built_then_swapped`); a file is written to ``FILE.tmp`` and renamed over the old one (:func:`write_atomic`).
+(:func:`built_then_swapped`); a file is written to a unique temporary file beside it and renamed over the old one
+(:func:`write_atomic`).
 """
 from __future__ import annotations
 
@@ -55,9 +56,12 @@ def remove(path: Path) -> None:
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Replace ``path``'s content with ``text`` in one rename: readers see the old file or the new one."""
+    """Replace ``path``'s content with ``text`` in one rename: readers see the old file or the new one. The file keeps
+    its mode (a new one gets 0o644, as ``open`` would: mkstemp's 0o600 would hide a run's files from a group)."""
     path = Path(path)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # unique: two writers never share it
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+    os.chmod(tmp, mode)
     os.replace(tmp, path)
