@@ -48,7 +48,7 @@ def train(cfg: TrainConfig) -> int:
     model = build_model(cfg, data, resuming)                        # model
     trainer = build_trainer(cfg, model, data, device, autoresume)   # trainer
     if dist.get_global_rank() == 0:
-        print(describe_run(cfg, model, data), flush=True)
+        print(describe_run(cfg, model, data, device), flush=True)
     try:
         fit(trainer, cfg)                                           # fit
     except CheckpointError as e:  # the bucket stopped the run: say so while the trainer still closes

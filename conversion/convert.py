@@ -40,6 +40,7 @@ from core.files import built_then_swapped, remove
 from core.metadata import (
     COLUMN,
     METADATA_FILE,
+    SHARD_HASH,
     TOKENIZER_DIR,
     DatasetMetadata,
     SplitStats,
@@ -53,7 +54,7 @@ __all__ = ["ConvertRequest", "Conversion", "HFSource", "assign_split", "convert"
 BATCH_DOCS = 1024
 BATCH_CHARS = 1 << 20  # ~1 MB of text per job: ~0.5 s of one core's BPE, small enough to balance workers
 SHARD_CACHE_BUDGET = 96 << 20  # samples held for unfinished shards, over all splits and groups (see _ShardBudget)
-SHARD_HASHES = ["sha256"]  # recorded by MDSWriter in index.json for every shard file; checked by --verify
+SHARD_HASHES = [SHARD_HASH]  # recorded by MDSWriter in index.json; checked by --verify and by the reader
 PACKER_CAPACITY = 1 << 18
 # Streaming's compression families (streaming/base/compression.py), checked here without importing streaming.
 _COMPRESSION = re.compile(r"^(br|bz2|gz|snappy|zstd)(:\d+)?$")

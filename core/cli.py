@@ -24,8 +24,20 @@ class ScriptParser(argparse.ArgumentParser):
 
 def fail(message: object) -> int:
     """Print the one ``error:`` line and return the exit code for bad input (2)."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    text = one_line(message) if isinstance(message, BaseException) else message
+    print(f"error: {text}", file=sys.stderr, flush=True)
     return 2
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message. One raised in a torch DataLoader worker reaches the main process re-made as
+    ``Type("Caught Type in DataLoader worker process N.\nOriginal Traceback ...")``: its own message is the
+    traceback's last line, after ``module.Type: ``."""
+    text = str(error)
+    if "\nOriginal Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def reports_errors(main: Callable[..., int]) -> Callable[..., int]:

@@ -38,6 +38,10 @@ class OutputExistsError(DataError):
     """The conversion output is not empty and --overwrite was not given."""
 
 
+class DamagedShardError(DataError):
+    """A shard whose bytes are not what conversion wrote (a hash mismatch, or its compressor cannot read it)."""
+
+
 class RemoteError(DataError):
     """A bucket cannot be used: missing bucket or object, refused credentials, unreachable endpoint."""
 

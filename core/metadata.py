@@ -16,6 +16,7 @@ from core.errors import MetadataError
 from core.files import write_atomic
 from core.remote import is_remote
 
+SHARD_HASH = "sha256"  # recorded in index.json for every shard file at conversion; checked on every read
 METADATA_FILE = "metadata.json"
 TOKENIZER_DIR = "tokenizer"
 FORMAT = "gpt-composer-mds"

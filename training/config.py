@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -30,7 +31,8 @@ class DataConfig:
     shuffle_block_size: Optional[int] = None  # samples per shuffle block (Streaming's default: 4M / nodes)
     predownload: Optional[int] = None
     cache_limit: Optional[str] = None
-    num_workers: int = 0
+    num_workers: int = 0  # train loader worker processes per rank
+    eval_num_workers: Optional[int] = None  # the val mixture's per rank; default min(num_workers, 2)
     train_split: str = "train"
     eval_split: str = "val"
 
@@ -125,6 +127,7 @@ class TrainConfig:
     speed_window: int = 20  # batches SpeedMonitor averages over
     peak_flops: Optional[float] = None  # device peak FLOP/s for MFU; None: Composer's GPU table
     device: Optional[str] = None  # cpu | gpu; None: gpu when available
+    dist_timeout: float = 1800.0  # seconds a collective (NCCL/gloo) may wait: above a gpt2-xl checkpoint's download
     python_log_level: Optional[str] = None
 
     @property
@@ -233,7 +236,16 @@ def _field_type(f: dataclasses.Field) -> Any:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Checks that need more than one key; each failure names the keys and the fix."""
+    """Every value checked before any data or weights load; each failure names the key, the valid range, the fix."""
+    _validate_structure(cfg)
+    _validate_run_name(cfg.run_name)
+    _validate_ranges(cfg)
+    _validate_choices(cfg)
+    _validate_times(cfg)
+
+
+def _validate_structure(cfg: TrainConfig) -> None:
+    """Checks that need more than one key."""
     if cfg.data.path is not None and cfg.data.streams:
         raise ConfigError("data.path and data.streams are both set; to train on one dataset with a yaml that has "
                           "streams (yamls/gpt2.yaml), add data.streams=null, or use yamls/gpt2-single.yaml")
@@ -243,42 +255,127 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"model.init_from={cfg.model.init_from!r}; use hf:FOLDER_OR_NAME (a Hugging Face GPT-2)")
     if cfg.model.init_from is not None and cfg.load_path:
         raise ConfigError("model.init_from and load_path are both set; a run starts from one of them: drop one")
-    if cfg.parallelism not in PARALLELISMS:
-        raise ConfigError(f"parallelism={cfg.parallelism!r}; valid: {', '.join(PARALLELISMS)}")
-    if cfg.fsdp.state_dict_type not in ("sharded", "full"):
-        raise ConfigError(f"fsdp.state_dict_type={cfg.fsdp.state_dict_type!r}; valid: sharded, full")
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(f"precision={cfg.precision!r}; valid: {', '.join(PRECISIONS)}")
-    if cfg.data.shuffle_algo not in SHUFFLE_ALGOS:
-        raise ConfigError(f"data.shuffle_algo={cfg.data.shuffle_algo!r}; valid: {', '.join(SHUFFLE_ALGOS)}")
-    for key in ("global_train_batch_size", "device_train_microbatch_size"):
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"{key} must be positive, got {getattr(cfg, key)}")
     if len(cfg.optimizer.betas) != 2:
         raise ConfigError(f"optimizer.betas needs two numbers, got {cfg.optimizer.betas}")
     for name, s in (cfg.data.streams or {}).items():
         if sum(w is not None for w in (s.proportion, s.repeat, s.choose)) > 1:
             raise ConfigError(f"data.streams.{name}: set at most one of proportion, repeat, choose")
-    if cfg.sample_prompt is not None:
-        _validate_samples(cfg)
 
 
-def _validate_samples(cfg: TrainConfig) -> None:
-    from composer.core import Time, TimeUnit  # the parser Composer will use for the interval
+RUN_NAME = re.compile(r"[\w+=@,-][\w.+=@,-]*")  # one folder name: no path separator, no leading dot
 
-    if cfg.sample_max_new_tokens < 1:
-        raise ConfigError(f"sample_max_new_tokens must be >= 1, got {cfg.sample_max_new_tokens}")
-    if cfg.sample_temperature < 0:
-        raise ConfigError(f"sample_temperature must be >= 0 (0 = greedy), got {cfg.sample_temperature}")
-    if cfg.sample_interval is not None:
-        units = (TimeUnit.BATCH, TimeUnit.EPOCH, TimeUnit.SAMPLE, TimeUnit.TOKEN, TimeUnit.DURATION)
+
+def _validate_run_name(name: Optional[str]) -> None:
+    """``run_name`` names the folder ``{runs_root}/{run_name}``: ``../x`` or ``a/b`` would put it elsewhere."""
+    if name is not None and (not RUN_NAME.fullmatch(name) or len(name) > 200):
+        raise ConfigError(f"run_name={name!r} must be one folder name (letters, digits and . _ - + = @ , ; no / and "
+                          "no leading dot; at most 200 characters): the run lives in {runs_root}/{run_name}")
+
+
+SEED_MAX = 2**32 - 1  # numpy's seeds
+# (dotted key, test, the valid range in words): a None value (unset) is always valid
+RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("seed", lambda v: 0 <= v <= SEED_MAX, f"0..{SEED_MAX}"),
+    ("global_train_batch_size", lambda v: v >= 1, ">= 1"),
+    ("device_train_microbatch_size", lambda v: v >= 1, ">= 1"),
+    ("device_eval_batch_size", lambda v: v >= 1, ">= 1"),
+    ("eval_subset_num_batches", lambda v: v == -1 or v >= 1, "-1 (the whole val split) or >= 1"),
+    ("save_num_checkpoints_to_keep", lambda v: v == -1 or v >= 1, "-1 (keep all) or >= 1 (autoresume needs one)"),
+    ("grad_clip_norm", lambda v: v >= 0, ">= 0 (0 disables clipping)"),
+    ("speed_window", lambda v: v >= 1, ">= 1"),
+    ("dist_timeout", lambda v: v > 0, "> 0 (seconds)"),
+    ("peak_flops", lambda v: v > 0, "> 0 (FLOP/s, e.g. 989e12)"),
+    ("optimizer.lr", lambda v: v > 0, "> 0 (e.g. 6e-4)"),
+    ("optimizer.eps", lambda v: v > 0, "> 0 (e.g. 1e-8)"),
+    ("optimizer.weight_decay", lambda v: v >= 0, ">= 0 (e.g. 0.1)"),
+    ("optimizer.betas", lambda v: all(0 <= b < 1 for b in v), "two numbers in [0, 1) (e.g. [0.9, 0.95])"),
+    ("scheduler.alpha_f", lambda v: 0 <= v <= 1, "0..1 (the final lr as a fraction of optimizer.lr)"),
+    ("model.n_layer", lambda v: v >= 1, ">= 1"),
+    ("model.n_head", lambda v: v >= 1, ">= 1"),
+    ("model.n_embd", lambda v: v >= 1, ">= 1"),
+    ("model.dropout", lambda v: 0 <= v < 1, "0 <= dropout < 1"),
+    ("data.shuffle_seed", lambda v: 0 <= v <= SEED_MAX, f"0..{SEED_MAX}"),
+    ("data.num_canonical_nodes", lambda v: v >= 1, ">= 1"),
+    ("data.shuffle_block_size", lambda v: v >= 1, ">= 1"),
+    ("data.predownload", lambda v: v >= 1, ">= 1 (samples per worker to fetch ahead)"),
+    ("data.num_workers", lambda v: v >= 0, ">= 0"),
+    ("data.eval_num_workers", lambda v: v >= 0, ">= 0"),
+    ("sample_max_new_tokens", lambda v: v >= 1, ">= 1"),
+    ("sample_temperature", lambda v: v >= 0, ">= 0 (0 = greedy)"),
+)
+
+
+def _value(cfg: TrainConfig, dotted: str) -> Any:
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _validate_ranges(cfg: TrainConfig) -> None:
+    for key, ok, valid in RANGES:
+        value = _value(cfg, key)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{key}={value} is out of range; valid: {valid}")
+    if cfg.data.cache_limit is not None:
+        from streaming.base.util import bytes_to_int  # the parser Streaming will use
+
         try:
-            t = Time.from_timestring(cfg.sample_interval)
+            ok = bytes_to_int(cfg.data.cache_limit) > 0
+        except (ValueError, TypeError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"data.cache_limit={cfg.data.cache_limit!r} is not a size; use e.g. 200gb or 500mb")
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# (dotted key, valid values); None (unset) is always valid
+CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("parallelism", PARALLELISMS),
+    ("precision", PRECISIONS),
+    ("device", ("cpu", "gpu")),
+    ("fsdp.state_dict_type", ("sharded", "full")),
+    ("fsdp.mixed_precision", ("DEFAULT", "PURE", "FULL")),
+    ("data.shuffle_algo", SHUFFLE_ALGOS),
+    ("python_log_level", LOG_LEVELS),
+)
+
+
+def _validate_choices(cfg: TrainConfig) -> None:
+    for key, valid in CHOICES:
+        value = _value(cfg, key)
+        if value is not None and value not in valid:
+            raise ConfigError(f"{key}={value!r}; valid: {', '.join(valid)}")
+
+
+COUNTED = ("ba", "ep", "sp", "tok")  # Composer's units that count training progress
+# (dotted key, the units Composer accepts there, whether 0 is valid); None (unset) is always valid
+TIMES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("max_duration", COUNTED, False),
+    ("eval_interval", (*COUNTED, "dur"), False),
+    ("save_interval", (*COUNTED, "dur"), False),
+    ("log_interval", ("ba", "ep"), False),
+    ("scheduler.t_warmup", (*COUNTED, "dur"), True),
+    ("sample_interval", (*COUNTED, "dur"), False),
+)
+
+
+def _validate_times(cfg: TrainConfig) -> None:
+    """Each time string parsed as Composer will parse it, in a unit that key accepts (a bare ``5`` or ``5sec``
+    would be wall-clock time: not reproducible), and positive."""
+    from composer.core import Time  # the parser Composer will use
+
+    for key, units, zero_ok in TIMES:
+        text = _value(cfg, key)
+        if text is None:
+            continue
+        try:
+            t = Time.from_timestring(str(text))
         except (ValueError, TypeError):
             t = None
-        if t is None or t.unit not in units or t.value <= 0:  # a bare "5" parses as seconds: not reproducible
-            raise ConfigError(f"sample_interval={cfg.sample_interval!r} is not a positive duration in ba, ep, sp, "
-                              "tok or dur; use e.g. 500ba, or leave it out to sample at each eval_interval")
+        if t is None or t.unit.value not in units or t.value < 0 or (t.value == 0 and not zero_ok):
+            sign = "a duration >= 0" if zero_ok else "a positive duration"
+            raise ConfigError(f"{key}={text!r} is not {sign} in {', '.join(units)}; use e.g. 500{units[0]}")
 
 
 def to_yaml(cfg: TrainConfig) -> str:

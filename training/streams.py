@@ -24,6 +24,7 @@ from loaders.dataset import LoaderSettings, TokenSamples, build_dataspec, fetch_
 from training.config import TrainConfig
 
 EVAL_SHUFFLE_SEED = 0  # a mixture's val order: fixed, so runs with other seeds are measured on the same samples
+EVAL_WORKERS = 2  # a val loader's worker processes per rank unless data.eval_num_workers says otherwise
 SINGLE = "dataset"  # the name of a lone data.path in the run's data record
 EVAL_CACHE = "per_stream_eval"  # under data.cache: per-stream val shards of remote streams
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -68,6 +69,8 @@ def build_mixture_eval(cfg: TrainConfig, sources: list[StreamSource], metas: lis
                        settings: LoaderSettings) -> Optional[DataSpec]:
     """The val split of the trained streams, weighted as in training; None unless every one has a val split.
 
+    Its loader has ``data.eval_num_workers`` persistent workers per rank (default at most EVAL_WORKERS): an eval
+    reads a few batches now and then, and 8 ranks x the train loader's workers again would not fit a node's cores.
     Unshuffled, Streaming serves a mixture stream after stream, so ``eval_subset_num_batches`` read only the first
     stream(s); a mixture's val is therefore shuffled, once (:class:`FixedOrderSamples`), with a seed of its own.
     """
@@ -75,7 +78,10 @@ def build_mixture_eval(cfg: TrainConfig, sources: list[StreamSource], metas: lis
     if not all(has_split(m, split) for m in metas):
         return None
     mixed = len(sources) > 1
-    eval_settings = LoaderSettings(**{**settings.__dict__, "shuffle": mixed, "shuffle_seed": EVAL_SHUFFLE_SEED})
+    workers = cfg.data.eval_num_workers
+    workers = min(settings.num_workers, EVAL_WORKERS) if workers is None else workers
+    eval_settings = LoaderSettings(**{**settings.__dict__, "shuffle": mixed, "shuffle_seed": EVAL_SHUFFLE_SEED,
+                                      "num_workers": workers})
     return build_dataspec(sources, split, batch, eval_settings, cfg.data.cache, False,
                           FixedOrderSamples if mixed else TokenSamples)
 

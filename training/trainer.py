@@ -34,6 +34,7 @@ from loaders.dataset import LoaderSettings, build_dataspec, check_compatible, da
 from loaders.shm import clean_stale_shared_memory
 from training.config import TrainConfig, plain_config, to_yaml, write_run_config
 from training.model import ComposerGPT
+from training.peak_flops import resolve_peak
 from training.resume import check_checkpoints, model_config
 from training.resume.bucket import remote_saver, upload_failure
 from training.resume.checkpoints import save_model_config
@@ -75,7 +76,7 @@ def init_distributed(cfg: TrainConfig) -> str:
     device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
     share_cpu_threads(device)
     if dist.get_world_size() > 1:  # as Composer: a 1-rank process group would only add an all-reduce per metric
-        dist.initialize_dist(device, timeout=300)
+        dist.initialize_dist(device, timeout=cfg.dist_timeout)
     if dist.get_local_rank() == 0:
         clean_stale_shared_memory()
     dist.barrier()
@@ -203,9 +204,10 @@ def build_loggers(cfg: TrainConfig) -> list:
     return loggers
 
 
-def build_callbacks(cfg: TrainConfig) -> list:
+def build_callbacks(cfg: TrainConfig, device: str) -> list:
+    peak, _ = resolve_peak(cfg.peak_flops, device, cfg.precision)
     return [
-        SpeedMonitor(window_size=cfg.speed_window, gpu_flops_available=cfg.peak_flops, time_unit="seconds"),
+        SpeedMonitor(window_size=cfg.speed_window, gpu_flops_available=peak, time_unit="seconds"),
         LRMonitor(),
         OptimizerMonitor(log_optimizer_metrics=False, batch_log_interval=10),  # grad norms every 10 steps
         RuntimeEstimator(time_unit="minutes"),
@@ -221,7 +223,7 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
         GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm)
     ]
     guard = ResumeGuard(run_fingerprint(cfg, data.meta, data.metas, model.config), strict=autoresume, soft=SCHEDULE_KEYS)
-    callbacks = [*build_callbacks(cfg), guard, RestoreRNGOnResume(), MarkEpochEnds()]
+    callbacks = [*build_callbacks(cfg, device), guard, RestoreRNGOnResume(), MarkEpochEnds()]
     if cfg.log_sample_ids:
         callbacks.append(SampleIdLogger())
     if cfg.sample_prompt is not None:
@@ -306,7 +308,7 @@ def parallelism_config(cfg: TrainConfig) -> Optional[dict]:
                                 reshard_after_forward=f.reshard_after_forward, mixed_precision=f.mixed_precision)}
 
 
-def describe_run(cfg: TrainConfig, model: ComposerGPT, data: RunData) -> str:
+def describe_run(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: str) -> str:
     """The start-up summary: resolved config, parameters, FLOPs per token and tokens per step."""
     gpt = model.model
     tokens_per_step = cfg.global_train_batch_size * data.meta.seq_len
@@ -323,6 +325,7 @@ def describe_run(cfg: TrainConfig, model: ComposerGPT, data: RunData) -> str:
         f"tokens/step  {tokens_per_step:,} ({cfg.global_train_batch_size} x {data.meta.seq_len}; "
         f"{data.device_batch_size} per rank x {dist.get_world_size()} ranks; {torch.get_num_threads()} CPU "
         "threads per rank)",
+        f"MFU peak     {resolve_peak(cfg.peak_flops, device, cfg.precision)[1]}",
         f"run folder   {cfg.run_dir}  (checkpoints: {cfg.save_folder})",
         "=" * 72,
     ]

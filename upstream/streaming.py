@@ -10,19 +10,33 @@ import contextlib
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
 from streaming import MDSWriter, StreamingDataset
 
+from core.errors import DamagedShardError
 from core.memory import release_free_memory
+from core.metadata import SHARD_HASH
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
 
 
 READY_AHEAD_LOCAL = 4096  # samples the ready thread may run ahead over local shards (see _ready_thread)
+
+
+def _damage(error: Exception) -> Optional[str]:
+    """What is wrong when a shard's bytes are not what conversion wrote (a hash mismatch, or its compressor cannot
+    read it); None for any other error."""
+    if isinstance(error, ValueError) and str(error).startswith("Checksum failure"):
+        return f"its {SHARD_HASH} differs from the one index.json recorded at conversion"
+    module = (type(error).__module__ or "").split(".")[0]
+    if module in ("zstd", "zlib", "gzip", "bz2", "brotli", "snappy", "_compression", "lzma"):
+        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'cannot decompress'}"
+    return None
 
 
 class PatchedStreamingDataset(StreamingDataset):
@@ -32,6 +46,9 @@ class PatchedStreamingDataset(StreamingDataset):
     2. The prefetch thread takes the cache lock once per shard per epoch (:meth:`_prepare_thread`).
     3. The ready thread re-requests an evicted shard and throttles only before shards to fetch (:meth:`_ready_thread`).
     4. An epoch-end checkpoint resumes into the next epoch (:meth:`state_dict`).
+    5. A damaged shard is one DamagedShardError naming the shard and the check to run (:meth:`prepare_shard`), and
+       shard hashes recorded at conversion are checked when a shard is downloaded or decompressed (``__init__``).
+    6. ``cache_limit`` never evicts (deletes) the shards of a local dataset (``__init__``).
 
     On 1:
 
@@ -45,7 +62,86 @@ class PatchedStreamingDataset(StreamingDataset):
     read and acted on under one hold of the lock.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._thread_error: Optional[BaseException] = None
+        for stream, shards in self._shards_by_stream().items():
+            if shards and all(SHARD_HASH in shard.hashes for shard in shards):
+                stream.validate_hash = SHARD_HASH  # Streaming checks it on every download and decompression
+        self._keep_local_datasets()
+
+    def _shards_by_stream(self) -> dict[Any, list[Any]]:
+        by_stream: dict[Any, list[Any]] = {id(s): [] for s in self.streams}
+        for shard, stream_id in zip(self.shards, self.stream_per_shard):
+            by_stream[id(self.streams[stream_id])].append(shard)
+        return {s: by_stream[id(s)] for s in self.streams}
+
+    def _keep_local_datasets(self) -> None:
+        """Streaming 0.13.0 bug (``StreamingDataset._evict_coldest_shard``): with ``cache_limit`` set, making room for
+        a remote stream's shard evicts the coldest shard of any stream, also of a stream that has no ``remote``,
+        whose ``local`` is the dataset itself: its files are deleted. ``cache_limit`` bounds a cache of remote data;
+        with a local stream in the mix it is dropped, and that is said once."""
+        local = [s.local for s in self.streams if s.remote in (None, s.local)]
+        if self.cache_limit and local:
+            warnings.warn(f"data.cache_limit ignored: it bounds a cache of remote (s3://) data, and {local[0]} is a "
+                          "local dataset whose shards Streaming would delete to make room")
+            self.cache_limit = None
+
     def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
+        """Fixes 1 and 5: see :meth:`_prepare_shard`; a damaged shard becomes one DamagedShardError.
+
+        Streaming 0.13.0 behaviour (``Stream._decompress_shard_part``): a shard whose bytes were damaged after
+        conversion fails with the compressor's own error or ``ValueError: Checksum failure``, and in the prefetch
+        thread only as ``RuntimeError: Background thread failed`` after a logged traceback (see :meth:`on_exception`).
+        """
+        try:
+            return self._prepare_shard(shard_id, blocking)
+        except Exception as e:  # noqa: BLE001 - only damage is translated; the rest re-raised as is
+            problem = _damage(e)
+            if problem is None:
+                raise
+            stream = self.streams[self.stream_per_shard[shard_id]]
+            raw, zipped = self.shards[shard_id].file_pairs[0]
+            root = stream.remote or stream.local
+            path = os.path.join(root, stream.split, (zipped or raw).basename)
+            raise DamagedShardError(f"shard {path} is damaged ({problem}); check the dataset with `python "
+                                    f"convert_to_mds.py --verify {root}`, then convert or copy it again") from None
+
+    def on_exception(self, future: Any) -> None:
+        """Streaming 0.13.0 behaviour (``StreamingDataset.on_exception``): a prefetch thread's error is re-raised in
+        the future's callback, where concurrent.futures logs it as a traceback, and the reader then sees only
+        ``RuntimeError: Background thread failed``. Here it is kept and re-raised to the reader as itself."""
+        error = future.exception()
+        if error is not None:
+            if self._thread_error is None:
+                self._thread_error = error
+            self._event.set()
+
+    def get_item(self, sample_id: int, retry: int = 7) -> Any:
+        self._raise_thread_error()
+        try:
+            return super().get_item(sample_id, retry)
+        except RuntimeError:
+            self._raise_thread_error()
+            raise
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Upstream's, except that a failed prefetch or ready thread ends it with that thread's error: upstream's
+        yield loop just stops, so the epoch ends early without a word (in a DataLoader worker, the next epoch's
+        worker barrier then waits forever)."""
+        try:
+            yield from super().__iter__()
+        except RuntimeError:
+            self._raise_thread_error()
+            raise
+        self._raise_thread_error()
+
+    def _raise_thread_error(self) -> None:
+        error = getattr(self, "_thread_error", None)
+        if error is not None:
+            raise error
+
+    def _prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
         from streaming.base.constant import TICK
         from streaming.base.dataset import _ShardState
 

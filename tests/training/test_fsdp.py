@@ -1,11 +1,12 @@
 """FSDP2 on CPU over gloo with `composer -n 2`: same losses as DDP, sharded and full checkpoints, exact resume."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import kill_when, last_step, losses, run_train, start_train, tiny_args
+from tests.helpers import kill_when, last_step, losses, one_error, run_train, start_train, tiny_args
 
 pytestmark = pytest.mark.slow  # every test here trains with `composer -n 2`
 
@@ -62,3 +63,17 @@ def test_fsdp_full_state_dict_and_activation_checkpointing(dataset, fsdp_run, tm
     full, sharded = losses(tmp_path / "full"), losses(fsdp_run)
     worst = max(abs(full[s] - sharded[s]) / sharded[s] for s in sharded)
     assert worst <= 1e-5, f"activation checkpointing changed the losses ({worst:.2e})"
+
+
+def test_sharded_resume_checks_the_fingerprint_before_loading(dataset, fsdp_run, tmp_path):
+    """The fingerprint of a sharded (.distcp) checkpoint is read without its weights, so a changed model shape is
+    refused with the keys named, as for a monolithic checkpoint."""
+    from training.resume.checkpoints import saved_fingerprint
+
+    saved = saved_fingerprint(str(fsdp_run / "checkpoints" / "latest-rank0.pt"))
+    assert saved["model.n_embd"] == 128 and saved["optimizer"]["betas"] == [0.9, 0.99]
+    assert saved["data"]["content"] and saved["global_train_batch_size"] == 16
+    shutil.copytree(fsdp_run, tmp_path / "f", symlinks=True)  # the re-run writes its config.yaml there
+    proc = run_train(fsdp_args(dataset, tmp_path, "f", "parallelism=fsdp", "model.n_embd=64", "max_duration=40ba"),
+                     check=False)
+    one_error(proc, "cannot resume exactly", "model.n_embd: checkpoint 128 -> now 64")

@@ -73,6 +73,7 @@ def test_startup_summary_printed(tiny_run):
     out = tiny_run[1]
     assert "parameters" in out and "FLOPs/token" in out and "tokens/step  256 (8 x 32" in out
     assert "run_name: e2e" in out
+    assert "MFU peak     none on CPU: MFU not reported (set peak_flops=FLOP/s to report it)" in out
 
 
 @pytest.mark.slow

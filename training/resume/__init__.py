@@ -58,8 +58,9 @@ def check_checkpoints(cfg: TrainConfig, autoresume: bool, guard: ResumeGuard) ->
     would otherwise fail inside Composer's weight loading with a size-mismatch traceback)."""
     source, strict = _resume_source(cfg, autoresume)
     if source is not None:
-        check_fingerprint(saved_fingerprint(source), guard.fingerprint, strict=strict, soft=guard.soft)
-        guard.checked = True
+        saved = saved_fingerprint(source)
+        check_fingerprint(saved, guard.fingerprint, strict=strict, soft=guard.soft)
+        guard.checked = saved is not None  # else ResumeGuard.load_state_dict compares when Composer loads
 
 
 def model_config(cfg: TrainConfig, meta: DatasetMetadata, resuming: bool) -> GPTConfig:

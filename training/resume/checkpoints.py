@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -108,13 +109,40 @@ def _point(link: Path, target: Path) -> None:
     os.replace(tmp, link)
 
 
+FINGERPRINT = ("state", "callbacks", "ResumeGuard", "fingerprint")  # where ResumeGuard's state_dict lands
+
+
 def saved_fingerprint(path: str) -> Optional[dict]:
-    """The ResumeGuard fingerprint stored in a monolithic checkpoint (memory-mapped: the weights are not read).
-    None for a sharded folder: its callback state is only read by Composer's loader (ResumeGuard checks then)."""
+    """The ResumeGuard fingerprint stored in a checkpoint, read without its weights: a monolithic file
+    memory-mapped, a sharded (FSDP) folder through torch.distributed.checkpoint's metadata."""
     if os.path.isdir(path):
-        return None
+        return _sharded_fingerprint(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as e:  # noqa: BLE001 - truncated zips and pickles raise many types
         raise CheckpointError(f"cannot read checkpoint {path} ({type(e).__name__}: {e})") from None
     return state.get("state", {}).get("callbacks", {}).get("ResumeGuard", {}).get("fingerprint")
+
+
+def _sharded_fingerprint(path: str) -> Optional[dict]:
+    """Only the fingerprint's entries are loaded (each a small pickled leaf), in this process alone. The checkpoint's
+    flattened keys are put back into the nested dict by the paths torch.distributed.checkpoint recorded."""
+    import torch.distributed.checkpoint as dcp
+
+    try:
+        reader = dcp.FileSystemReader(path)
+        paths = {key: tuple(p) for key, p in (reader.read_metadata().planner_data or {}).items()
+                 if tuple(p[:len(FINGERPRINT)]) == FINGERPRINT}
+        values: dict = dict.fromkeys(paths)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(values, storage_reader=reader, no_dist=True)
+    except Exception as e:  # noqa: BLE001 - a damaged folder raises many types
+        raise CheckpointError(f"cannot read sharded checkpoint {path} ({type(e).__name__}: {e})") from None
+    fingerprint: dict = {}
+    for key, where in paths.items():
+        node = fingerprint
+        for part in where[len(FINGERPRINT):-1]:
+            node = node.setdefault(part, {})
+        node[where[-1]] = values[key]
+    return fingerprint or None
