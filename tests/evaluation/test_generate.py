@@ -227,7 +227,7 @@ def test_run_folder_and_checkpoint_sources(sampled_runs, capsys):
     ("sample_interval=5", "sample_interval='5' is not a positive duration"),  # Composer would read 5 seconds
     ("sample_interval=0ba", "sample_interval='0ba' is not a positive duration"),
     ("sample_max_new_tokens=0", "sample_max_new_tokens=0 is out of range; valid: >= 1"),
-    ("sample_temperature=-1", r"sample_temperature=-1 is out of range; valid: >= 0 \(0 = greedy\)"),
+    ("sample_temperature=-1", r"sample_temperature=-1.0 is out of range; valid: >= 0 \(0 = greedy\)"),
 ])
 def test_bad_sample_settings_are_config_errors(override, message):
     from core.errors import ConfigError
