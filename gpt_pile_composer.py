@@ -3,7 +3,8 @@
     python gpt_pile_composer.py yamls/tiny.yaml [key=value ...]
     composer -n 2 gpt_pile_composer.py yamls/gpt2.yaml run_name=my-run
 
-Re-running with the same ``run_name`` resumes from the latest checkpoint in the run folder.
+Re-running with the same ``run_name`` resumes from the latest checkpoint in the run folder. A second process on a run
+folder that a live run holds is refused (or waits, ``run_lock_wait``): see training/resume/lock.py.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def train(cfg: TrainConfig) -> int:
 
     from core.errors import CheckpointError
     from training.resume import prepare_resume
+    from training.resume.lock import run_lock
     from training.trainer import (
         build_data,
         build_model,
@@ -38,23 +40,26 @@ def train(cfg: TrainConfig) -> int:
         describe_run,
         fit,
         init_distributed,
+        name_run,
         prepare_run_dir,
     )
 
     device = init_distributed(cfg)
-    autoresume = prepare_run_dir(cfg)
-    data = build_data(cfg)                                          # data
-    resuming = prepare_resume(cfg, autoresume)                      # checkpoint to resume from, if any
-    model = build_model(cfg, data, resuming)                        # model
-    trainer = build_trainer(cfg, model, data, device, autoresume)   # trainer
-    if dist.get_global_rank() == 0:
-        print(describe_run(cfg, model, data, device), flush=True)
-    try:
-        fit(trainer, cfg)                                           # fit
-    except CheckpointError as e:  # the bucket stopped the run: say so while the trainer still closes
-        return fail(e)
-    finally:
-        trainer.close()
+    autoresume = name_run(cfg)
+    with run_lock(cfg):                                                 # one run, one writer, before any write
+        prepare_run_dir(cfg)
+        data = build_data(cfg)                                          # data
+        resuming = prepare_resume(cfg, autoresume)                      # checkpoint to resume from, if any
+        model = build_model(cfg, data, resuming)                        # model
+        trainer = build_trainer(cfg, model, data, device, autoresume)   # trainer
+        if dist.get_global_rank() == 0:
+            print(describe_run(cfg, model, data, device), flush=True)
+        try:
+            fit(trainer, cfg)                                           # fit
+        except CheckpointError as e:  # the bucket stopped the run: say so while the trainer still closes
+            return fail(e)
+        finally:
+            trainer.close()
     return 0
 
 

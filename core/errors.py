@@ -58,6 +58,10 @@ class RunFolderError(UserFacingError):
     """A folder given as a run folder that lacks what training writes there (config.yaml, metrics.jsonl...)."""
 
 
+class RunLockedError(UserFacingError):
+    """Another live process trains the same run folder; the message names its host and PID and the ways forward."""
+
+
 class ResumeMismatchError(UserFacingError):
     """Resuming would silently change the run; the message lists what changed and what to do."""
 

@@ -96,6 +96,8 @@ class FSDPConfig:
 class TrainConfig:
     run_name: Optional[str] = None  # set it to get autoresume: re-running continues from the latest checkpoint
     runs_root: str = "runs"
+    run_lock_wait: str = "0"  # a duration (600, 30s, 10m, 2h): how long to wait for a live run of this folder to end
+    run_lock_lease: str = "5m"  # a duration: a lock whose heartbeat is older than this is a killed run's (other hosts)
     seed: int = 17
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -136,6 +138,8 @@ class TrainConfig:
 
 
 PRECISIONS = ("fp32", "amp_bf16")
+DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh]?)")  # seconds, or a number with a unit: 600, 30s, 10m, 2h
+SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
 SHUFFLE_ALGOS = ("py1e", "py1b", "py1br", "py1s", "py2s", "naive")  # Streaming 0.13.0's
 PARALLELISMS = ("ddp", "fsdp")
 
@@ -242,6 +246,7 @@ def validate(cfg: TrainConfig) -> None:
     _validate_ranges(cfg)
     _validate_choices(cfg)
     _validate_times(cfg)
+    _validate_run_lock(cfg)
 
 
 def _validate_structure(cfg: TrainConfig) -> None:
@@ -260,6 +265,22 @@ def _validate_structure(cfg: TrainConfig) -> None:
     for name, s in (cfg.data.streams or {}).items():
         if sum(w is not None for w in (s.proportion, s.repeat, s.choose)) > 1:
             raise ConfigError(f"data.streams.{name}: set at most one of proportion, repeat, choose")
+
+
+def _validate_run_lock(cfg: TrainConfig) -> None:
+    seconds(cfg.run_lock_wait, "run_lock_wait")
+    if seconds(cfg.run_lock_lease, "run_lock_lease") <= 0:
+        raise ConfigError(f"run_lock_lease={cfg.run_lock_lease!r} must be longer than 0; e.g. 5m (the default)")
+
+
+def seconds(duration: str, key: str) -> float:
+    """A duration key in seconds: a number of seconds (``600``) or a number with a unit s, m or h (``10m``).
+    One format for every duration key, so that a SLURM user can write the ``10m`` they are used to."""
+    match = DURATION.fullmatch(str(duration).strip())
+    if match is None:
+        raise ConfigError(f"{key}={duration!r} is not a duration; use seconds (600) or a number with s, m or h "
+                          "(30s, 10m, 2h)")
+    return float(match.group(1)) * SECONDS_PER_UNIT[match.group(2)]
 
 
 RUN_NAME = re.compile(r"[\w+=@,-][\w.+=@,-]*")  # one folder name: no path separator, no leading dot

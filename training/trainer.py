@@ -92,8 +92,9 @@ def share_cpu_threads(device: str) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_ranks))
 
 
-def prepare_run_dir(cfg: TrainConfig) -> bool:
-    """Name the run if unnamed, create ``{runs_root}/{run_name}`` and record the resolved config (rank 0).
+def name_run(cfg: TrainConfig) -> bool:
+    """Name the run if unnamed (every rank the same name) and default the folders inside it; writes nothing, so that
+    the run lock can be taken before anything lands in the run folder (training/resume/lock.py).
 
     Returns whether to autoresume: only a run the user named can be found again by re-running.
     """
@@ -106,9 +107,13 @@ def prepare_run_dir(cfg: TrainConfig) -> bool:
         cfg.save_folder = os.path.join(cfg.run_dir, "checkpoints")
     if cfg.data.cache is None:
         cfg.data.cache = os.path.join(cfg.run_dir, "data_cache")
+    return autoresume
+
+
+def prepare_run_dir(cfg: TrainConfig) -> None:
+    """Create ``{runs_root}/{run_name}`` and record the resolved config (rank 0); under the run lock."""
     if dist.get_global_rank() == 0:
         write_run_config(cfg)
-    return autoresume
 
 
 def device_batch_size(cfg: TrainConfig) -> int:

@@ -30,12 +30,13 @@ class _RNGPendingAtFirstBatch(Callback):
 
 def _trainer(ds: Path, runs: Path, *overrides: str, keep_ours: bool = True):
     from training.resume import prepare_resume
-    from training.trainer import build_data, build_model, build_trainer, init_distributed, prepare_run_dir
+    from training.trainer import build_data, build_model, build_trainer, init_distributed, name_run, prepare_run_dir
 
     args = tiny_args(ds, runs, "model.dropout=0.1", "eval_interval=1000ba", "save_interval=2ba", *overrides)
     cfg = load_config(args[0], args[1:])
     device = init_distributed(cfg)
-    autoresume = prepare_run_dir(cfg)
+    autoresume = name_run(cfg)
+    prepare_run_dir(cfg)
     data = build_data(cfg)
     model = build_model(cfg, data, prepare_resume(cfg, autoresume))
     trainer = build_trainer(cfg, model, data, device, autoresume)
