@@ -91,6 +91,28 @@ class FSDPConfig:
 
 
 @dataclass
+class SpikeConfig:
+    """Loss spikes and NaN (callbacks/spike.py, training/resume/rollback.py): a batch whose loss is non-finite, or
+    above ``median + threshold * MAD`` of the last ``window`` losses for ``patience`` batches in a row, rolls the run
+    back to the newest checkpoint saved before those batches, skips their data plus ``skip_batches`` more, and
+    continues; past ``max_rollbacks`` rollbacks (0: never roll back) the run stops with one error line.
+
+    On by default: until a spike it only reads the loss Composer has already averaged over ranks and checks the state
+    for NaN/inf when a checkpoint is due, drawing no random numbers and changing nothing, so a run without spikes
+    is bit-identical to one with ``enabled=false``; without it a diverged run trains on NaN and saves NaN checkpoints.
+    The threshold is conservative (10 MADs, the MAD floored at 1 % of the median) and judged only once the window
+    is full, so ordinary noise and the fast early descent do not trigger it. ``enabled=false`` removes all of it,
+    the NaN checkpoint guard included."""
+
+    enabled: bool = True
+    window: int = 100  # trailing losses the median and MAD are taken over
+    threshold: float = 10.0  # MADs above the median
+    patience: int = 3  # consecutive batches above the threshold (a non-finite loss: at once)
+    skip_batches: int = 0  # batches skipped after those from the checkpoint to the spike (always skipped)
+    max_rollbacks: int = 5  # rollbacks in the whole run; the next spike stops it
+
+
+@dataclass
 class TrainConfig:
     run_name: Optional[str] = None  # set it to get autoresume: re-running continues from the latest checkpoint
     runs_root: str = "runs"
@@ -102,6 +124,7 @@ class TrainConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     parallelism: str = "ddp"  # ddp | fsdp (with options under fsdp:)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    spike: SpikeConfig = field(default_factory=SpikeConfig)
     global_train_batch_size: int = 512  # samples (sequences) per optimizer step, over all ranks
     device_train_microbatch_size: int = 16
     device_eval_batch_size: Optional[int] = None  # default: device_train_microbatch_size
@@ -228,7 +251,7 @@ def _field_type(f: dataclasses.Field) -> Any:
     t = f.type
     if isinstance(t, str):
         t = {c.__name__: c for c in (DataConfig, ModelConfig, OptimizerConfig, SchedulerConfig,
-                                     WandbConfig, StreamSource, FSDPConfig)}.get(t, t)
+                                     WandbConfig, StreamSource, FSDPConfig, SpikeConfig)}.get(t, t)
     return t
 
 
@@ -261,6 +284,23 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"data.streams.{name}: set at most one of proportion, repeat, choose")
     if cfg.sample_prompt is not None:
         _validate_samples(cfg)
+    _validate_spike(cfg.spike)
+
+
+SPIKE_RANGES = {  # key: (lowest valid value, whether that bound is excluded, the range as the error says it)
+    "window": (1, False, "an integer >= 1 (losses in the trailing window)"),
+    "threshold": (0, True, "a number > 0 (MADs above the median)"),
+    "patience": (1, False, "an integer >= 1 (batches in a row)"),
+    "skip_batches": (0, False, "an integer >= 0"),
+    "max_rollbacks": (0, False, "an integer >= 0 (0: stop at the first spike)"),
+}
+
+
+def _validate_spike(spike: SpikeConfig) -> None:
+    for key, (low, open_bound, valid) in SPIKE_RANGES.items():
+        value = getattr(spike, key)
+        if not (value > low if open_bound else value >= low):  # (a NaN fails both)
+            raise ConfigError(f"spike.{key}={value}; valid: {valid}")
 
 
 def _validate_samples(cfg: TrainConfig) -> None:

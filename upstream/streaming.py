@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from filelock import BaseFileLock
 
 
+SKIPPED_KEY = "skipped_samples"  # our key in the dataset's checkpoint state (Streaming ignores unknown keys)
 READY_AHEAD_LOCAL = 4096  # samples the ready thread may run ahead over local shards (see _ready_thread)
 
 
@@ -32,6 +33,7 @@ class PatchedStreamingDataset(StreamingDataset):
     2. The prefetch thread takes the cache lock once per shard per epoch (:meth:`_prepare_thread`).
     3. The ready thread re-requests an evicted shard and throttles only before shards to fetch (:meth:`_ready_thread`).
     4. An epoch-end checkpoint resumes into the next epoch (:meth:`state_dict`).
+    5. Samples skipped by a loss-spike rollback stay skipped after a resume (:meth:`resume_at`).
 
     On 1:
 
@@ -213,6 +215,7 @@ class PatchedStreamingDataset(StreamingDataset):
         return ahead > self.predownload and shard_id is not None and self._shard_states[shard_id] != _ShardState.LOCAL
 
     _epoch_finished = False
+    _skipped: Optional[tuple[int, int]] = None  # (epoch, samples of it skipped that the trainer's timestamp omits)
 
     def set_epoch_finished(self, finished: bool) -> None:
         """Told by the trainer at each epoch's end and start (see :meth:`state_dict`)."""
@@ -224,7 +227,30 @@ class PatchedStreamingDataset(StreamingDataset):
         # Streaming still reports the finished epoch, so resume would replay that epoch's order; name the next one.
         if self._epoch_finished and num_samples == 0 and from_beginning:
             state["epoch"] += 1
+        elif self._skipped is not None and self._skipped[0] == state["epoch"]:
+            state["sample_in_epoch"] += self._skipped[1]  # see resume_at
+            state[SKIPPED_KEY] = self._skipped[1]
         return state
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        """Streaming's, plus the skipped samples :meth:`state_dict` recorded (none in an older checkpoint)."""
+        self._skipped = (obj["epoch"], obj[SKIPPED_KEY]) if obj.get(SKIPPED_KEY) else None
+        super().load_state_dict(obj)
+
+    def resume_at(self, epoch: int, sample_in_epoch: int, num_samples: int) -> None:
+        """Make the next iteration start at ``sample_in_epoch`` of ``epoch`` while the trainer's timestamp counts
+        ``num_samples`` of it: the samples in between are skipped (a loss-spike rollback, training/resume/rollback.py).
+
+        Composer 0.32.1 behaviour: it saves a StreamingDataset's position as its own timestamp's sample_in_epoch
+        (``State._dataset_state_dict``), so samples the loop skipped would be replayed on resume. The difference is
+        kept here and added by :meth:`state_dict` for the rest of the epoch. Streaming treats a resume state of an
+        epoch before ``next_epoch`` as stale, so ``next_epoch`` is moved back to ``epoch`` as well.
+        """
+        state = super().state_dict(num_samples, True)  # the run's shuffle and canonical nodes, as resumed
+        state.update(epoch=epoch, sample_in_epoch=sample_in_epoch)
+        state[SKIPPED_KEY] = sample_in_epoch - num_samples
+        self.load_state_dict(state)
+        self.next_epoch = epoch
 
 
 REGISTRY_LOCK = Path(tempfile.gettempdir()) / "streaming_shm_registry.lock"  # one per machine, every job

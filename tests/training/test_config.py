@@ -39,3 +39,24 @@ def test_the_pile_yaml_takes_one_dataset_only_when_told():
     assert (single.data.path, single.data.streams) == ("/data/one", None)
     with pytest.raises(ConfigError, match=r"set data.path \(one dataset\) or data.streams"):
         load_config(GPT2_SINGLE_YAML, ["data.path=null"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("spike.window=0", r"^spike.window=0; valid: an integer >= 1"),
+    ("spike.threshold=0", r"^spike.threshold=0.0; valid: a number > 0"),
+    ("spike.threshold=-1.5", r"^spike.threshold=-1.5; valid: a number > 0"),
+    ("spike.patience=0", r"^spike.patience=0; valid: an integer >= 1"),
+    ("spike.skip_batches=-1", r"^spike.skip_batches=-1; valid: an integer >= 0"),
+    ("spike.max_rollbacks=-1", r"^spike.max_rollbacks=-1; valid: an integer >= 0"),
+])
+def test_spike_values_out_of_range_name_the_key_and_the_range(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(TINY_YAML), [override])
+
+
+def test_spike_recovery_is_on_by_default_and_its_edges_are_valid():
+    spike = load_config(str(TINY_YAML)).spike
+    assert spike.enabled and spike.patience >= 1 and spike.window > 1
+    edges = load_config(str(TINY_YAML), ["spike.window=1", "spike.patience=1", "spike.skip_batches=0",
+                                         "spike.max_rollbacks=0", "spike.threshold=0.5"]).spike
+    assert (edges.window, edges.max_rollbacks, edges.threshold) == (1, 0, 0.5)
