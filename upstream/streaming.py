@@ -238,13 +238,14 @@ class PatchedStreamingDataset(StreamingDataset):
         super().load_state_dict(obj)
 
     def resume_at(self, epoch: int, sample_in_epoch: int, num_samples: int) -> None:
-        """Make the next iteration start at ``sample_in_epoch`` of ``epoch`` while the trainer's timestamp counts
-        ``num_samples`` of it: the samples in between are skipped (a loss-spike rollback, training/resume/rollback.py).
+        """Composer 0.32.1 behaviour: it saves a StreamingDataset's position as its own timestamp's sample_in_epoch
+        (``State._dataset_state_dict``), so samples the loop skipped would be replayed on resume.
 
-        Composer 0.32.1 behaviour: it saves a StreamingDataset's position as its own timestamp's sample_in_epoch
-        (``State._dataset_state_dict``), so samples the loop skipped would be replayed on resume. The difference is
-        kept here and added by :meth:`state_dict` for the rest of the epoch. Streaming treats a resume state of an
-        epoch before ``next_epoch`` as stale, so ``next_epoch`` is moved back to ``epoch`` as well.
+        Make the next iteration start at ``sample_in_epoch`` of ``epoch`` while the trainer's timestamp counts
+        ``num_samples`` of it: the samples in between are skipped (a loss-spike rollback, training/resume/rollback.py).
+        The difference is kept and added by :meth:`state_dict` for the rest of the epoch, and saved with it. Streaming
+        treats a resume state of an epoch before ``next_epoch`` as stale, so ``next_epoch`` is moved back to
+        ``epoch`` as well.
         """
         state = super().state_dict(num_samples, True)  # the run's shuffle and canonical nodes, as resumed
         state.update(epoch=epoch, sample_in_epoch=sample_in_epoch)
