@@ -71,10 +71,13 @@ def roll_back(trainer: Trainer, cfg: TrainConfig, spike: SpikeDetected) -> None:
 
 
 def _target(folder: Optional[str], epoch: int, first_step: int) -> Optional[tuple[int, Path]]:
-    """(batch, path) of the newest checkpoint of ``epoch`` saved after a batch before ``first_step``."""
-    if folder is None:
-        return None
-    return next(((b, p) for e, b, p in checkpoints_in(folder) if e == epoch and b < first_step), None)
+    """(batch, path) of the newest checkpoint of ``epoch`` saved after a batch before ``first_step``, as rank 0
+    sees the folder (every rank must go to the same one)."""
+    found = [None]
+    if folder is not None and dist.get_global_rank() == 0:
+        found = [next(((b, p) for e, b, p in checkpoints_in(folder) if e == epoch and b < first_step), None)]
+    dist.broadcast_object_list(found)
+    return found[0]
 
 
 def _drop_after(folder: str, batch: int, target: Path) -> None:
