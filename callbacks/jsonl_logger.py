@@ -4,7 +4,8 @@ Row ``step: N`` holds what is known once batch N is done: its loss, the monitors
 after it. It is written at ``BATCH_CHECKPOINT`` (after eval, when checkpoint N is taken), so a kill loses no row
 that a checkpoint covers. (Composer itself tags a batch's loss with the step *before* it; we key rows by the
 batch they describe.) On resume from checkpoint N, rows past N are dropped first: the redone steps replace the
-lost ones and the file holds each step once.
+lost ones and the file holds each step once. A loss-spike rollback in the same process (a second ``fit``) does the
+same from the checkpoint it went back to.
 """
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ class JSONLinesLogger(LoggerDestination):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         step = int(state.timestamp.batch)
+        if self._file is not None:  # fit again in this process (a loss-spike rollback): the rows after the
+            self._file.close()      # checkpoint are redone, as on a resume, and the abandoned batch's row dropped
+        self._row = {}
         truncate_after(self.path, step)
         self._file = open(self.path, "a", encoding="utf-8")
         self._last = _last_row(self.path, step)  # metrics for the resumed step (an epoch-end eval) merge into it

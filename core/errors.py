@@ -54,6 +54,11 @@ class HFError(CheckpointError):
     """A Hugging Face model that cannot be found or cannot be represented by gpt.py; the message says why."""
 
 
+class LossSpikeError(UserFacingError):
+    """Training stopped on a loss spike or NaN it could not roll back from (``spike.max_rollbacks`` used up, or no
+    checkpoint before the spike); ``latest`` names the last good checkpoint."""
+
+
 class RunFolderError(UserFacingError):
     """A folder given as a run folder that lacks what training writes there (config.yaml, metrics.jsonl...)."""
 

@@ -2,7 +2,8 @@
 
 Training writes ``config.yaml`` (the resolved config: read back by ``training.config.load_run_config``),
 ``model.json`` (the GPT's shape: ``training.resume.checkpoints``), ``metrics.jsonl`` (one JSON row per step:
-:func:`read_metrics`), ``data/<stream>/metadata.json`` and ``checkpoints/``.
+:func:`read_metrics`), ``rollbacks.jsonl`` (one JSON row per loss-spike rollback: ``callbacks.spike``),
+``data/<stream>/metadata.json`` and ``checkpoints/``.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from core.errors import RunFolderError
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 MODEL_FILE = "model.json"
+ROLLBACKS_FILE = "rollbacks.jsonl"
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:

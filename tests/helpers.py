@@ -2,7 +2,8 @@
 folder), reading what a run wrote, the one-``error:``-line check, a private /dev/shm, and a real S3 endpoint.
 
 Fixtures built on these live in tests/conftest.py. Run as a script, this file is the pause launcher of
-:func:`start_train` (``pause=``): see :func:`_paused_main`.
+:func:`start_train` (``pause=``: see :func:`_paused_main`) and the spike launcher of :func:`run_train` and
+:func:`start_train` (``spike=``: see :func:`_spiked_main`).
 """
 from __future__ import annotations
 
@@ -161,17 +162,22 @@ def tiny_args(ds: Path | str, runs: Path, *extra: str) -> list[str]:
     ]
 
 
-def train_cmd(args: Sequence[str], nproc: int = 0) -> list[str]:
-    """``python gpt_pile_composer.py ARGS`` (nproc=0) or ``composer -n NPROC gpt_pile_composer.py ARGS``."""
+def train_cmd(args: Sequence[str], nproc: int = 0, spike: Optional[tuple[int, float | str]] = None) -> list[str]:
+    """``python gpt_pile_composer.py ARGS`` (nproc=0) or ``composer -n NPROC gpt_pile_composer.py ARGS``;
+    ``spike=(SAMPLE_ID, FACTOR)``: through this file's spike launcher (:func:`_spiked_main`)."""
     launcher = [PYTHON] if nproc == 0 else [COMPOSER, "-n", str(nproc)]
-    return [*launcher, str(TRAIN_SCRIPT), *map(str, args)]
+    script = [str(TRAIN_SCRIPT)]
+    if spike is not None:
+        script = [str(Path(__file__).resolve()), "spike", str(spike[0]), str(spike[1]), *script]
+    return [*launcher, *script, *map(str, args)]
 
 
 def run_train(args: Sequence[str], nproc: int = 0, timeout: float = 300, check: bool = True,
               env: Optional[dict[str, str]] = None, cwd: Optional[Path] = None,
-              shm: Optional["PrivateShm"] = None) -> subprocess.CompletedProcess:
-    """Run training to its end; ``shm``: inside that private /dev/shm."""
-    cmd, env, cwd = train_cmd(args, nproc), env or train_env(), cwd or workdir()
+              shm: Optional["PrivateShm"] = None, spike: Optional[tuple[int, float | str]] = None,
+              ) -> subprocess.CompletedProcess:
+    """Run training to its end; ``shm``: inside that private /dev/shm; ``spike``: see :func:`train_cmd`."""
+    cmd, env, cwd = train_cmd(args, nproc, spike), env or train_env(), cwd or workdir()
     if shm is not None:
         cmd, env = shm.cmd(cmd, cwd), shm.env(env)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -182,15 +188,17 @@ def run_train(args: Sequence[str], nproc: int = 0, timeout: float = 300, check: 
 
 def start_train(args: Sequence[str], log: Path, nproc: int = 0, env: Optional[dict[str, str]] = None,
                 cwd: Optional[Path] = None, shm: Optional["PrivateShm"] = None,
-                pause: Optional[tuple[str, Path]] = None) -> subprocess.Popen:
+                pause: Optional[tuple[str, Path]] = None, spike: Optional[tuple[int, float | str]] = None,
+                ) -> subprocess.Popen:
     """Start a training run in its own process group (so a test can SIGKILL all of it), output to ``log``.
 
     ``pause=(WHERE, MARKER)`` (one process only) runs it through this file's pause launcher: at WHERE
     (``checkpoint:NAME``: half-way through writing checkpoint NAME; ``eval:N``: at the N-th eval batch) the run
-    creates MARKER and waits there to be killed, so ``kill_when(proc, MARKER.exists)`` lands exactly there."""
-    cmd, env, cwd = train_cmd(args, nproc), env or train_env(), cwd or workdir()
+    creates MARKER and waits there to be killed, so ``kill_when(proc, MARKER.exists)`` lands exactly there.
+    ``spike``: see :func:`train_cmd`."""
+    cmd, env, cwd = train_cmd(args, nproc, spike), env or train_env(), cwd or workdir()
     if pause is not None:
-        assert nproc == 0, "the pause launcher runs one process"
+        assert nproc == 0 and spike is None, "the pause launcher runs one process, unspiked"
         cmd = [PYTHON, str(Path(__file__).resolve()), "pause", pause[0], str(pause[1]), *cmd[1:]]
     if shm is not None:
         cmd, env = shm.cmd(cmd, cwd), shm.env(env)
@@ -501,5 +509,45 @@ def _paused_main(where: str, marker: str, script: str, *argv: str) -> None:
     runpy.run_path(script, run_name="__main__")
 
 
+NAN_GRAD = "nangrad"  # the spike launcher's FACTOR for a finite loss with NaN gradients
+
+
+def _spiked_main(sample_id: str, factor: str, script: str, *argv: str) -> None:
+    """``python tests/helpers.py spike SAMPLE_ID FACTOR SCRIPT ARGS``: run SCRIPT as ``__main__`` with the training
+    loss of every microbatch holding Streaming sample SAMPLE_ID multiplied by FACTOR (``inf``: NaN weights after the
+    step), a loss spike on demand; FACTOR ``nangrad`` leaves that loss as it is but makes its gradients NaN (the
+    weights turn NaN while the loss looked fine). Keyed by the data, not the step: a rollback skips that sample, so
+    the spike happens once per trajectory, and a killed run re-run from any checkpoint meets it exactly where the
+    uninterrupted run did. Test code only: nothing in the product knows of it."""
+    import runpy
+
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from training.model import ComposerGPT
+
+    class NaNGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * float("nan")
+
+    loss = ComposerGPT.loss
+    spike = NaNGrad.apply if factor == NAN_GRAD else (lambda value: value * float(factor))
+
+    def loss_or_spike(self, outputs, batch, *args, **kwargs):
+        value = loss(self, outputs, batch, *args, **kwargs)
+        return spike(value) if bool((batch["sample_ids"] == int(sample_id)).any()) else value
+
+    ComposerGPT.loss = loss_or_spike
+    sys.argv = [script, *argv]
+    runpy.run_path(script, run_name="__main__")
+
+
 if __name__ == "__main__" and len(sys.argv) > 4 and sys.argv[1] == "pause":
     _paused_main(*sys.argv[2:])
+if __name__ == "__main__" and len(sys.argv) > 4 and sys.argv[1] == "spike":
+    _spiked_main(*sys.argv[2:])

@@ -93,6 +93,28 @@ class FSDPConfig:
 
 
 @dataclass
+class SpikeConfig:
+    """Loss spikes and NaN (callbacks/spike.py, training/resume/rollback.py): a batch whose loss is non-finite, or
+    above ``median + threshold * MAD`` of the last ``window`` losses for ``patience`` batches in a row, rolls the run
+    back to the newest checkpoint saved before those batches, skips their data plus ``skip_batches`` more, and
+    continues; past ``max_rollbacks`` rollbacks (0: never roll back) the run stops with one error line.
+
+    On by default: until a spike it only reads the loss Composer has already averaged over ranks and checks the state
+    for NaN/inf when a checkpoint is due, drawing no random numbers and changing nothing, so a run without spikes
+    is bit-identical to one with ``enabled=false``; without it a diverged run trains on NaN and saves NaN checkpoints.
+    The threshold is conservative (10 MADs, the MAD floored at 1 % of the median) and judged only once the window
+    is full, so ordinary noise and the fast early descent do not trigger it. ``enabled=false`` removes all of it,
+    the NaN checkpoint guard included."""
+
+    enabled: bool = True
+    window: int = 100  # trailing losses the median and MAD are taken over
+    threshold: float = 10.0  # MADs above the median
+    patience: int = 3  # consecutive batches above the threshold (a non-finite loss: at once)
+    skip_batches: int = 0  # batches skipped after those from the checkpoint to the spike (always skipped)
+    max_rollbacks: int = 5  # rollbacks in the whole run; the next spike stops it
+
+
+@dataclass
 class TrainConfig:
     run_name: Optional[str] = None  # set it to get autoresume: re-running continues from the latest checkpoint
     runs_root: str = "runs"
@@ -106,6 +128,7 @@ class TrainConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     parallelism: str = "ddp"  # ddp | fsdp (with options under fsdp:)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    spike: SpikeConfig = field(default_factory=SpikeConfig)
     global_train_batch_size: int = 512  # samples (sequences) per optimizer step, over all ranks
     device_train_microbatch_size: int = 16
     device_eval_batch_size: Optional[int] = None  # default: device_train_microbatch_size
@@ -235,7 +258,7 @@ def _field_type(f: dataclasses.Field) -> Any:
     t = f.type
     if isinstance(t, str):
         t = {c.__name__: c for c in (DataConfig, ModelConfig, OptimizerConfig, SchedulerConfig,
-                                     WandbConfig, StreamSource, FSDPConfig)}.get(t, t)
+                                     WandbConfig, StreamSource, FSDPConfig, SpikeConfig)}.get(t, t)
     return t
 
 
@@ -323,6 +346,11 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("data.eval_num_workers", lambda v: v >= 0, ">= 0"),
     ("sample_max_new_tokens", lambda v: v >= 1, ">= 1"),
     ("sample_temperature", lambda v: v >= 0, ">= 0 (0 = greedy)"),
+    ("spike.window", lambda v: v >= 1, ">= 1 (losses in the trailing window)"),
+    ("spike.threshold", lambda v: v > 0, "> 0 (MADs above the median)"),
+    ("spike.patience", lambda v: v >= 1, ">= 1 (batches in a row)"),
+    ("spike.skip_batches", lambda v: v >= 0, ">= 0"),
+    ("spike.max_rollbacks", lambda v: v >= 0, ">= 0 (0: stop at the first spike)"),
 )
 
 

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 from composer import Trainer
 from composer.algorithms import GradientClipping
-from composer.callbacks import LRMonitor, OptimizerMonitor, RuntimeEstimator, SpeedMonitor
+from composer.callbacks import CheckpointSaver, LRMonitor, OptimizerMonitor, RuntimeEstimator, SpeedMonitor
 from composer.core import DataSpec
 from composer.optim import CosineAnnealingWithWarmupScheduler, DecoupledAdamW
 from composer.utils import FSDP2Config, dist, reproducibility
@@ -25,6 +25,7 @@ from callbacks.console import ConsoleSummaryLogger
 from callbacks.jsonl_logger import JSONLinesLogger
 from callbacks.sample_ids import SampleIdLogger
 from callbacks.samples import SampleLogger
+from callbacks.spike import SpikeDetected, SpikeRecovery
 from core.errors import ConfigError
 from core.metadata import DatasetMetadata
 from core.runs import METRICS_FILE
@@ -40,6 +41,7 @@ from training.resume.bucket import remote_saver, upload_failure
 from training.resume.checkpoints import save_model_config
 from training.resume.guard import SCHEDULE_KEYS, ResumeGuard, run_fingerprint
 from training.resume.init_from import load_init_weights
+from training.resume.rollback import roll_back
 from training.streams import (
     build_evaluators,
     build_mixture_eval,
@@ -228,7 +230,7 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
         GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm)
     ]
     guard = ResumeGuard(run_fingerprint(cfg, data.meta, data.metas, model.config), strict=autoresume, soft=SCHEDULE_KEYS)
-    callbacks = [*build_callbacks(cfg, device), guard, RestoreRNGOnResume(), MarkEpochEnds()]
+    callbacks = [*build_spike_recovery(cfg), *build_callbacks(cfg, device), guard, RestoreRNGOnResume(), MarkEpochEnds()]
     if cfg.log_sample_ids:
         callbacks.append(SampleIdLogger())
     if cfg.sample_prompt is not None:
@@ -272,7 +274,23 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
         )
     skip_engine_debug_log(trainer)
     restore_rng_on_resume(trainer)
+    guard_checkpoints(trainer)
     return trainer
+
+
+def build_spike_recovery(cfg: TrainConfig) -> list[SpikeRecovery]:
+    """The loss-spike callback (``spike:``), first of the callbacks so that none of the others sees a spiked batch."""
+    s = cfg.spike
+    if not s.enabled:
+        return []
+    return [SpikeRecovery(s.window, s.threshold, s.patience, s.skip_batches, s.max_rollbacks, cfg.run_dir)]
+
+
+def guard_checkpoints(trainer: Trainer) -> None:
+    """Every checkpoint saver (Composer's own, or the bucket's) checks the state is finite before it saves."""
+    for recovery in (cb for cb in trainer.state.callbacks if isinstance(cb, SpikeRecovery)):
+        for saver in (cb for cb in trainer.state.callbacks if isinstance(cb, CheckpointSaver)):
+            recovery.guard(saver)
 
 
 def apply_precision(cfg: TrainConfig, model: ComposerGPT, device: str) -> str:
@@ -287,21 +305,26 @@ def apply_precision(cfg: TrainConfig, model: ComposerGPT, device: str) -> str:
 
 
 def fit(trainer: Trainer, cfg: TrainConfig) -> None:
-    """Train; a run stopped by its checkpoint bucket (uploads failing after retries) ends in a CheckpointError
-    that says what to do, not a traceback from a worker process. Re-running a finished run is not an error."""
+    """Train; a loss spike rolls the run back and training goes on (training/resume/rollback.py); a run stopped by
+    its checkpoint bucket (uploads failing after retries) ends in a CheckpointError that says what to do, not a
+    traceback from a worker process. Re-running a finished run is not an error."""
     state = trainer.state
     if state.max_duration is not None and state.max_duration <= state.timestamp.get(state.max_duration.unit):
         if dist.get_global_rank() == 0:
             print(f"run {cfg.run_name} already reached max_duration={cfg.max_duration}; nothing to train (raise "
                   "max_duration to continue it)", flush=True)
         return
-    try:
-        trainer.fit()
-    except Exception as e:  # noqa: BLE001 - re-raised unless it is the bucket's
-        failure = upload_failure(trainer, cfg, e)
-        if failure is None:
-            raise
-        raise failure from None
+    while True:
+        try:
+            trainer.fit()  # after a rollback Composer's fit goes on from the loaded timestamp
+            return
+        except SpikeDetected as spike:
+            roll_back(trainer, cfg, spike)
+        except Exception as e:  # noqa: BLE001 - re-raised unless it is the bucket's
+            failure = upload_failure(trainer, cfg, e)
+            if failure is None:
+                raise
+            raise failure from None
 
 
 def parallelism_config(cfg: TrainConfig) -> Optional[dict]:

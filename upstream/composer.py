@@ -14,8 +14,8 @@ from composer import Trainer
 from composer.callbacks import CheckpointSaver
 from composer.core import Callback, State
 from composer.loggers import Logger, WandBLogger
+from composer.utils import checkpoint, parse_uri, reproducibility
 from composer.utils import dist as composer_dist
-from composer.utils import parse_uri, reproducibility
 
 
 def skip_engine_debug_log(trainer: Trainer) -> None:
@@ -67,6 +67,25 @@ def restore_rng_on_resume(trainer: Trainer) -> None:
     for cb in trainer.state.callbacks:
         if isinstance(cb, RestoreRNGOnResume):
             cb.trainer = trainer
+
+
+def load_into_live_trainer(trainer: Trainer, path: str) -> None:
+    """Composer 0.32.1 behaviour: checkpoints are loaded only while a Trainer is built; ``load_checkpoint`` into a
+    trainer that has trained on (a loss-spike rollback) leaves the saver's memory of the abandoned steps and never
+    restores the checkpoint's RNG.
+
+    Load ``path`` as the start-up load does: weights, optimizer, schedulers, timestamp, callbacks' and the dataset's
+    state, with the RNG restored at the next batch by :class:`RestoreRNGOnResume`. The CheckpointSaver forgets the
+    batch it last saved at (else it would not save that batch again) and the files it would rotate that are gone
+    (the caller removed the checkpoints after ``path`` first).
+    """
+    trainer._rng_state = checkpoint.load_checkpoint(path, trainer.state, trainer.logger, progress_bar=False,
+                                                    algorithm_passes=trainer.engine.algorithm_passes)
+    restore_rng_on_resume(trainer)
+    for saver in trainer.state.callbacks:
+        if isinstance(saver, CheckpointSaver):
+            saver.last_checkpoint_batch = None
+            saver.saved_checkpoints = [p for p in saver.saved_checkpoints if os.path.exists(p)]
 
 
 class MarkEpochEnds(Callback):

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from filelock import BaseFileLock
 
 
+SKIPPED_KEY = "skipped_samples"  # our key in the dataset's checkpoint state (Streaming ignores unknown keys)
 READY_AHEAD_LOCAL = 4096  # samples the ready thread may run ahead over local shards (see _ready_thread)
 
 
@@ -49,6 +50,7 @@ class PatchedStreamingDataset(StreamingDataset):
     5. A damaged shard is one DamagedShardError naming the shard and the check to run (:meth:`prepare_shard`), and
        shard hashes recorded at conversion are checked when a shard is downloaded or decompressed (``__init__``).
     6. ``cache_limit`` never evicts (deletes) the shards of a local dataset (``__init__``).
+    7. Samples skipped by a loss-spike rollback stay skipped after a resume (:meth:`resume_at`).
 
     On 1:
 
@@ -309,6 +311,7 @@ class PatchedStreamingDataset(StreamingDataset):
         return ahead > self.predownload and shard_id is not None and self._shard_states[shard_id] != _ShardState.LOCAL
 
     _epoch_finished = False
+    _skipped: Optional[tuple[int, int]] = None  # (epoch, samples of it skipped that the trainer's timestamp omits)
 
     def set_epoch_finished(self, finished: bool) -> None:
         """Told by the trainer at each epoch's end and start (see :meth:`state_dict`)."""
@@ -320,7 +323,31 @@ class PatchedStreamingDataset(StreamingDataset):
         # Streaming still reports the finished epoch, so resume would replay that epoch's order; name the next one.
         if self._epoch_finished and num_samples == 0 and from_beginning:
             state["epoch"] += 1
+        elif self._skipped is not None and self._skipped[0] == state["epoch"]:
+            state["sample_in_epoch"] += self._skipped[1]  # see resume_at
+            state[SKIPPED_KEY] = self._skipped[1]
         return state
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        """Streaming's, plus the skipped samples :meth:`state_dict` recorded (none in an older checkpoint)."""
+        self._skipped = (obj["epoch"], obj[SKIPPED_KEY]) if obj.get(SKIPPED_KEY) else None
+        super().load_state_dict(obj)
+
+    def resume_at(self, epoch: int, sample_in_epoch: int, num_samples: int) -> None:
+        """Composer 0.32.1 behaviour: it saves a StreamingDataset's position as its own timestamp's sample_in_epoch
+        (``State._dataset_state_dict``), so samples the loop skipped would be replayed on resume.
+
+        Make the next iteration start at ``sample_in_epoch`` of ``epoch`` while the trainer's timestamp counts
+        ``num_samples`` of it: the samples in between are skipped (a loss-spike rollback, training/resume/rollback.py).
+        The difference is kept and added by :meth:`state_dict` for the rest of the epoch, and saved with it. Streaming
+        treats a resume state of an epoch before ``next_epoch`` as stale, so ``next_epoch`` is moved back to
+        ``epoch`` as well.
+        """
+        state = super().state_dict(num_samples, True)  # the run's shuffle and canonical nodes, as resumed
+        state.update(epoch=epoch, sample_in_epoch=sample_in_epoch)
+        state[SKIPPED_KEY] = sample_in_epoch - num_samples
+        self.load_state_dict(state)
+        self.next_epoch = epoch
 
 
 REGISTRY_LOCK = Path(tempfile.gettempdir()) / "streaming_shm_registry.lock"  # one per machine, every job

@@ -56,7 +56,8 @@ BAD_NUMBERS = {  # one out-of-range value per key of RANGES
     "scheduler.alpha_f": "1.5", "model.n_layer": "0", "model.n_head": "0", "model.n_embd": "-8",
     "model.dropout": "1.0", "data.shuffle_seed": "4294967296", "data.num_canonical_nodes": "0",
     "data.shuffle_block_size": "0", "data.predownload": "0", "data.num_workers": "-1", "data.eval_num_workers": "-2",
-    "sample_max_new_tokens": "0", "sample_temperature": "-0.5",
+    "sample_max_new_tokens": "0", "sample_temperature": "-0.5", "spike.window": "0", "spike.threshold": "0",
+    "spike.patience": "0", "spike.skip_batches": "-1", "spike.max_rollbacks": "-1",
 }
 
 
@@ -122,3 +123,24 @@ def test_ordinary_run_names_pass(name):
 def test_bad_cache_limit_is_refused(limit):
     with pytest.raises(ConfigError, match=rf"^data.cache_limit='?{re.escape(limit)}'? is not a size; use e.g. 200gb"):
         load_config(str(TINY_YAML), [f"data.cache_limit={limit}"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("spike.window=0", r"^spike.window=0 is out of range; valid: >= 1"),
+    ("spike.threshold=0", r"^spike.threshold=0.0 is out of range; valid: > 0"),
+    ("spike.threshold=-1.5", r"^spike.threshold=-1.5 is out of range; valid: > 0"),
+    ("spike.patience=0", r"^spike.patience=0 is out of range; valid: >= 1"),
+    ("spike.skip_batches=-1", r"^spike.skip_batches=-1 is out of range; valid: >= 0"),
+    ("spike.max_rollbacks=-1", r"^spike.max_rollbacks=-1 is out of range; valid: >= 0"),
+])
+def test_spike_values_out_of_range_name_the_key_and_the_range(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(TINY_YAML), [override])
+
+
+def test_spike_recovery_is_on_by_default_and_its_edges_are_valid():
+    spike = load_config(str(TINY_YAML)).spike
+    assert spike.enabled and spike.patience >= 1 and spike.window > 1
+    edges = load_config(str(TINY_YAML), ["spike.window=1", "spike.patience=1", "spike.skip_batches=0",
+                                         "spike.max_rollbacks=0", "spike.threshold=0.5"]).spike
+    assert (edges.window, edges.max_rollbacks, edges.threshold) == (1, 0, 0.5)

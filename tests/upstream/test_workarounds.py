@@ -172,6 +172,32 @@ def test_upstream_epoch_end_state_replays_the_finished_epoch(tmp_path, shakespea
         del resumed
 
 
+def test_upstream_position_replays_the_samples_a_rollback_skipped(tmp_path, shakespeare_text):
+    """A loss-spike rollback leaves the timestamp at 8 samples of epoch 0 and the data at 20. Composer saves the
+    timestamp as the dataset's position, so upstream's state resumes at 8 (samples 8..19 trained again); ours at 20,
+    and keeps the difference for later checkpoints of the epoch."""
+    from streaming import StreamingDataset
+
+    from loaders.dataset import TokenSamples
+
+    ds = make_dataset(tmp_path, shakespeare_text[:20_000], seq_len=32, val_fraction=0.0)
+    kw = dict(local=str(ds / "train"), batch_size=4, shuffle=True, shuffle_seed=3)
+    first = TokenSamples(**kw)
+    epoch0 = _epoch_order(first)  # the epoch the spike happened in, iterated: next_epoch is 1 now
+    first.resume_at(0, 20, 8)
+    assert _epoch_order(first) == epoch0[20:]  # the rollback's next iteration, in the same process
+    upstream = StreamingDataset.state_dict(first, 8, True)
+    assert (upstream["epoch"], upstream["sample_in_epoch"]) == (0, 8)  # the bug: a resume replays 8..19
+    ours, later = first.state_dict(8, True), first.state_dict(12, True)
+    assert (ours["epoch"], ours["sample_in_epoch"], later["sample_in_epoch"]) == (0, 20, 24)
+    del first
+    resumed = TokenSamples(**kw)
+    resumed.load_state_dict(ours)
+    assert resumed.state_dict(12, True)["sample_in_epoch"] == 24  # a resumed run keeps skipping them
+    assert _epoch_order(resumed) == epoch0[20:]
+    del resumed
+
+
 _SIGNAL_PROBE = """
 import os, sys
 sys.path.insert(0, {repo!r})

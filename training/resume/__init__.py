@@ -43,9 +43,14 @@ def _local_save(cfg: TrainConfig) -> bool:
     return bool(cfg.save_folder) and not is_remote(cfg.save_folder)
 
 
+def checkpoint_dir(cfg: TrainConfig) -> Optional[str]:
+    """The local folder of the run's checkpoints and ``latest``: ``save_folder``, or a bucket run's local copies."""
+    return cfg.save_folder if _local_save(cfg) else (local_folder(cfg) if bucket_folder(cfg) else None)
+
+
 def _resume_source(cfg: TrainConfig, autoresume: bool) -> tuple[Optional[str], bool]:
     """(the checkpoint Composer will load, whether it is this run's own: resuming, so it must replay)."""
-    latest_dir = cfg.save_folder if _local_save(cfg) else (local_folder(cfg) if bucket_folder(cfg) else None)
+    latest_dir = checkpoint_dir(cfg)
     if autoresume and latest_dir and os.path.exists(os.path.join(latest_dir, LATEST)):
         return os.path.join(latest_dir, LATEST), True
     if cfg.load_path and not is_remote(cfg.load_path):

@@ -53,6 +53,26 @@ def checkpoint_batch(name: str) -> Optional[int]:
     return int(m.group(2)) if m else None
 
 
+def checkpoints_in(save_folder: str | Path) -> list[tuple[int, int, Path]]:
+    """(epoch, batch, path) of every checkpoint in the folder, newest first."""
+    found = [(int(m.group(1)), int(m.group(2)), p) for p in Path(save_folder).glob("ep*-ba*")
+             if (m := _CKPT.match(p.name))]
+    return sorted(found, key=lambda c: c[1], reverse=True)
+
+
+def point_latest(save_folder: str | Path, ckpt: Path, latest_name: str = LATEST) -> None:
+    """Point ``latest`` at ``ckpt`` (atomically)."""
+    _point(Path(save_folder) / latest_name, ckpt)
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint file, or a sharded checkpoint's folder."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 def readable(path: Path) -> Optional[str]:
     """None when ``path`` is a complete checkpoint, else what is wrong with it. A file must be a zip with intact
     CRCs; a sharded folder must hold torch.distributed.checkpoint's ``.metadata``, which is written last."""
