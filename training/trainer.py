@@ -35,7 +35,6 @@ from loaders.dataset import LoaderSettings, build_dataspec, check_compatible, da
 from loaders.shm import clean_stale_shared_memory
 from training.config import TrainConfig, plain_config, to_yaml, write_run_config
 from training.model import ComposerGPT
-from training.peak_flops import resolve_peak
 from training.resume import check_checkpoints, model_config
 from training.resume.bucket import remote_saver, upload_failure
 from training.resume.checkpoints import save_model_config
@@ -55,6 +54,7 @@ from upstream.composer import (
     RestoreRNGOnResume,
     WandBLoggerNoArtifacts,
     per_node_signal_files,
+    resolve_peak,
     restore_rng_on_resume,
     skip_engine_debug_log,
 )
@@ -159,8 +159,8 @@ def build_data(cfg: TrainConfig) -> RunData:
 
 def build_model(cfg: TrainConfig, data: RunData, resuming: bool = False) -> ComposerGPT:
     """The GPT sized by the preset and overrides, its block size and vocab read from the dataset; or, with
-    ``model.init_from=hf:...``, shaped and initialised by a Hugging Face GPT-2 (training/resume/init_from.py) when the run
-    starts, and shaped by its own ``model.json`` when it resumes (its checkpoint has the weights)."""
+    ``model.init_from=hf:...``, shaped and initialised by a Hugging Face GPT-2 (training/resume/init_from.py) when the
+    run starts, and shaped by its own ``model.json`` when it resumes (its checkpoint has the weights)."""
     gpt_config = model_config(cfg, data.meta, resuming)
     if dist.get_global_rank() == 0:
         save_model_config(cfg.run_dir, gpt_config)
@@ -229,8 +229,10 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
     algorithms = [] if cfg.grad_clip_norm <= 0 else [
         GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm)
     ]
-    guard = ResumeGuard(run_fingerprint(cfg, data.meta, data.metas, model.config), strict=autoresume, soft=SCHEDULE_KEYS)
-    callbacks = [*build_spike_recovery(cfg), *build_callbacks(cfg, device), guard, RestoreRNGOnResume(), MarkEpochEnds()]
+    fingerprint = run_fingerprint(cfg, data.meta, data.metas, model.config)
+    guard = ResumeGuard(fingerprint, strict=autoresume, soft=SCHEDULE_KEYS)
+    callbacks = [*build_spike_recovery(cfg), *build_callbacks(cfg, device), guard, RestoreRNGOnResume(),
+                 MarkEpochEnds()]
     if cfg.log_sample_ids:
         callbacks.append(SampleIdLogger())
     if cfg.sample_prompt is not None:

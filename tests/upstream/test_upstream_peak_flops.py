@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from composer.callbacks.speed_monitor import get_gpu_flops_available
 
-from training.peak_flops import PEAKS, resolve_peak, table_peak
+from upstream.composer import PEAKS, resolve_peak, table_peak
 
 
 class _State:
