@@ -206,6 +206,32 @@ def start_train(args: Sequence[str], log: Path, nproc: int = 0, env: Optional[di
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def start_nodes(node_args: Sequence[Sequence[str]], tmp: Path, env: Optional[dict[str, str]] = None,
+                ) -> list[subprocess.Popen]:
+    """One ``composer -n 1`` launcher per "node" on 127.0.0.1, ``node_args[i]`` for node i. Nodes share nothing
+    but the network and the working folder: each runs in its own mount namespace with a fresh /dev/shm (so a
+    ``runs_root`` under /dev/shm is node-local) and its own TMPDIR. Each launcher is its own process group (so a
+    test can SIGKILL all of it); output goes to ``tmp/nodeN.log`` (appended)."""
+    port, procs = free_port(), []
+    for rank, args in enumerate(node_args):
+        node_tmp = tmp / f"node{rank}-tmp"
+        node_tmp.mkdir(parents=True, exist_ok=True)
+        launch = [COMPOSER, "--world_size", str(len(node_args)), "--node_rank", str(rank), "--master_addr",
+                  "127.0.0.1", "--master_port", str(port), "-n", "1", str(TRAIN_SCRIPT), *map(str, args)]
+        with open(tmp / f"node{rank}.log", "a") as out:
+            procs.append(subprocess.Popen(private_shm_cmd(launch), cwd=workdir(),
+                                          env={**(env or train_env()), "TMPDIR": str(node_tmp)},
+                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+    return procs
+
+
+def wait_nodes(procs: Sequence[subprocess.Popen], tmp: Path, timeout: float = 300) -> list[str]:
+    """Wait for every node's launcher; returns each node's log."""
+    for proc in procs:
+        proc.wait(timeout=timeout)
+    return [(tmp / f"node{rank}.log").read_text() for rank in range(len(procs))]
+
+
 def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 240, poll: float = 0.002) -> None:
     """SIGKILL the run's whole process group as soon as ``ready()`` is true (polled, with a deadline)."""
     deadline = time.monotonic() + timeout

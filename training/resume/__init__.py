@@ -22,6 +22,7 @@ from training.resume.bucket import bucket_folder, check_bucket, fetch_newest_che
 from training.resume.checkpoints import LATEST, read_model_config, repair_latest, saved_fingerprint
 from training.resume.guard import ResumeGuard, check_fingerprint
 from training.resume.init_from import init_config, resumed_init_config
+from training.resume.nodes import check_nodes, is_folder_writer
 
 
 def prepare_resume(cfg: TrainConfig, autoresume: bool) -> bool:
@@ -29,8 +30,9 @@ def prepare_resume(cfg: TrainConfig, autoresume: bool) -> bool:
     readable checkpoint (autoresume; from the bucket when there is one). Returns whether this run resumes."""
     if cfg.load_path and not is_remote(cfg.load_path) and not os.path.exists(cfg.load_path):
         raise ConfigError(f"load_path {cfg.load_path} does not exist; point it at a checkpoint file (ep*-ba*-rank0.pt)")
+    shared = check_nodes(cfg)
     check_bucket(cfg)
-    if autoresume and (newest := fetch_newest_checkpoint(cfg)):
+    if autoresume and (newest := fetch_newest_checkpoint(cfg, writer=is_folder_writer(shared))):
         print(f"resuming from the bucket's newest checkpoint, {newest}", flush=True)
     if autoresume and _local_save(cfg) and dist.get_global_rank() == 0:
         for note in repair_latest(cfg.save_folder):

@@ -7,14 +7,16 @@ two work-arounds (upstream/composer.py: :func:`~upstream.composer.bucket_checkpo
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from composer.callbacks import CheckpointSaver
 from composer.utils import dist, format_name_with_dist
 
 from core.errors import CheckpointError
+from core.files import remove
 from core.remote import download_file, explain, is_remote, list_keys
-from training.resume.checkpoints import LATEST, checkpoint_batch
+from training.resume.checkpoints import LATEST, checkpoint_batch, point_latest
 from upstream.composer import bucket_checkpoint_saver
 
 if TYPE_CHECKING:
@@ -60,31 +62,41 @@ def local_folder(cfg: TrainConfig) -> str:
     return os.path.join(cfg.run_dir, "checkpoints")
 
 
-def fetch_newest_checkpoint(cfg: TrainConfig) -> Optional[str]:
+def fetch_newest_checkpoint(cfg: TrainConfig, writer: bool) -> Optional[str]:
     """Before autoresume, point the local latest at the bucket's newest checkpoint (downloaded if missing).
 
     The bucket is the run's record: a local copy can be behind it (the run moved machines) or ahead of it (an
     upload never finished). Its newest checkpoint object is used rather than its latest pointer, which Composer
     uploads only after polling for the checkpoint, so a kill between the two would lose an interval; an S3 object
-    exists only once whole, so a listed checkpoint is a complete one. Returns the checkpoint's name, if any.
-    Runs on each node's local rank 0, as Composer's own download does."""
+    exists only once whole, so a listed checkpoint is a complete one. Global rank 0 picks it for every node; the
+    ``writer`` of each run folder (training/resume/nodes.py: one per shared folder, one per node-local folder)
+    downloads it and re-points ``latest`` atomically. Returns the checkpoint's name, if any (on the writer)."""
     url = bucket_folder(cfg)
-    if url is None or dist.get_local_rank() != 0:
+    if url is None:
         return None
-    latest = os.path.join(local_folder(cfg), LATEST)
-    if os.path.lexists(latest):
-        os.unlink(latest)
+    newest = [_newest_checkpoint(url) if dist.get_global_rank() == 0 else None]
+    dist.broadcast_object_list(newest)
+    if not writer:
+        return None
+    latest = Path(local_folder(cfg), LATEST)
+    if newest[0] is None:
+        remove(latest)  # a stale local pointer must not win over the bucket
+        return None
+    target = Path(local_folder(cfg), newest[0])
+    if not target.is_file():
+        download_file(f"{url}/{newest[0]}", str(target))
+    point_latest(local_folder(cfg), target)
+    return newest[0]
+
+
+def _newest_checkpoint(url: str) -> Optional[str]:
+    """The newest ``ep*-ba*-rank0.pt`` object under ``url`` (s3:// only: for other stores Composer fetches what
+    their latest pointer names)."""
     if not url.startswith("s3://"):
-        return None  # other stores: Composer fetches what their latest pointer names
+        return None
     batches = {batch: name for name in list_keys(url)
                if name.endswith("-rank0.pt") and (batch := checkpoint_batch(name)) is not None}
-    if not batches:
-        return None
-    newest = batches[max(batches)]
-    if not os.path.isfile(os.path.join(local_folder(cfg), newest)):
-        download_file(f"{url}/{newest}", os.path.join(local_folder(cfg), newest))
-    os.symlink(newest, latest)
-    return newest
+    return batches[max(batches)] if batches else None
 
 
 def upload_failure(trainer: Trainer, cfg: TrainConfig, exc: BaseException) -> Optional[CheckpointError]:

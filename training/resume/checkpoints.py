@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import warnings
 import zipfile
 from pathlib import Path
@@ -121,8 +122,8 @@ def repair_latest(save_folder: str, latest_name: str = LATEST) -> list[str]:
 
 
 def _point(link: Path, target: Path) -> None:
-    """Atomically (re)point a relative symlink."""
-    tmp = link.with_name(link.name + ".tmp")
+    """Atomically (re)point a relative symlink (through a temporary link of this host and process)."""
+    tmp = link.with_name(f"{link.name}.{socket.gethostname()}.{os.getpid()}.tmp")
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
     os.symlink(target.name, tmp)

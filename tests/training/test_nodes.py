@@ -1,0 +1,115 @@
+"""Two "nodes" on 127.0.0.1 (one `composer` launcher each, its own /dev/shm and TMPDIR): requeued after a kill -9
+of every launcher, a run resumes on every node from the same step, with a shared run folder and with node-local
+run folders that keep checkpoints in a bucket; node-local folders with local checkpoints, and a save_folder that
+differs between nodes, are refused at start with one line."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import (
+    final_weights,
+    last_step,
+    losses,
+    metrics_rows,
+    one_error,
+    start_nodes,
+    tiny_args,
+    wait_nodes,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow  # every test here starts two launchers
+
+NODE_LOCAL = "/dev/shm/runs"  # each node's private /dev/shm (tests/helpers.start_nodes): a disk of its own
+
+
+def node_args(ds: Path, runs: Path | str, *extra: str) -> list[str]:
+    # num_canonical_nodes fixed: Streaming's default follows the node count
+    return tiny_args(ds, runs, "run_name=nodes", "model.n_embd=64", "model.dropout=0.1",
+                     "global_train_batch_size=16", "device_train_microbatch_size=8", "max_duration=30ba",
+                     "save_interval=10ba", "eval_interval=1000ba", "data.num_canonical_nodes=2", *extra)
+
+
+def run_nodes(args: list[str], tmp: Path, env=None, nodes: int = 2) -> list[str]:
+    procs = start_nodes([args] * nodes, tmp, env=env)
+    logs = wait_nodes(procs, tmp)
+    assert [p.returncode for p in procs] == [0] * nodes, "\n".join(log[-3000:] for log in logs)
+    return logs
+
+
+def kill_all_when(procs, ready) -> None:
+    """SIGKILL every node's launcher (a preemption) once ``ready()``."""
+    wait_until(ready, "the kill point", timeout=240, poll=0.005, proc=procs[0])
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGKILL)
+    for proc in procs:
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory) -> Path:
+    """The 2-node run, uninterrupted, in a shared run folder."""
+    runs = tmp_path_factory.mktemp("ref")
+    run_nodes(node_args(dataset, runs), runs)
+    return runs / "nodes"
+
+
+def assert_replays(reference: Path, run: Path) -> None:
+    ref, got = losses(reference), losses(run)
+    assert sorted(got) == list(range(1, 31))
+    assert [s for s in ref if ref[s] != got[s]] == [], "losses differ from the uninterrupted run"
+    a, b = final_weights(reference), final_weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a), "final weights differ"
+
+
+def test_shared_run_folder_requeued_after_kill_resumes_every_node_at_the_same_step(dataset, reference, tmp_path):
+    run = tmp_path / "nodes"
+    args = node_args(dataset, tmp_path)
+    kill_all_when(start_nodes([args, args], tmp_path), lambda: last_step(run) >= 15)
+    run_nodes(args, tmp_path)  # the requeue: the same command on every node
+    assert [r["step"] for r in metrics_rows(run)] == list(range(1, 31))  # steps 11-15 redone, each logged once
+    assert_replays(reference, run)
+
+
+def test_node_local_run_folders_with_a_bucket_resume_every_node_from_the_bucket(dataset, reference, moto_s3,
+                                                                                 tmp_path):
+    """Each node's run folder under its own TMPDIR (``${oc.env:TMPDIR}``: another disk per node), checkpoints in
+    the bucket: after the kill each node's local rank 0 fetches the bucket's newest checkpoint into its own folder."""
+    bucket = moto_s3.new_bucket()
+    args = node_args(dataset, "${oc.env:TMPDIR}/runs", f"save_folder=s3://{bucket}/runs/{{run_name}}")
+    env = moto_s3.env()
+    kill_all_when(start_nodes([args, args], tmp_path, env=env),
+                  lambda: any(k.startswith("ep0-ba20") for k in moto_s3.keys(bucket, "runs/nodes")))
+    logs = run_nodes(args, tmp_path, env=env)
+    for rank, log in enumerate(logs):
+        assert "resuming from the bucket's newest checkpoint, ep0-ba" in log, log[-3000:]
+        assert (tmp_path / f"node{rank}-tmp" / "runs" / "nodes" / "checkpoints" / "latest-rank0.pt").is_symlink()
+    assert "ep0-ba30-rank0.pt" in moto_s3.keys(bucket, "runs/nodes")
+    assert_replays(reference, tmp_path / "node0-tmp" / "runs" / "nodes")
+
+
+def test_node_local_run_folders_with_local_checkpoints_are_refused_at_start(dataset, tmp_path):
+    procs = start_nodes([node_args(dataset, NODE_LOCAL)] * 2, tmp_path)
+    logs = wait_nodes(procs, tmp_path, timeout=180)
+    for proc, log in zip(procs, logs):
+        assert proc.returncode != 0
+        errors = [line for line in log.splitlines() if line.startswith("error: ")]
+        assert errors and all("is not shared between the nodes" in e and "save_folder=s3://" in e for e in errors), \
+            log[-3000:]
+        assert "Traceback" not in log and "tokens/step" not in log  # refused before the model was built
+
+
+def test_save_folder_differing_between_nodes_is_refused_at_start(dataset, tmp_path):
+    args = [node_args(dataset, tmp_path, f"save_folder={tmp_path / f'ck{rank}'}") for rank in (0, 1)]
+    procs = start_nodes(args, tmp_path)
+    logs = wait_nodes(procs, tmp_path, timeout=180)
+    assert all(p.returncode != 0 for p in procs)
+    for log in logs:
+        assert f"error: save_folder differs between nodes ({tmp_path / 'ck0'} on rank 0, {tmp_path / 'ck1'} on rank 1)" \
+            in log, log[-3000:]
+    assert not any((tmp_path / f"ck{rank}").exists() for rank in (0, 1))
