@@ -23,8 +23,7 @@ from core.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, read_me
 from core.remote import download_file, endpoint, is_remote, list_keys
 from core.streams import StreamSource
 from core.tokenizer import Tokenizer, load_tokenizer
-from loaders.shm import registering_shared_memory
-from upstream.streaming import PatchedStreamingDataset
+from upstream.streaming import PatchedStreamingDataset, registering_shared_memory
 
 if TYPE_CHECKING:
     pass
@@ -194,7 +193,7 @@ def build_dataspec(
         for s in sources
     ]
     try:
-        with registering_shared_memory():  # Streaming 0.13.0 bug: jobs starting together collide (loaders/shm.py)
+        with registering_shared_memory():  # Streaming 0.13.0 bug: jobs starting together collide
             dataset = dataset_cls(
                 streams=streams,
                 batch_size=device_batch_size,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from streaming.base.constant import BARRIER_FILELOCK, CACHE_FILELOCK, SHM_TO_CLEAN
 
-from upstream.streaming import registering_shared_memory
+from upstream.streaming import registry_lock
 
 SHM_DIR = Path("/dev/shm")
 _SEGMENT = re.compile(r"^(\d{6})_(%s)$" % "|".join(map(re.escape, SHM_TO_CLEAN)))
@@ -60,7 +60,7 @@ def clean_stale_shared_memory(verbose: bool = False) -> list[str]:
 
         clean_all()
         return ["(all, via streaming.base.util.clean_stale_shared_memory)"]
-    with registering_shared_memory():
+    with registry_lock():
         segments, locks = stale_prefixes()
         removed = _unlink_all([*segments.values(), *locks.values()])
     if verbose:

@@ -355,23 +355,66 @@ REGISTRY_LOCK = Path(tempfile.gettempdir()) / "streaming_shm_registry.lock"  # o
 
 @contextlib.contextmanager
 def registering_shared_memory() -> Iterator[None]:
-    """Hold the machine's registry lock while a StreamingDataset picks its shared-memory prefix (and while stale
-    segments are cleaned), so that jobs starting at the same moment pick different prefixes.
+    """While a StreamingDataset is built in this block, it picks its shared-memory prefix with
+    :func:`_get_shm_prefix`: the machine's registry lock held around the look and the create, and around nothing
+    else, so that jobs starting at the same moment pick different prefixes and no lock is held across a collective.
 
     Streaming 0.13.0 bug (``streaming.base.shared.prefix.get_shm_prefix``): it looks for the first free prefix, then
     creates ``/NNNNNN_locals`` without a lock; two jobs starting together find the same prefix and the second dies
-    with ``FileExistsError``. Only each job's local leader (Streaming's registrar) takes the lock: its other ranks
-    meet it at barriers inside ``StreamingDataset.__init__`` and must not wait on it. fcntl locks die with their
+    with ``FileExistsError``. And between the look and the create it waits in ``torch.distributed.barrier``: a lock
+    held around the whole call would be held across a collective, and two jobs sharing nodes (or a TMPDIR) could
+    each hold the lock on one node while their barrier waits for the other node. fcntl locks die with their
     process, so a killed job cannot leave it held.
     """
-    from filelock import FileLock
-    from streaming.base.world import World
+    import streaming.base.dataset as dataset_module
 
-    if not World.detect().is_local_leader:
+    upstream = dataset_module.get_shm_prefix
+    dataset_module.get_shm_prefix = _get_shm_prefix
+    try:
         yield
-        return
+    finally:
+        dataset_module.get_shm_prefix = upstream
+
+
+@contextlib.contextmanager
+def registry_lock() -> Iterator[None]:
+    """The machine-wide lock of prefix registration (and of cleaning stale segments: loaders/shm.py)."""
+    from filelock import FileLock
+
     with FileLock(str(REGISTRY_LOCK)):
         yield
+
+
+def _get_shm_prefix(streams_local: list[str], streams_remote: list[Optional[str]], world: Any,
+                    retry: int = 100) -> tuple[int, Any]:
+    """Upstream's ``get_shm_prefix`` reordered: each node's local leader looks for a free prefix and creates its
+    ``_locals`` segment under the registry lock; then, with no lock held, every rank learns its leader's prefix in
+    one ``all_gather_object`` (in place of upstream's two barriers) and the others attach and check, as upstream."""
+    import torch.distributed as torch_dist
+    from streaming.base.constant import LOCALS, SHM_TO_CLEAN
+    from streaming.base.shared import SharedMemory
+    from streaming.base.shared import prefix as upstream
+
+    upstream._check_self(streams_local)
+    prefix_int, shm = None, None
+    if world.is_local_leader:
+        with registry_lock():
+            prefix_int = max(upstream._check_and_find_retrying(streams_local, streams_remote, shm_name=name,
+                                                               retry=retry) for name in SHM_TO_CLEAN)
+            data = upstream._pack_locals(streams_local, prefix_int)
+            shm = SharedMemory(upstream._get_path(prefix_int, LOCALS), True, len(data))
+            shm.buf[:len(data)] = data
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        gathered: list = [None] * torch_dist.get_world_size()
+        torch_dist.all_gather_object(gathered, (world.node, prefix_int))
+        prefix_int = next(p for node, p in gathered if node == world.node and p is not None)
+    if not world.is_local_leader:
+        shm = SharedMemory(upstream._get_path(prefix_int, LOCALS), False)
+        their_locals, their_prefix_int = upstream._unpack_locals(bytes(shm.buf))
+        if streams_local != their_locals or prefix_int != their_prefix_int:
+            raise RuntimeError(f"shared memory prefix {prefix_int}: the local leader registered {their_locals}, "
+                               f"this rank has {streams_local}; every rank must build the same dataset")
+    return prefix_int, shm
 
 
 class LeanMDSWriter(MDSWriter):
