@@ -4,7 +4,10 @@ Streaming names its segments ``/dev/shm/NNNNNN_<name>`` (names from ``streaming.
 its file locks ``$TMPDIR/NNNNNN_*_filelock``. A SIGKILL'd run leaves them behind. Streaming's own
 ``clean_stale_shared_memory`` unlinks every such segment, including those a live run on the same machine still
 uses (whose workers then fail to attach). Here a prefix is stale only when no live process maps any of its
-segments (read from ``/proc/*/maps``); where ``/proc`` is missing we fall back to Streaming's function.
+segments (read from ``/proc/*/maps``) and the job that registered it provably ended: its owner record
+(``upstream.streaming.record_owner``) names a dead process of our PID namespace. Segments of a job we cannot see
+(another container sharing /dev/shm) or without a record are left alone. Where ``/proc`` is missing we fall back
+to Streaming's function.
 """
 from __future__ import annotations
 
@@ -15,10 +18,10 @@ from pathlib import Path
 
 from streaming.base.constant import BARRIER_FILELOCK, CACHE_FILELOCK, SHM_TO_CLEAN
 
-from upstream.streaming import registry_lock
+from upstream.streaming import OWNER, SHM_DIR, pid_namespace, registry_lock
 
-SHM_DIR = Path("/dev/shm")
 _SEGMENT = re.compile(r"^(\d{6})_(%s)$" % "|".join(map(re.escape, SHM_TO_CLEAN)))
+_OWNER = re.compile("^" + re.escape(OWNER).replace(r"\{prefix:06\}", r"(\d{6})") + "$")
 _FILELOCK = re.compile(r"^(\d{6})_(%s|%s)$" % (BARRIER_FILELOCK, CACHE_FILELOCK))
 
 
@@ -38,19 +41,45 @@ def mapped_shm_names() -> set[str]:
 
 
 def stale_prefixes() -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
-    """(stale segments, stale file locks) by prefix: prefixes none of whose segments a live process maps."""
+    """(stale segments and owner records, stale file locks) by prefix: prefixes none of whose segments a live
+    process maps and whose registering job provably ended (:func:`owner_is_gone`)."""
     segments: dict[str, list[Path]] = {}
     for path in SHM_DIR.glob("*") if SHM_DIR.is_dir() else []:
-        if m := _SEGMENT.match(path.name):
+        if m := _SEGMENT.match(path.name) or _OWNER.match(path.name):
             segments.setdefault(m.group(1), []).append(path)
     locks: dict[str, list[Path]] = {}
     for path in Path(tempfile.gettempdir()).glob("*_filelock"):
         if m := _FILELOCK.match(path.name):
             locks.setdefault(m.group(1), []).append(path)
     live = {m.group(1) for name in mapped_shm_names() if (m := _SEGMENT.match(name))}
-    stale_segments = {p: v for p, v in segments.items() if p not in live}
-    stale_locks = {p: v for p, v in locks.items() if p not in live}
-    return stale_segments, stale_locks
+    gone = {p for p in set(segments) | set(locks) if p not in live and owner_is_gone(p)}
+    return ({p: v for p, v in segments.items() if p in gone}, {p: v for p, v in locks.items() if p in gone})
+
+
+def _owner_file(prefix: str) -> Path:
+    return SHM_DIR / OWNER.format(prefix=int(prefix))
+
+
+def owner_is_gone(prefix: str) -> bool:
+    """Whether the job that registered ``prefix`` provably ended: its record (upstream.streaming.record_owner) is
+    from this PID namespace and its process is not alive. Without a record, or from another namespace (a container
+    sharing /dev/shm, whose processes we cannot see), we cannot tell: the prefix is left alone."""
+    import json
+
+    import psutil
+
+    try:
+        owner = json.loads(_owner_file(prefix).read_text())
+    except (OSError, ValueError):
+        return False
+    if owner.get("pid_namespace") != pid_namespace() or not pid_namespace():
+        return False
+    try:
+        return abs(psutil.Process(owner["pid"]).create_time() - owner["start_time"]) > 1e-3  # PID reused
+    except psutil.NoSuchProcess:
+        return True
+    except (psutil.Error, KeyError, TypeError):
+        return False
 
 
 def clean_stale_shared_memory(verbose: bool = False) -> list[str]:

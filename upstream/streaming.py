@@ -376,6 +376,34 @@ def registering_shared_memory() -> Iterator[None]:
         dataset_module.get_shm_prefix = upstream
 
 
+SHM_DIR = Path("/dev/shm")
+OWNER = "gpt_shm_owner_{prefix:06}"  # beside a prefix's segments: who registered it (see loaders/shm.py)
+
+
+def pid_namespace() -> str:
+    """This process's PID namespace (``pid:[4026531836]``): PIDs mean something only inside it."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def record_owner(prefix_int: int) -> None:
+    """Write who registered this prefix (PID namespace, PID, its start time) next to its segments, so that a
+    cleaner can tell a dead job's segments from those of a job it cannot see (another container sharing
+    /dev/shm)."""
+    import json
+
+    import psutil
+
+    me = psutil.Process()
+    record = {"pid_namespace": pid_namespace(), "pid": me.pid, "start_time": me.create_time()}
+    try:
+        (SHM_DIR / OWNER.format(prefix=prefix_int)).write_text(json.dumps(record))
+    except OSError:
+        pass  # no /dev/shm to write to: the cleaner then leaves this prefix alone
+
+
 @contextlib.contextmanager
 def registry_lock() -> Iterator[None]:
     """The machine-wide lock of prefix registration (and of cleaning stale segments: loaders/shm.py)."""
@@ -404,6 +432,7 @@ def _get_shm_prefix(streams_local: list[str], streams_remote: list[Optional[str]
             data = upstream._pack_locals(streams_local, prefix_int)
             shm = SharedMemory(upstream._get_path(prefix_int, LOCALS), True, len(data))
             shm.buf[:len(data)] = data
+            record_owner(prefix_int)
     if torch_dist.is_available() and torch_dist.is_initialized():
         gathered: list = [None] * torch_dist.get_world_size()
         torch_dist.all_gather_object(gathered, (world.node, prefix_int))

@@ -81,14 +81,29 @@ clean_stale_shared_memory()  # no dead runs' locks or segments: this dataset tak
 dataset = TokenSamples(local={local!r}, batch_size=4)
 mine = sorted(p.name for p in Path("/dev/shm").glob(f"{{dataset._shm_prefix_int:06}}_*"))
 assert dataset._shm_prefix_int == 0 and mine, "StreamingDataset keeps its state in /dev/shm"
-stale = Path("/dev/shm") / "000999_barrier"
-stale.write_bytes(bytes(8))  # what a SIGKILLed run leaves: a segment nobody maps
+import json, subprocess
+from upstream.streaming import pid_namespace
+dead = subprocess.Popen(["true"]); dead.wait()  # a process of this PID namespace that has ended
+def leave(prefix, namespace):
+    # what a SIGKILLed job leaves: a segment nobody maps, and (ours) the record of who registered it
+    segment = Path("/dev/shm") / f"{{prefix:06}}_barrier"
+    segment.write_bytes(bytes(8))
+    if namespace is not None:
+        record = dict(pid_namespace=namespace, pid=dead.pid, start_time=0.0)
+        (Path("/dev/shm") / f"gpt_shm_owner_{{prefix:06}}").write_text(json.dumps(record))
+    return segment
+stale = leave(999, pid_namespace())
+neighbour = leave(998, "pid:[1]")  # a job in another container sharing /dev/shm: its PIDs mean nothing here
+unknown = leave(997, None)  # no record: cannot tell
 if {upstream!r}:
     from streaming.base.util import clean_stale_shared_memory as upstream
     upstream()
 else:
-    assert str(stale) in clean_stale_shared_memory() and not stale.exists()
-stale.unlink(missing_ok=True)
+    removed = clean_stale_shared_memory()
+    assert str(stale) in removed and not stale.exists(), removed
+    assert neighbour.exists() and unknown.exists(), "a segment whose owner cannot be seen is left alone"
+for segment in (stale, neighbour, unknown):
+    segment.unlink(missing_ok=True)
 print(sum((Path("/dev/shm") / name).exists() for name in mine), len(mine))
 """
 
