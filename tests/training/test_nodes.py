@@ -51,28 +51,55 @@ def kill_all_when(procs, ready) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(dataset, tmp_path_factory) -> Path:
-    """The 2-node run, uninterrupted, in a shared run folder."""
-    runs = tmp_path_factory.mktemp("ref")
-    run_nodes(node_args(dataset, runs), runs)
-    return runs / "nodes"
+def references(dataset, tmp_path_factory) -> dict:
+    """The 2-node run, uninterrupted, in a shared run folder, per parallelism (built when first asked for)."""
+    built: dict[str, Path] = {}
+
+    def reference(parallelism: str) -> Path:
+        if parallelism not in built:
+            runs = tmp_path_factory.mktemp(f"ref-{parallelism}")
+            run_nodes(node_args(dataset, runs, f"parallelism={parallelism}"), runs)
+            built[parallelism] = runs / "nodes"
+        return built[parallelism]
+
+    return reference
+
+
+@pytest.fixture(scope="module")
+def reference(references) -> Path:
+    return references("ddp")
 
 
 def assert_replays(reference: Path, run: Path) -> None:
     ref, got = losses(reference), losses(run)
     assert sorted(got) == list(range(1, 31))
     assert [s for s in ref if ref[s] != got[s]] == [], "losses differ from the uninterrupted run"
-    a, b = final_weights(reference), final_weights(run)
-    assert all(torch.equal(a[k], b[k]) for k in a), "final weights differ"
+    a, b = weights(reference), weights(run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "final weights differ"
 
 
-def test_shared_run_folder_requeued_after_kill_resumes_every_node_at_the_same_step(dataset, reference, tmp_path):
+def weights(run: Path) -> dict:
+    """The final model weights: of a monolithic checkpoint, or gathered from a sharded one."""
+    if (run / "checkpoints" / "latest-rank0.pt").resolve().is_dir():
+        from evaluation.checkpoints import load_gpt
+
+        return load_gpt(str(run)).state_dict()
+    return final_weights(run)
+
+
+@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
+def test_shared_run_folder_requeued_after_kill_resumes_every_node_at_the_same_step(dataset, references, parallelism,
+                                                                                   tmp_path):
+    """FSDP: sharded checkpoints (one .distcp per rank, each node writing its own into the shared folder)."""
     run = tmp_path / "nodes"
-    args = node_args(dataset, tmp_path)
+    args = node_args(dataset, tmp_path, f"parallelism={parallelism}")
     kill_all_when(start_nodes([args, args], tmp_path), lambda: last_step(run) >= 15)
     run_nodes(args, tmp_path)  # the requeue: the same command on every node
     assert [r["step"] for r in metrics_rows(run)] == list(range(1, 31))  # steps 11-15 redone, each logged once
-    assert_replays(reference, run)
+    if parallelism == "fsdp":
+        assert sorted(p.name for p in (run / "checkpoints" / "ep0-ba30").glob("*.distcp")) == \
+            ["__0_0.distcp", "__1_0.distcp"]
+    assert_replays(references(parallelism), run)
 
 
 def test_node_local_run_folders_with_a_bucket_resume_every_node_from_the_bucket(dataset, reference, moto_s3,
