@@ -208,11 +208,11 @@ def run_plain(ds: Path, steps: int, precision: str) -> dict:
     return {**json.loads(out.stdout.strip().splitlines()[-1]), "wall": time.perf_counter() - t0}
 
 
-def run_trainer(ds: Path, runs: Path, steps: int, precision: str) -> dict:
-    """Our product as users run it; step times read back from its metrics.jsonl."""
+def run_trainer(ds: Path, runs: Path, steps: int, precision: str, *extra: str) -> dict:
+    """Our product as users run it; step times read back from its metrics.jsonl. ``extra``: more overrides."""
     cmd = [sys.executable, str(ROOT / "gpt_pile_composer.py"), str(YAML), *overrides(str(ds), steps, precision),
            f"runs_root={runs}", "run_name=bench", "progress_bar=false", "log_interval=100000ba",
-           "eval_interval=100000ba", "eval_subset_num_batches=1", "save_interval=100000ba"]
+           "eval_interval=100000ba", "eval_subset_num_batches=1", "save_interval=100000ba", *extra]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return {"ends": step_end_times(metrics_rows(runs / "bench")), "wall": time.perf_counter() - t0}
