@@ -300,6 +300,28 @@ def final_weights(run_dir: Path) -> dict:
     return ckpt["state"]["model"]
 
 
+def final_model(run_dir: Path) -> dict:
+    """The final model weights of a run folder: its latest checkpoint's, gathered when that is sharded (FSDP)."""
+    if (Path(run_dir) / "checkpoints" / "latest-rank0.pt").resolve().is_dir():
+        from evaluation.checkpoints import load_gpt
+
+        return load_gpt(str(run_dir)).state_dict()
+    return final_weights(run_dir)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Run ``b`` replays run ``a`` exactly: the same steps, per-step losses ``==``, final weights ``torch.equal``."""
+    import torch
+
+    la, lb = losses(a), losses(b)
+    assert sorted(la) == sorted(lb) == list(range(1, max(la) + 1))
+    diffs = [s for s in la if la[s] != lb[s]]
+    assert not diffs, f"losses differ at steps {diffs[:5]}: {[(la[s], lb[s]) for s in diffs[:3]]}"
+    wa, wb = final_model(a), final_model(b)
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), "final weights differ"
+
+
 # -------------------------------------------------------------------------------------------- ports, /dev/shm, HF
 
 

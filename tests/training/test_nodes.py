@@ -9,12 +9,10 @@ import signal
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.helpers import (
-    final_weights,
+    assert_same_run,
     last_step,
-    losses,
     metrics_rows,
     start_nodes,
     tiny_args,
@@ -70,23 +68,6 @@ def reference(references) -> Path:
     return references("ddp")
 
 
-def assert_replays(reference: Path, run: Path) -> None:
-    ref, got = losses(reference), losses(run)
-    assert sorted(got) == list(range(1, 31))
-    assert [s for s in ref if ref[s] != got[s]] == [], "losses differ from the uninterrupted run"
-    a, b = weights(reference), weights(run)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "final weights differ"
-
-
-def weights(run: Path) -> dict:
-    """The final model weights: of a monolithic checkpoint, or gathered from a sharded one."""
-    if (run / "checkpoints" / "latest-rank0.pt").resolve().is_dir():
-        from evaluation.checkpoints import load_gpt
-
-        return load_gpt(str(run)).state_dict()
-    return final_weights(run)
-
-
 @pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
 def test_shared_run_folder_requeued_after_kill_resumes_every_node_at_the_same_step(dataset, references, parallelism,
                                                                                    tmp_path):
@@ -99,7 +80,7 @@ def test_shared_run_folder_requeued_after_kill_resumes_every_node_at_the_same_st
     if parallelism == "fsdp":
         assert sorted(p.name for p in (run / "checkpoints" / "ep0-ba30").glob("*.distcp")) == \
             ["__0_0.distcp", "__1_0.distcp"]
-    assert_replays(references(parallelism), run)
+    assert_same_run(references(parallelism), run)
 
 
 def test_node_local_run_folders_with_a_bucket_resume_every_node_from_the_bucket(dataset, reference, moto_s3,
@@ -116,7 +97,7 @@ def test_node_local_run_folders_with_a_bucket_resume_every_node_from_the_bucket(
         assert "resuming from the bucket's newest checkpoint, ep0-ba" in log, log[-3000:]
         assert (tmp_path / f"node{rank}-tmp" / "runs" / "nodes" / "checkpoints" / "latest-rank0.pt").is_symlink()
     assert "ep0-ba30-rank0.pt" in moto_s3.keys(bucket, "runs/nodes")
-    assert_replays(reference, tmp_path / "node0-tmp" / "runs" / "nodes")
+    assert_same_run(reference, tmp_path / "node0-tmp" / "runs" / "nodes")
 
 
 def test_node_local_run_folders_with_local_checkpoints_are_refused_at_start(dataset, tmp_path):

@@ -11,12 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from evaluation.checkpoints import readable
 from tests.helpers import (
     PrivateShm,
-    final_weights,
+    assert_same_run,
     kill_when,
     last_step,
     losses,
@@ -36,16 +35,6 @@ def resume_args(ds: Path, runs: Path, name: str, *extra: str) -> list[str]:
                      "model.dropout=0.1", "global_train_batch_size=32", "device_train_microbatch_size=16",
                      "max_duration=40ba", "save_interval=10ba", "eval_interval=20ba", "save_num_checkpoints_to_keep=3",
                      "eval_subset_num_batches=20", "log_sample_ids=true", *extra)
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    la, lb = losses(a), losses(b)
-    assert sorted(la) == sorted(lb) == list(range(1, max(la) + 1))
-    diffs = [s for s in la if la[s] != lb[s]]
-    assert not diffs, f"losses differ at steps {diffs[:5]}: {[(la[s], lb[s]) for s in diffs[:3]]}"
-    wa, wb = final_weights(a), final_weights(b)
-    assert wa.keys() == wb.keys()
-    assert all(torch.equal(wa[k], wb[k]) for k in wa), "final weights differ"
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import torch
 
 from tests.helpers import (
     NAN_GRAD,
-    final_weights,
+    assert_same_run,
     kill_when,
     last_step,
     losses,
@@ -62,15 +62,6 @@ def all_finite(checkpoint: Path) -> bool:
 
     found = [t for t in tensors([state["model"], state["optimizers"]]) if t.is_floating_point()]
     return bool(found) and all(bool(torch.isfinite(t).all()) for t in found)
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    la, lb = losses(a), losses(b)
-    assert sorted(la) == sorted(lb) == list(range(1, max(la) + 1))
-    diffs = [s for s in la if la[s] != lb[s]]
-    assert not diffs, f"losses differ at steps {diffs[:5]}"
-    wa, wb = final_weights(a), final_weights(b)
-    assert all(torch.equal(wa[k], wb[k]) for k in wa), "final weights differ"
 
 
 @pytest.fixture(scope="module")
