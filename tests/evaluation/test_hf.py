@@ -116,14 +116,14 @@ def hf_pair(tmp_path_factory, gpt2_dir) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def fsdp_init_run(tmp_path_factory, shakespeare_text, gpt2_dir, hf_pair) -> Path:
-    """A 2-process FSDP run (sharded checkpoints) started from (a copy of) HF model a with lr=0 for 1 batch, then
-    re-run with the same command to 2 batches after that folder was deleted: resuming needs only the run's own
-    checkpoint and model.json."""
+    """A 2-process FSDP run (sharded checkpoints) started from (a copy of) HF model a with lr=1e-30 (an lr of 0 is
+    refused; this one moves no float32 weight) for 1 batch, then re-run with the same command to 2 batches after
+    that folder was deleted: resuming needs only the run's own checkpoint and model.json."""
     root = tmp_path_factory.mktemp("init")
     ds = make_dataset(root, shakespeare_text[:20_000], seq_len=32, tokenizer=str(gpt2_dir))
     hf = root / "hf-a"
     shutil.copytree(hf_pair[0], hf)
-    args = tiny_args(ds, root / "runs", "run_name=r", "parallelism=fsdp", "model.bias=true", "optimizer.lr=0",
+    args = tiny_args(ds, root / "runs", "run_name=r", "parallelism=fsdp", "model.bias=true", "optimizer.lr=1e-30",
                      "save_interval=1ba", "eval_interval=1000ba", f"model.init_from=hf:{hf}")
     run_train([*args, "max_duration=1ba"], nproc=2)
     shutil.rmtree(hf)  # the HF cache was cleaned, the folder moved...
@@ -142,7 +142,7 @@ def test_init_from_trains_from_hf_weights_and_resumes_without_them(fsdp_init_run
     assert (ckpts / "ep0-ba1" / ".metadata").is_file() and (ckpts / "ep0-ba2" / ".metadata").is_file()
     a, b = (load_hf_gpt(str(p)).state_dict() for p in hf_pair)
     assert load_gpt(str(fsdp_init_run)).config.block_size == 64  # the HF model's n_positions, not the seq_len
-    assert same_tensors(load_gpt(str(ckpts / "ep0-ba1")).state_dict(), a)  # started from a (lr=0 keeps it)
+    assert same_tensors(load_gpt(str(ckpts / "ep0-ba1")).state_dict(), a)  # started from a (lr=1e-30 keeps it)
     assert same_tensors(load_gpt(str(fsdp_init_run)).state_dict(), a)  # ba2 resumed ba1
     assert not same_tensors(a, b)
     dcp_to_torch_save(ckpts / "ep0-ba2", tmp_path / "full.pt")  # torch's own reader agrees with load_gpt's
@@ -166,7 +166,7 @@ def test_export_sharded_run_loads_in_transformers(fsdp_init_run, hf_pair, tmp_pa
     idx = torch.tensor([tok.encode("First Citizen:\nBefore we proceed any further, hear me speak.")])
     with torch.no_grad():
         torch.testing.assert_close(hf(idx).logits, load_gpt(str(fsdp_init_run))(idx), atol=1e-5, rtol=0)
-    # HF a -> init_from -> sharded FSDP checkpoint (lr=0) -> export: the very same tensors
+    # HF a -> init_from -> sharded FSDP checkpoint (lr=1e-30) -> export: the very same tensors
     assert same_tensors(load_file(out / "model.safetensors"), load_file(hf_pair[0] / "model.safetensors"))
 
 
