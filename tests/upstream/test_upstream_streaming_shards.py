@@ -48,12 +48,18 @@ def _read_all(dataset) -> int:
 
 
 def test_upstream_damaged_shard_ends_the_epoch_early_without_an_error(small, tmp_path):
+    """Which thread meets the damaged shard first is a race: either way upstream gives no line naming the shard."""
     from streaming import StreamingDataset
 
     _damaged_copy(small, tmp_path / "ds")
     dataset = StreamingDataset(local=str(tmp_path / "ds"), split="train", shuffle=False, batch_size=1)
-    read = _read_all(dataset)  # the prefetch thread died on the shard; the yield loop just stopped
-    assert read < dataset.num_samples, "upstream now reports a damaged shard: drop fix 5's __iter__"
+    try:
+        read = _read_all(dataset)
+    except Exception as e:  # noqa: BLE001 - the reader reached the shard before the prefetch thread did
+        assert type(e).__module__ == "zstd", e  # then: the compressor's own error, naming no shard and no fix
+        return
+    assert read < dataset.num_samples, "upstream now reports a damaged shard: drop fix 5's __iter__"  # the prefetch
+    # thread met it first: its error was only logged, and the yield loop just stopped (a short epoch, no error)
 
 
 def test_damaged_shard_is_one_error_naming_the_shard_and_verify(small, tmp_path):
