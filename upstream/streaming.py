@@ -67,16 +67,11 @@ class PatchedStreamingDataset(StreamingDataset):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._thread_error: Optional[BaseException] = None
-        for stream, shards in self._shards_by_stream().items():
+        for i, stream in enumerate(self.streams):
+            shards = [shard for shard, owner in zip(self.shards, self.stream_per_shard) if owner == i]
             if shards and all(SHARD_HASH in shard.hashes for shard in shards):
                 stream.validate_hash = SHARD_HASH  # Streaming checks it on every download and decompression
         self._keep_local_datasets()
-
-    def _shards_by_stream(self) -> dict[Any, list[Any]]:
-        by_stream: dict[Any, list[Any]] = {id(s): [] for s in self.streams}
-        for shard, stream_id in zip(self.shards, self.stream_per_shard):
-            by_stream[id(self.streams[stream_id])].append(shard)
-        return {s: by_stream[id(s)] for s in self.streams}
 
     def _keep_local_datasets(self) -> None:
         """Streaming 0.13.0 bug (``StreamingDataset._evict_coldest_shard``): with ``cache_limit`` set, making room for
