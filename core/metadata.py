@@ -108,7 +108,8 @@ def read_metadata(directory: str | os.PathLike) -> DatasetMetadata:
     path = Path(directory) / METADATA_FILE
     if not path.is_file():
         if not Path(directory).exists():
-            raise MetadataError(f"dataset folder {directory} does not exist; convert data into it with convert_to_mds.py")
+            raise MetadataError(
+                f"dataset folder {directory} does not exist; convert data into it with convert_to_mds.py")
         raise MetadataError(
             f"{directory} has no {METADATA_FILE}: it is not a finished dataset made by convert_to_mds.py "
             "(a conversion that was killed leaves none). Re-run convert_to_mds.py --out "

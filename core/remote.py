@@ -194,6 +194,16 @@ def download_file(url: str, dest: str | os.PathLike) -> None:
         raise RemoteError(f"cannot read {url}: {explain(url, e)}") from None
 
 
+def read_range(url: str, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of one s3:// object (a ranged GET): a few KiB out of a checkpoint shard of GiBs."""
+    bucket, key = split_url(url)
+    try:
+        body = _client().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"]
+        return body.read()
+    except Exception as e:  # noqa: BLE001
+        raise RemoteError(f"cannot read {url}: {explain(url, e)}") from None
+
+
 @contextlib.contextmanager
 def _quiet(logger: logging.Logger) -> Iterator[None]:
     """Mute a logger's warnings for a moment (restored after)."""

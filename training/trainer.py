@@ -36,7 +36,7 @@ from loaders.shm import clean_stale_shared_memory
 from training.config import TrainConfig, plain_config, to_yaml, write_run_config
 from training.model import ComposerGPT
 from training.resume import check_checkpoints, model_config
-from training.resume.bucket import remote_saver, upload_failure
+from training.resume.bucket import remote_saver, sharded_in_bucket, upload_failure
 from training.resume.checkpoints import save_model_config
 from training.resume.guard import SCHEDULE_KEYS, ResumeGuard, run_fingerprint
 from training.resume.init_from import load_init_weights
@@ -54,6 +54,7 @@ from upstream.composer import (
     RestoreRNGOnResume,
     WandBLoggerNoArtifacts,
     per_node_signal_files,
+    poll_bucket_pointer,
     resolve_peak,
     restore_rng_on_resume,
     skip_engine_debug_log,
@@ -264,7 +265,7 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
             save_folder=None if saver is not None else cfg.save_folder,
             save_interval=cfg.save_interval,
             save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
-            save_overwrite=False,
+            save_overwrite=sharded_in_bucket(cfg),
             autoresume=autoresume,
             load_path=cfg.load_path,
             device=device,
@@ -274,6 +275,8 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
             seed=cfg.seed,
             python_log_level=cfg.python_log_level,
         )
+    if sharded_in_bucket(cfg):
+        poll_bucket_pointer(trainer._checkpoint_saver)
     skip_engine_debug_log(trainer)
     restore_rng_on_resume(trainer)
     guard_checkpoints(trainer)

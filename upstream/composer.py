@@ -156,6 +156,14 @@ def _remove_empty_temp(folder: str, relative: str) -> None:
         pass
 
 
+def poll_bucket_pointer(saver: CheckpointSaver) -> None:
+    """Composer 0.32.1 (``CheckpointSaver``): the bucket's latest pointer is uploaded only after polling for the
+    checkpoint's objects every 30 s, so a sharded run killed within 30 s of a save resumes an interval earlier, and
+    every run waits up to 30 s at its end. Composer's own saver (sharded FSDP checkpoints keep its path, which
+    reads the pointer from the bucket on resume) polls every SYMLINK_POLL_SECONDS instead."""
+    saver._symlink_upload_wait_before_next_try_in_seconds = SYMLINK_POLL_SECONDS
+
+
 def bucket_checkpoint_saver(url: str, local: str, filename: str, latest: str, save_interval: str,
                             keep: int) -> BucketCheckpointSaver:
     """Composer 0.32.1 bug (``Trainer._get_autoresume_checkpoint``): with a bucket ``save_folder`` it keeps its

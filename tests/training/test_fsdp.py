@@ -51,6 +51,30 @@ def test_fsdp_sigkill_resumes_bit_identically(dataset, fsdp_run, tmp_path):
     assert not diffs, f"losses differ at steps {diffs[:5]}"
 
 
+def test_sharded_checkpoint_in_a_bucket_gives_its_fingerprint_without_its_weights(dataset, fsdp_run, moto_s3,
+                                                                                 monkeypatch):
+    """A sharded run whose checkpoints are in a bucket resumes from what the bucket's latest pointer names; that
+    checkpoint's fingerprint is read with ranged GETs (a few KiB), the same as the local folder's."""
+    from core.remote import upload_dir
+    from training.config import load_config
+    from training.resume import _resume_source
+    from training.resume.bucket import bucket_fingerprint
+    from training.resume.checkpoints import saved_fingerprint
+
+    for key, value in moto_s3.env().items():
+        monkeypatch.setenv(key, value)
+    bucket = moto_s3.new_bucket()
+    cfg = load_config(None, [f"data.path={dataset}", "run_name=f", "parallelism=fsdp",
+                             f"save_folder=s3://{bucket}/runs/{{run_name}}"])
+    assert _resume_source(cfg, autoresume=True) == (None, False)  # an empty bucket: a fresh start
+    upload_dir(fsdp_run / "checkpoints" / "ep0-ba30", f"s3://{bucket}/runs/f/ep0-ba30")
+    moto_s3.client().put_object(Bucket=bucket, Key="runs/f/latest-rank0.pt.symlink", Body=b"runs/f/ep0-ba30")
+    source, resuming = _resume_source(cfg, autoresume=True)
+    assert (source, resuming) == (f"s3://{bucket}/runs/f/ep0-ba30", True)
+    assert bucket_fingerprint(source) == saved_fingerprint(str(fsdp_run / "checkpoints" / "ep0-ba30"))
+    assert bucket_fingerprint(source)["model.n_embd"] == 128
+
+
 def test_fsdp_full_state_dict_and_activation_checkpointing(dataset, fsdp_run, tmp_path):
     run_train(fsdp_args(dataset, tmp_path, "full", "parallelism=fsdp", "fsdp.state_dict_type=full",
                         "fsdp.activation_checkpointing=true"), nproc=2)

@@ -63,11 +63,6 @@ def references(dataset, tmp_path_factory) -> dict:
     return reference
 
 
-@pytest.fixture(scope="module")
-def reference(references) -> Path:
-    return references("ddp")
-
-
 @pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
 def test_shared_run_folder_requeued_after_kill_resumes_every_node_at_the_same_step(dataset, references, parallelism,
                                                                                    tmp_path):
@@ -83,21 +78,35 @@ def test_shared_run_folder_requeued_after_kill_resumes_every_node_at_the_same_st
     assert_same_run(references(parallelism), run)
 
 
-def test_node_local_run_folders_with_a_bucket_resume_every_node_from_the_bucket(dataset, reference, moto_s3,
-                                                                                 tmp_path):
+@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
+def test_node_local_run_folders_with_a_bucket_resume_every_node_from_the_bucket(dataset, references, moto_s3,
+                                                                                 parallelism, tmp_path):
     """Each node's run folder under its own TMPDIR (``${oc.env:TMPDIR}``: another disk per node), checkpoints in
-    the bucket: after the kill each node's local rank 0 fetches the bucket's newest checkpoint into its own folder."""
+    the bucket. DDP: after the kill each node's local rank 0 fetches the bucket's newest checkpoint into its own
+    folder. FSDP sharded: every rank reads its shard of the checkpoint the bucket's pointer names."""
     bucket = moto_s3.new_bucket()
-    args = node_args(dataset, "${oc.env:TMPDIR}/runs", f"save_folder=s3://{bucket}/runs/{{run_name}}")
+    args = node_args(dataset, "${oc.env:TMPDIR}/runs", f"save_folder=s3://{bucket}/runs/{{run_name}}",
+                     f"parallelism={parallelism}")
     env = moto_s3.env()
+    saved = {"ddp": "ep0-ba10-rank0.pt", "fsdp": "latest-rank0.pt.symlink"}[parallelism]  # what a resume reads
     kill_all_when(start_nodes([args, args], tmp_path, env=env),
-                  lambda: any(k.startswith("ep0-ba20") for k in moto_s3.keys(bucket, "runs/nodes")))
+                  lambda: saved in (keys := moto_s3.keys(bucket, "runs/nodes")) and
+                  any(k.startswith("ep0-ba20") for k in keys))
     logs = run_nodes(args, tmp_path, env=env)
     for rank, log in enumerate(logs):
-        assert "resuming from the bucket's newest checkpoint, ep0-ba" in log, log[-3000:]
-        assert (tmp_path / f"node{rank}-tmp" / "runs" / "nodes" / "checkpoints" / "latest-rank0.pt").is_symlink()
-    assert "ep0-ba30-rank0.pt" in moto_s3.keys(bucket, "runs/nodes")
-    assert_same_run(reference, tmp_path / "node0-tmp" / "runs" / "nodes")
+        assert log.count("[batch=1/30]") == 1, log[-3000:]  # the requeue resumed: it did not start again
+        if parallelism == "ddp":
+            assert "resuming from the bucket's newest checkpoint, ep0-ba" in log, log[-3000:]
+            assert (tmp_path / f"node{rank}-tmp" / "runs" / "nodes" / "checkpoints" / "latest-rank0.pt").is_symlink()
+    final = {"ddp": {"ep0-ba30-rank0.pt"}, "fsdp": {"ep0-ba30/__0_0.distcp", "ep0-ba30/__1_0.distcp"}}[parallelism]
+    assert final <= set(moto_s3.keys(bucket, "runs/nodes"))
+    run = tmp_path / "node0-tmp" / "runs" / "nodes"
+    if parallelism == "fsdp":  # the final sharded checkpoint lives in the bucket only: fetched to compare weights
+        for key in moto_s3.keys(bucket, "runs/nodes/ep0-ba30"):
+            (run / "checkpoints" / "ep0-ba30").mkdir(parents=True, exist_ok=True)
+            (run / "checkpoints" / "ep0-ba30" / key).write_bytes(moto_s3.get(bucket, f"runs/nodes/ep0-ba30/{key}"))
+        (run / "checkpoints" / "latest-rank0.pt").symlink_to("ep0-ba30")
+    assert_same_run(references(parallelism), run)
 
 
 def test_node_local_run_folders_with_local_checkpoints_are_refused_at_start(dataset, tmp_path):

@@ -35,3 +35,17 @@ def test_our_bucket_saver_keeps_local_copies_in_the_run_folder(tmp_path):
     assert saver.remote_file_name.filename == "runs/r/ep{epoch}-ba{batch}-rank{rank}.pt"
     assert saver.latest_remote_file_name.filename == "runs/r/latest-rank{rank}.pt"
     assert not any(Path.cwd().glob("s3:*"))
+
+
+def test_upstream_saver_polls_the_bucket_every_30_s_before_moving_the_pointer():
+    """Composer's own saver (the one sharded FSDP checkpoints keep) waits 30 s between looks for a checkpoint's
+    objects before it uploads the bucket's latest pointer: a kill within that window resumes an interval earlier."""
+    from composer.callbacks import CheckpointSaver
+
+    from upstream.composer import SYMLINK_POLL_SECONDS, poll_bucket_pointer
+
+    saver = CheckpointSaver(folder="s3://bucket/runs/r", remote_file_name="runs/r/ep{epoch}-ba{batch}",
+                            latest_remote_file_name="runs/r/latest-rank{rank}.pt")
+    assert saver._symlink_upload_wait_before_next_try_in_seconds == 30.0
+    poll_bucket_pointer(saver)
+    assert saver._symlink_upload_wait_before_next_try_in_seconds == SYMLINK_POLL_SECONDS < 30.0

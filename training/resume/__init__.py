@@ -18,7 +18,15 @@ from core.metadata import DatasetMetadata
 from core.remote import is_remote
 from gpt import GPTConfig
 from training.config import TrainConfig
-from training.resume.bucket import bucket_folder, check_bucket, fetch_newest_checkpoint, local_folder
+from training.resume.bucket import (
+    bucket_fingerprint,
+    bucket_folder,
+    check_bucket,
+    fetch_newest_checkpoint,
+    local_folder,
+    sharded_in_bucket,
+    sharded_resume_point,
+)
 from training.resume.checkpoints import LATEST, read_model_config, repair_latest, saved_fingerprint
 from training.resume.guard import ResumeGuard, check_fingerprint
 from training.resume.init_from import init_config, resumed_init_config
@@ -52,6 +60,8 @@ def checkpoint_dir(cfg: TrainConfig) -> Optional[str]:
 
 def _resume_source(cfg: TrainConfig, autoresume: bool) -> tuple[Optional[str], bool]:
     """(the checkpoint Composer will load, whether it is this run's own: resuming, so it must replay)."""
+    if autoresume and sharded_in_bucket(cfg) and (url := sharded_resume_point(cfg)):
+        return url, True  # Composer reads the bucket's pointer itself (training/resume/bucket.py)
     latest_dir = checkpoint_dir(cfg)
     if autoresume and latest_dir and os.path.exists(os.path.join(latest_dir, LATEST)):
         return os.path.join(latest_dir, LATEST), True
@@ -65,7 +75,7 @@ def check_checkpoints(cfg: TrainConfig, autoresume: bool, guard: ResumeGuard) ->
     would otherwise fail inside Composer's weight loading with a size-mismatch traceback)."""
     source, strict = _resume_source(cfg, autoresume)
     if source is not None:
-        saved = saved_fingerprint(source)
+        saved = bucket_fingerprint(source) if is_remote(source) else saved_fingerprint(source)
         check_fingerprint(saved, guard.fingerprint, strict=strict, soft=guard.soft)
         guard.checked = saved is not None  # else ResumeGuard.load_state_dict compares when Composer loads
 

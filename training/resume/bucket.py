@@ -7,6 +7,7 @@ two work-arounds (upstream/composer.py: :func:`~upstream.composer.bucket_checkpo
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -15,8 +16,8 @@ from composer.utils import dist, format_name_with_dist
 
 from core.errors import CheckpointError
 from core.files import remove
-from core.remote import download_file, explain, is_remote, list_keys
-from training.resume.checkpoints import LATEST, checkpoint_batch, point_latest
+from core.remote import download_file, explain, is_remote, list_keys, read_range
+from training.resume.checkpoints import FINGERPRINT, LATEST, checkpoint_batch, point_latest, sharded_fingerprint
 from upstream.composer import bucket_checkpoint_saver
 
 if TYPE_CHECKING:
@@ -51,10 +52,18 @@ def remote_saver(cfg: TrainConfig) -> Optional[CheckpointSaver]:
     ``overwrite``: a re-run re-saves, bit-identically, checkpoints the bucket may hold past the one it resumed from.
     Sharded FSDP checkpoints take Composer's own path, which reads the bucket's pointer directly."""
     url = bucket_folder(cfg)
-    if url is None or (cfg.parallelism == "fsdp" and cfg.fsdp.state_dict_type == "sharded"):
+    if url is None or sharded_in_bucket(cfg):
         return None
     return bucket_checkpoint_saver(url, local_folder(cfg), CHECKPOINT_NAME, LATEST.replace("rank0", "rank{rank}"),
                                    save_interval=cfg.save_interval, keep=cfg.save_num_checkpoints_to_keep)
+
+
+def sharded_in_bucket(cfg: TrainConfig) -> bool:
+    """Sharded FSDP checkpoints in a bucket: Composer's own saver, whose resume reads the bucket's latest pointer
+    on global rank 0 and has every rank load its shard from the bucket (so every node resumes from one step, with
+    node-local run folders too). A requeue re-saves, bit-identically, the checkpoints the bucket holds past that
+    pointer, so the saver overwrites them (without that, such a requeue hung in our 2-node test)."""
+    return bucket_folder(cfg) is not None and cfg.parallelism == "fsdp" and cfg.fsdp.state_dict_type == "sharded"
 
 
 def local_folder(cfg: TrainConfig) -> str:
@@ -87,6 +96,40 @@ def fetch_newest_checkpoint(cfg: TrainConfig, writer: bool) -> Optional[str]:
         download_file(f"{url}/{newest[0]}", str(target))
     point_latest(local_folder(cfg), target)
     return newest[0]
+
+
+def sharded_resume_point(cfg: TrainConfig) -> Optional[str]:
+    """The URL of the sharded checkpoint the bucket's latest pointer names (what Composer resumes from), or None.
+    Composer's pointer is an object ``{latest}.symlink`` whose text is the checkpoint folder's key."""
+    url = bucket_folder(cfg)
+    pointer = f"{LATEST}.symlink"
+    if url is None or not url.startswith("s3://") or pointer not in list_keys(url):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        download_file(f"{url}/{pointer}", os.path.join(tmp, pointer))
+        key = Path(tmp, pointer).read_text().strip().strip("/")
+    return f"s3://{url[len('s3://'):].split('/', 1)[0]}/{key}"
+
+
+def bucket_fingerprint(url: str) -> Optional[dict]:
+    """The ResumeGuard fingerprint of a sharded checkpoint in a bucket, read without its weights: its ``.metadata``,
+    then only the byte range of each shard file that holds the fingerprint's entries (ranged GETs of a few KiB),
+    written at their offsets into sparse local copies that :func:`sharded_fingerprint` reads."""
+    import torch.distributed.checkpoint as dcp
+
+    prefix = ".".join(FINGERPRINT) + "."
+    with tempfile.TemporaryDirectory() as tmp:
+        download_file(f"{url}/.metadata", os.path.join(tmp, ".metadata"))
+        spans: dict[str, tuple[int, int]] = {}
+        for index, info in dcp.FileSystemReader(tmp).read_metadata().storage_data.items():
+            if index.fqn.startswith(prefix):
+                lo, hi = spans.get(info.relative_path, (info.offset, info.offset + info.length))
+                spans[info.relative_path] = (min(lo, info.offset), max(hi, info.offset + info.length))
+        for name, (lo, hi) in spans.items():
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.seek(lo)
+                f.write(read_range(f"{url}/{name}", lo, hi))
+        return sharded_fingerprint(tmp)
 
 
 def _newest_checkpoint(url: str) -> Optional[str]:

@@ -137,7 +137,7 @@ def saved_fingerprint(path: str) -> Optional[dict]:
     """The ResumeGuard fingerprint stored in a checkpoint, read without its weights: a monolithic file
     memory-mapped, a sharded (FSDP) folder through torch.distributed.checkpoint's metadata."""
     if os.path.isdir(path):
-        return _sharded_fingerprint(path)
+        return sharded_fingerprint(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as e:  # noqa: BLE001 - truncated zips and pickles raise many types
@@ -145,7 +145,7 @@ def saved_fingerprint(path: str) -> Optional[dict]:
     return state.get("state", {}).get("callbacks", {}).get("ResumeGuard", {}).get("fingerprint")
 
 
-def _sharded_fingerprint(path: str) -> Optional[dict]:
+def sharded_fingerprint(path: str) -> Optional[dict]:
     """Only the fingerprint's entries are loaded (each a small pickled leaf), in this process alone. The checkpoint's
     flattened keys are put back into the nested dict by the paths torch.distributed.checkpoint recorded."""
     import torch.distributed.checkpoint as dcp
