@@ -11,7 +11,6 @@ would cost. Goal: resume(1000) / resume(10) <= 1.2.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -21,21 +20,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+from bench.common import prepare_data  # noqa: E402
+
 BASE = ["model.preset=micro", "global_train_batch_size=12", "device_train_microbatch_size=12", "progress_bar=false",
         "log_interval=100000ba", "eval_interval=100000ba", "scheduler.t_warmup=10ba", "run_name=r"]
-
-
-def prepare(work: Path) -> Path:
-    from conversion.convert import convert
-
-    src = work / "docs.jsonl"
-    with open(src, "w") as f:
-        for para in SHAKESPEARE.read_text().split("\n\n"):
-            f.write(json.dumps({"text": para + "\n\n"}) + "\n")
-    out = work / "ds"
-    convert([str(src)], str(out), "bytes", 64, val_fraction=0.0, progress=False)
-    return out
 
 
 def train(ds: Path, runs: Path, *extra: str) -> float:
@@ -80,7 +69,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="resume-latency-") as tmp:
         work = Path(tmp)
-        ds = prepare(work)
+        ds = prepare_data(work, seq_len=64, val_fraction=0.0)
         near = work / "near"
         train(ds, near, "max_duration=10ba", "save_interval=10ba")
         deep = work / "deep"
