@@ -51,6 +51,8 @@ class PatchedStreamingDataset(StreamingDataset):
        shard hashes recorded at conversion are checked when a shard is downloaded or decompressed (``__init__``).
     6. ``cache_limit`` never evicts (deletes) the shards of a local dataset (``__init__``).
     7. Samples skipped by a loss-spike rollback stay skipped after a resume (:meth:`resume_at`).
+    8. A shard whose preparation failed is released, so other workers get the error instead of waiting forever
+       (:meth:`_release_failed`).
 
     On 1:
 
@@ -85,7 +87,7 @@ class PatchedStreamingDataset(StreamingDataset):
             self.cache_limit = None
 
     def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
-        """Fixes 1 and 5: see :meth:`_prepare_shard`; a damaged shard becomes one DamagedShardError.
+        """Fixes 1, 5 and 8: see :meth:`_prepare_shard`; a damaged shard becomes one DamagedShardError.
 
         Streaming 0.13.0 behaviour (``Stream._decompress_shard_part``): a shard whose bytes were damaged after
         conversion fails with the compressor's own error or ``ValueError: Checksum failure``, and in the prefetch
@@ -94,6 +96,7 @@ class PatchedStreamingDataset(StreamingDataset):
         try:
             return self._prepare_shard(shard_id, blocking)
         except Exception as e:  # noqa: BLE001 - only damage is translated; the rest re-raised as is
+            self._release_failed(shard_id)
             problem = _damage(e)
             if problem is None:
                 raise
@@ -103,6 +106,17 @@ class PatchedStreamingDataset(StreamingDataset):
             path = os.path.join(root, stream.split, (zipped or raw).basename)
             raise DamagedShardError(f"shard {path} is damaged ({problem}); check the dataset with `python "
                                     f"convert_to_mds.py --verify {root}`, then convert or copy it again") from None
+
+    def _release_failed(self, shard_id: int) -> None:
+        """Fix 8. Streaming 0.13.0 behaviour: a shard whose download or decompression raised stays PREPARING in the
+        shared state, and every other worker that needs it waits for it forever (a hang, not an error). Set back to
+        REMOTE, the next reader prepares it again itself and meets the same error."""
+        from streaming.base.dataset import _ShardState
+
+        lock = self._cache_lock()
+        with lock:
+            if self._shard_states[shard_id] == _ShardState.PREPARING:
+                self._shard_states[shard_id] = _ShardState.REMOTE
 
     def on_exception(self, future: Any) -> None:
         """Streaming 0.13.0 behaviour (``StreamingDataset.on_exception``): a prefetch thread's error is re-raised in

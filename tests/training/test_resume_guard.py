@@ -75,14 +75,15 @@ def test_clean_shared_memory_spares_a_live_run(dataset, tmp_path):
     run = tmp_path / "live"
     log = tmp_path / "live.log"
     with PrivateShm(tmp_path / "tmpdir") as shm:  # the run and the cleaner share a /dev/shm nothing else uses
-        proc = start_train(tiny_args(dataset, tmp_path, "run_name=live", "max_duration=400ba", "save_interval=400ba",
-                                     "eval_interval=400ba"), log, shm=shm)
+        proc = start_train(tiny_args(dataset, tmp_path, "run_name=live", "max_duration=150ba", "save_interval=150ba",
+                                     "eval_interval=150ba"), log, shm=shm)
         wait_until(lambda: last_step(run) >= 5, "the run trains", timeout=120, proc=proc)
         segments = sorted(p.name for p in shm.path.glob("0*_*"))
         assert segments, "a live Streaming run holds shared memory"
         out = subprocess.run(shm.cmd(script_cmd("clean_shared_memory.py"), workdir()), env=shm.env(train_env()),
                              cwd=workdir(), capture_output=True, text=True, check=True, timeout=120).stdout
+        assert proc.poll() is None, "the run ended before the cleaner looked: give it more steps"
         for name in segments:
             assert name not in out and (shm.path / name).exists()
         assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
-    assert last_step(run) == 400
+    assert last_step(run) == 150

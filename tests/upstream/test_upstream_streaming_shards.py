@@ -73,6 +73,38 @@ def test_damaged_shard_is_one_error_naming_the_shard_and_verify(small, tmp_path)
         _read_all(dataset)
 
 
+def _damaged_shard_id(dataset, shard: Path) -> int:
+    return next(i for i, s in enumerate(dataset.shards) if s.file_pairs[0][1].basename == shard.name)
+
+
+def test_upstream_failed_shard_stays_preparing_so_other_workers_wait_forever(small, tmp_path):
+    """A shard whose preparation raised is left PREPARING in the shared state: every other worker that needs it
+    waits for it (``while state == PREPARING: sleep``) forever."""
+    from streaming import StreamingDataset
+    from streaming.base.dataset import _ShardState
+
+    shard = _damaged_copy(small, tmp_path / "ds")
+    dataset = StreamingDataset(local=str(tmp_path / "ds"), split="train", shuffle=False, batch_size=1)
+    shard_id = _damaged_shard_id(dataset, shard)
+    with pytest.raises(Exception):  # noqa: B017 - the compressor's own error type
+        dataset.prepare_shard(shard_id)
+    assert dataset._shard_states[shard_id] == _ShardState.PREPARING
+
+
+def test_failed_shard_is_released_so_every_reader_gets_the_error(small, tmp_path):
+    from streaming.base.dataset import _ShardState
+
+    from upstream.streaming import PatchedStreamingDataset
+
+    shard = _damaged_copy(small, tmp_path / "ds")
+    dataset = PatchedStreamingDataset(local=str(tmp_path / "ds"), split="train", shuffle=False, batch_size=1)
+    shard_id = _damaged_shard_id(dataset, shard)
+    for _ in range(2):  # the second reader (another worker) tries again and gets the same line, instead of waiting
+        with pytest.raises(DamagedShardError, match=f"shard {shard} is damaged"):
+            dataset.prepare_shard(shard_id)
+        assert dataset._shard_states[shard_id] != _ShardState.PREPARING
+
+
 @pytest.mark.slow
 def test_training_on_a_damaged_shard_with_loader_workers_is_one_error_line(small, tmp_path):
     """With DataLoader workers upstream hangs (the next epoch's worker barrier); ours: one line, exit 2."""
