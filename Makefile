@@ -37,12 +37,16 @@ lock:
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+# -n auto: one pytest worker per core (pytest-xdist); --dist loadfile keeps each module's tests, and so its
+# module-scoped fixtures (a reference run, a dataset), in one worker.
+XDIST := -n auto --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest $(XDIST) tests
 
 # Everything but the tests marked slow (full training runs, long subprocesses).
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" tests
+	$(PY) -m pytest $(XDIST) -m "not slow" tests
 
 # Every benchmark in turn (~25 min on 2 cores; run on a quiet machine: see BENCHMARKS.md). One alone:
 #   make bench BENCH=train_throughput    (or nanogpt_parity, resume_latency, node_resume_latency, spike_overhead,
