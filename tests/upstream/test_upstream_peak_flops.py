@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 from composer.callbacks.speed_monitor import get_gpu_flops_available
 
-from upstream.composer import PEAKS, resolve_peak, table_peak
+from core.peaks import PEAKS, table_peak
+from upstream.composer import resolve_peak
 
 
 class _State:
