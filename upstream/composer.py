@@ -196,9 +196,9 @@ def bucket_checkpoint_saver(url: str, local: str, filename: str, latest: str, sa
 
 # ----------------------------------------------------------------------------------------------------- MFU's peak
 # Composer 0.32.1 bug (``callbacks.speed_monitor.get_gpu_flops_available``): it knows few device names; an H100 NVL,
-# H800, B200 or L40S gets no peak and MFU silently disappears from the logs. Our table (dense figures, per GPU, from
-# NVIDIA's datasheets, for the two precisions we train in: core/peaks.py) is looked at first, Composer's is the fallback, and
-# ``peak_flops=`` overrides both.
+# H800, B200 or L40S gets no peak and MFU silently disappears from the logs. Our table (core/peaks.py: dense figures
+# per GPU from NVIDIA's datasheets, for the two precisions we train in) is looked at first, Composer's is the
+# fallback, and ``peak_flops=`` overrides both.
 
 def resolve_peak(configured: Optional[float], device: str, precision: str) -> tuple[Optional[float], str]:
     """(the peak SpeedMonitor gets, where it came from: printed once at start). None lets Composer look it up."""

@@ -1,0 +1,408 @@
+"""The GPU check: one short command on one H100/H200 that says whether our GPU path is fast and correct.
+
+    python bench/gpu_check.py --prepare bench/.gpu_data        # here (CPU): the dataset part B trains on
+    python bench/gpu_check.py --data bench/.gpu_data [--nanogpt DIR] [--budget 330]   # there (GPU), < 6 min
+    python bench/gpu_check.py --cpu-smoke                      # the suite runs this: tiny shapes on CPU
+
+The GPU machine has Python 3.12 + torch and no network, no Composer, no Streaming: BENCHMARKS.md has the
+``pip download`` command for the pure-Python wheels it needs (carried in a folder) and the whole device command.
+
+Part A, pure torch (always runs): gpt.py at GPT-2 124M shape, seq 1024, bf16 autocast, fused AdamW, random tokens:
+tokens/s, MFU (against core/peaks.py's bf16 peak for the device), peak memory and the SDPA kernel that ran, for
+eager, whole-model ``torch.compile`` and per-block compile (each block compiled on its own, as ``compile.per_block``
+does); with ``--nanogpt DIR``, nanoGPT's own ``model.py`` beside it, same shapes, eager and compiled.
+Part B, our trainer (if Composer and Streaming import on this torch; else one line says why): ``gpt_pile_composer.py``
+on the prepared MDS dataset for ``--steps-b`` steps, DDP and FSDP2 on one GPU, compile off and on, beside a plain
+loop over the same loader and model (trainer / plain ratio, MFU), and a kill -9 + re-run that must replay the
+uninterrupted run bit for bit. Goals (issue 20): MFU >= 45 % (124M, seq 1024, H100-class), gpt.py >= 1.0x nanoGPT's
+model.py, trainer >= 0.97x the plain loop. Variants that would overrun ``--budget`` seconds are skipped with a line.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from core.peaks import table_peak  # noqa: E402
+from gpt import GPT, GPTConfig  # noqa: E402
+
+
+@dataclass
+class Shape:
+    n_layer: int
+    n_head: int
+    n_embd: int
+    seq: int
+    batch: int
+    vocab: int = 50257
+    steps: int = 20  # timed steps, after the warm-up ones
+    warmup: int = 3  # the first (compiling) step is one of these
+
+
+GPU_SHAPE = Shape(12, 12, 768, 1024, 16)
+SMOKE_SHAPE = Shape(2, 2, 64, 64, 2, vocab=257, steps=2, warmup=1)
+
+
+class Clock:
+    """The check's time budget: a variant that would start past it is skipped (and says so)."""
+
+    def __init__(self, budget: float) -> None:
+        self.t0, self.budget = time.perf_counter(), budget
+
+    def left(self) -> float:
+        return self.budget - (time.perf_counter() - self.t0)
+
+
+# ----------------------------------------------------------------------------------------------- part A: the model
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def adamw(params: list[torch.nn.Parameter], device: str) -> torch.optim.Optimizer:
+    """torch's AdamW, fused on CUDA (foreach on CPU), decay on matrices only: what ``optimizer.name=adamw`` uses."""
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
+    kernel = {"fused": True} if device == "cuda" else {"foreach": True}
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                             lr=6e-4, betas=(0.9, 0.95), **kernel)
+
+
+def ours(shape: Shape, device: str) -> tuple[torch.nn.Module, Callable, int]:
+    """(gpt.py's GPT, its loss function, its training FLOPs per token)."""
+    model = GPT(GPTConfig(block_size=shape.seq, vocab_size=shape.vocab, n_layer=shape.n_layer, n_head=shape.n_head,
+                          n_embd=shape.n_embd, dropout=0.0, bias=True)).to(device)
+
+    def loss(m, x, y):
+        return F.cross_entropy(m(x).flatten(0, 1).float(), y.flatten())
+
+    return model, loss, model.flops_per_token(shape.seq)
+
+
+def nanogpt(shape: Shape, device: str, folder: str) -> tuple[torch.nn.Module, Callable, int]:
+    """nanoGPT's own model.py from ``folder``, same shape (its vocab padded to 50304 as its train.py does)."""
+    sys.path.insert(0, folder)
+    try:
+        import model as nano  # nanoGPT's model.py
+    finally:
+        sys.path.remove(folder)
+    vocab = 50304 if shape.vocab == 50257 else shape.vocab
+    cfg = nano.GPTConfig(block_size=shape.seq, vocab_size=vocab, n_layer=shape.n_layer, n_head=shape.n_head,
+                         n_embd=shape.n_embd, dropout=0.0, bias=True)
+    model = nano.GPT(cfg).to(device)
+
+    def loss(m, x, y):
+        return m(x, y)[1]
+
+    # the same FLOPs formula as ours (nanoGPT's estimate_mfu: 6N + 12 L H Q T), so MFU compares like for like
+    n = model.get_num_params()
+    return model, loss, 6 * n + 12 * shape.n_layer * shape.n_embd * shape.seq
+
+
+def compiled(model: torch.nn.Module, how: str, smoke: bool) -> torch.nn.Module:
+    """``whole``: torch.compile of the model; ``per-block``: each transformer block compiled on its own. On the CPU
+    smoke run the ``aot_eager`` backend stands in for inductor (the code path, not the kernels, in seconds)."""
+    backend = "aot_eager" if smoke else "inductor"
+    if how == "whole":
+        return torch.compile(model, backend=backend)
+    blocks = model.blocks() if hasattr(model, "blocks") else model.transformer.h
+    for block in blocks:
+        block.compile(backend=backend)
+    return model
+
+
+def sdpa_kernel(model: torch.nn.Module, loss: Callable, x: torch.Tensor, y: torch.Tensor, device: str) -> str:
+    """Which scaled-dot-product-attention implementation ran (the aten op the profiler saw; flash expected)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof, autocast(device):
+        loss(model, x, y)
+    names = {e.key for e in prof.key_averages() if "scaled_dot_product" in e.key and "attention" in e.key}
+    inner = sorted(n for n in names if n != "aten::scaled_dot_product_attention")
+    return ", ".join(inner) or ", ".join(sorted(names)) or "none seen"
+
+
+def autocast(device: str):
+    return torch.autocast(device, dtype=torch.bfloat16)
+
+
+def time_steps(model, loss, shape: Shape, device: str) -> dict[str, float]:
+    """Warm-up steps (the first compiles), then ``shape.steps`` timed ones: seconds of the first step, s/step."""
+    torch.manual_seed(0)
+    opt = adamw([p for p in model.parameters() if p.requires_grad], device)
+    x = torch.randint(0, shape.vocab, (shape.batch, shape.seq), device=device)
+    y = torch.randint(0, shape.vocab, (shape.batch, shape.seq), device=device)
+
+    def step() -> None:
+        with autocast(device):
+            value = loss(model, x, y)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    t0 = time.perf_counter()
+    step()
+    sync(device)
+    first = time.perf_counter() - t0
+    for _ in range(shape.warmup - 1):
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(shape.steps):
+        step()
+    sync(device)
+    return {"first_step_s": first, "step_s": (time.perf_counter() - t0) / shape.steps, "x": x, "y": y}
+
+
+def part_a(shape: Shape, device: str, nano_dir: Optional[str], smoke: bool, clock: Clock) -> list[dict]:
+    peak = table_peak(torch.cuda.get_device_name(), "amp_bf16") if device == "cuda" else None
+    builders = [("gpt.py", lambda: ours(shape, device))]
+    if nano_dir:
+        builders.append(("nanoGPT model.py", lambda: nanogpt(shape, device, nano_dir)))
+    rows = []
+    for name, build in builders:
+        for how in ("eager", "whole", "per-block"):
+            if name != "gpt.py" and how == "per-block":
+                continue  # nanoGPT's train.py compiles the whole model
+            if clock.left() < 45:
+                rows.append({"model": name, "compile": how, "skipped": "over the time budget"})
+                continue
+            rows.append(measure(name, how, build, shape, device, peak, smoke))
+    return rows
+
+
+def measure(name: str, how: str, build: Callable, shape: Shape, device: str, peak: Optional[float],
+            smoke: bool) -> dict[str, Any]:
+    torch._dynamo.reset()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model, loss, flops = build()
+    model = model if how == "eager" else compiled(model, how, smoke)
+    t = time_steps(model, loss, shape, device)
+    tokens_s = shape.batch * shape.seq / t["step_s"]
+    return {
+        "model": name, "compile": how, "tokens_per_s": round(tokens_s),
+        "mfu": None if peak is None else round(flops * tokens_s / peak, 4),
+        "first_step_s": round(t["first_step_s"], 2),
+        "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
+        "sdpa": sdpa_kernel(model, loss, t["x"], t["y"], device),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- part B: trainer
+
+
+def composer_problem() -> Optional[str]:
+    """None when Composer and Streaming import on this torch, else the one line saying why not."""
+    try:
+        import composer  # noqa: F401
+        import streaming  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - any import failure means part B cannot run here
+        why = f"{type(e).__name__}: {e}"
+        return f"part B skipped: Composer/Streaming do not import on torch {torch.__version__} ({why})"
+    return None
+
+
+def prepare(out: Path, seq: int) -> Path:
+    """The MDS dataset part B trains on: Tiny Shakespeare (assets/) with the GPT-2 tokenizer, at ``seq`` (x3 at
+    seq 1024: 60 steps of 16 x 1024 tokens without repeating an epoch)."""
+    from bench.common import prepare_data
+
+    return prepare_data(out, seq_len=seq, tokenizer="gpt2", val_fraction=0.02, copies=3 if seq >= 1024 else 1)
+
+
+def train_args(ds: Path, runs: Path, shape: Shape, steps: int, *extra: str) -> list[str]:
+    return [str(ROOT / "yamls" / "gpt2-single.yaml"), f"data.path={ds}", f"runs_root={runs}", "run_name=check",
+            f"model.n_layer={shape.n_layer}", f"model.n_head={shape.n_head}", f"model.n_embd={shape.n_embd}",
+            f"global_train_batch_size={shape.batch}", f"device_train_microbatch_size={shape.batch}",
+            f"device_eval_batch_size={shape.batch}", "scheduler.t_warmup=5ba",
+            f"max_duration={steps}ba", "eval_interval=100000ba", "eval_subset_num_batches=1",
+            f"save_interval={max(1, steps // 3)}ba", "progress_bar=false", "log_interval=100000ba",
+            "data.num_workers=2", "data.eval_num_workers=1", *extra]
+
+
+def launch(args: list[str], log: Path) -> subprocess.Popen:
+    composer = str(Path(sys.executable).parent / "composer")
+    with open(log, "a") as out:
+        return subprocess.Popen([composer, "-n", "1", str(ROOT / "gpt_pile_composer.py"), *args], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def trained(run: Path, steps: int, args: list[str], log: Path) -> dict:
+    proc = launch(args, log)
+    if proc.wait() != 0:
+        raise RuntimeError(f"the trainer failed; its log: {log}")
+    return timings(run, steps)
+
+
+def timings(run: Path, steps: int) -> dict:
+    from bench.common import metrics_rows, step_end_times
+
+    ends = step_end_times(metrics_rows(run))
+    warm = max(1, min(5, steps // 3))
+    return {"step_s": (ends[-1] - ends[warm - 1]) / (len(ends) - warm),
+            "losses": [r["loss/train/total"] for r in metrics_rows(run) if "loss/train/total" in r]}
+
+
+def kill_and_resume(ds: Path, work: Path, shape: Shape, steps: int, reference: dict) -> str:
+    """Kill -9 the run once it is past its first checkpoint, re-run the same command: losses and weights must be
+    the uninterrupted run's, bit for bit."""
+    runs = work / "killed"
+    args = train_args(ds, runs, shape, steps)
+    log = work / "killed.log"
+    proc = launch(args, log)
+    first_save = max(1, steps // 3)
+    while len(timings_or_empty(runs / "check")) <= first_save + 2:
+        if proc.poll() is not None:
+            return "FAILED: the run ended before the kill point"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    again = trained(runs / "check", steps, args, log)
+    same = again["losses"] == reference["losses"]
+    weights = same_weights(work / "ddp-eager" / "check", runs / "check")
+    return "bit-identical" if same and weights else f"DIFFERS (losses equal: {same}, weights equal: {weights})"
+
+
+def timings_or_empty(run: Path) -> list:
+    from bench.common import metrics_rows
+
+    with contextlib.suppress(Exception):
+        return metrics_rows(run)
+    return []
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    load = [torch.load(r / "checkpoints" / "latest-rank0.pt", map_location="cpu", weights_only=False) for r in (a, b)]
+    wa, wb = (s["state"]["model"] for s in load)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def part_b(ds: Path, shape: Shape, steps: int, device: str, clock: Clock, smoke: bool) -> dict:
+    """On the CPU smoke run: the plain loop and one DDP run (the code path; compile, FSDP and kill + resume are
+    the suite's own tests there)."""
+    problem = composer_problem()
+    if problem is not None:
+        return {"skipped": problem}
+    precision = ["precision=amp_bf16"] if device == "cuda" else ["precision=fp32"]
+    variants = {"ddp-eager": [], "ddp-compiled": ["compile.enabled=true", "compile.per_block=true"],
+                "fsdp-eager": ["parallelism=fsdp"]}
+    if smoke:
+        variants = {"ddp-eager": []}
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        work = Path(tmp)
+        out["plain"] = plain_loop(ds, shape, steps, device)
+        for name, extra in variants.items():
+            if clock.left() < 60:
+                out[name] = {"skipped": "over the time budget"}
+                continue
+            runs = work / name
+            out[name] = trained(runs / "check", steps, train_args(ds, runs, shape, steps, *precision, *extra),
+                                work / f"{name}.log")
+        if "losses" in out.get("ddp-eager", {}) and clock.left() > 60 and not smoke:
+            out["kill_resume"] = kill_and_resume(ds, work, shape, steps, out["ddp-eager"])
+        for result in out.values():
+            if isinstance(result, dict):
+                result.pop("losses", None)
+    return out
+
+
+def plain_loop(ds: Path, shape: Shape, steps: int, device: str) -> dict:
+    """The trainer's step written as a bare loop over the same loader: gpt.py, fused AdamW, bf16 autocast, clip."""
+    from core.streams import StreamSource
+    from loaders.dataset import LoaderSettings, build_dataspec, fetch_metadata
+    from loaders.shm import clean_stale_shared_memory
+
+    clean_stale_shared_memory()
+    loader = build_dataspec([StreamSource(str(ds))], "train", shape.batch, LoaderSettings(shuffle_seed=17)).dataloader
+    model, loss, _ = ours(replace(shape, vocab=fetch_metadata(str(ds), None).vocab_size), device)
+    opt = adamw(list(model.parameters()), device)
+    ends, t0 = [], time.perf_counter()
+    for batch in loader:
+        x, y = batch["input_ids"].to(device), batch["labels"].to(device)
+        with autocast(device) if device == "cuda" else contextlib.nullcontext():
+            value = loss(model, x, y)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        value.item()  # as any loop that logs its loss
+        ends.append(time.perf_counter() - t0)
+        if len(ends) == steps:
+            break
+    warm = max(1, min(5, steps // 3))
+    return {"step_s": (ends[-1] - ends[warm - 1]) / (len(ends) - warm)}
+
+
+# ---------------------------------------------------------------------------------------------------------- report
+
+
+def report(rows: list[dict], b: Optional[dict], shape: Shape) -> None:
+    print(f"part A: gpt.py (and nanoGPT) {shape.n_layer}L {shape.n_head}H {shape.n_embd}C seq {shape.seq} "
+          f"batch {shape.batch}, bf16 autocast, AdamW; {shape.steps} timed steps")
+    for r in rows:
+        print("  " + json.dumps(r))
+    base = {r["compile"]: r["tokens_per_s"] for r in rows if r["model"] == "gpt.py" and "tokens_per_s" in r}
+    for r in rows:
+        if r["model"] != "gpt.py" and "tokens_per_s" in r and r["compile"] in base:
+            print(f"  gpt.py / nanoGPT ({r['compile']}): {base[r['compile']] / r['tokens_per_s']:.3f} (goal >= 1.0)")
+    if b is None:
+        return
+    print("part B: our trainer (gpt_pile_composer.py, composer -n 1)")
+    if "skipped" in b:
+        print(f"  {b['skipped']}")
+        return
+    for name, result in b.items():
+        print(f"  {name}: {json.dumps(result)}")
+    for name in ("ddp-eager", "fsdp-eager"):
+        if "step_s" in b.get(name, {}):
+            print(f"  trainer / plain ({name}): {b['plain']['step_s'] / b[name]['step_s']:.3f} (goal >= 0.97)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on CPU (what the test suite runs)")
+    parser.add_argument("--prepare", metavar="DIR", help="write part B's dataset into DIR and stop")
+    parser.add_argument("--data", metavar="DIR", help="part B's dataset (from --prepare); without it, part A only")
+    parser.add_argument("--nanogpt", metavar="DIR", help="a nanoGPT checkout: its model.py beside ours in part A")
+    parser.add_argument("--steps-b", type=int, default=60, help="part B's training steps per run")
+    parser.add_argument("--budget", type=float, default=330.0, help="seconds; variants past it are skipped")
+    args = parser.parse_args()
+    shape = SMOKE_SHAPE if args.cpu_smoke else GPU_SHAPE
+    if args.prepare:
+        print(f"part B's dataset: {prepare(Path(args.prepare), shape.seq)}")
+        return 0
+    device = "cuda" if torch.cuda.is_available() and not args.cpu_smoke else "cpu"
+    if device == "cpu" and not args.cpu_smoke:
+        print("error: no CUDA device; run with --cpu-smoke for the CPU smoke run", file=sys.stderr)
+        return 2
+    print(f"device {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}, torch {torch.__version__}")
+    clock = Clock(args.budget)
+    rows = part_a(shape, device, args.nanogpt, args.cpu_smoke, clock)
+    b = part_b(Path(args.data), shape, args.steps_b, device, clock, args.cpu_smoke) if args.data else None
+    report(rows, b, shape)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""bench/gpu_check.py cannot rot: its CPU smoke run (tiny shapes, both parts) runs here, as the GPU check does."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.helpers import PYTHON, REPO, train_env
+
+pytestmark = pytest.mark.slow  # trains with the launcher
+
+
+def gpu_check(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, str(REPO / "bench" / "gpu_check.py"), *args], cwd=cwd, env=train_env(),
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cpu_smoke_runs_both_parts_and_reports_them(tmp_path):
+    prepared = gpu_check("--cpu-smoke", "--prepare", str(tmp_path / "data"), cwd=tmp_path)
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    data = prepared.stdout.strip().splitlines()[-1].removeprefix("part B's dataset: ")
+    proc = gpu_check("--cpu-smoke", "--data", data, "--steps-b", "6", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("  {")]
+    assert [(r["model"], r["compile"]) for r in rows] == [("gpt.py", "eager"), ("gpt.py", "whole"),
+                                                          ("gpt.py", "per-block")]
+    assert all(r["tokens_per_s"] > 0 and "scaled_dot_product" in r["sdpa"] for r in rows)
+    assert "trainer / plain (ddp-eager): " in proc.stdout
+
+
+def test_without_a_gpu_it_says_how_to_run_on_cpu(tmp_path):
+    proc = gpu_check(cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "error: no CUDA device; run with --cpu-smoke for the CPU smoke run"
