@@ -56,9 +56,13 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
-    """DecoupledAdamW. ``weight_decay`` is in PyTorch AdamW units (decay per step = lr * weight_decay), as in
-    nanoGPT and litgpt; it is converted for Composer's decoupled form, which multiplies by lr / initial lr."""
+    """AdamW in one of two implementations (``name``), the same update either way: ``decoupled_adamw``, Composer's
+    DecoupledAdamW (a per-parameter loop; the CPU yamls'), or ``adamw``, ``torch.optim.AdamW`` with its fused CUDA
+    kernel on GPU (foreach on CPU; the GPU yamls'). ``weight_decay`` is in PyTorch AdamW units (decay per step =
+    lr * weight_decay), as in nanoGPT and litgpt; for DecoupledAdamW it is converted to Composer's decoupled form,
+    which multiplies by lr / initial lr. Decay applies to matrices (>= 2-D) only."""
 
+    name: str = "decoupled_adamw"  # decoupled_adamw | adamw (see OPTIMIZERS)
     lr: float = 6e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
@@ -165,6 +169,7 @@ DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh]?)")  # seconds, or a number with a
 SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
 SHUFFLE_ALGOS = ("py1e", "py1b", "py1br", "py1s", "py2s", "naive")  # Streaming 0.13.0's
 PARALLELISMS = ("ddp", "fsdp")
+OPTIMIZERS = ("decoupled_adamw", "adamw")  # Composer's DecoupledAdamW | torch.optim.AdamW (fused on CUDA)
 
 
 def load_config(yaml_path: Optional[str], overrides: Sequence[str] = ()) -> TrainConfig:
@@ -382,6 +387,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("parallelism", PARALLELISMS),
     ("precision", PRECISIONS),
+    ("optimizer.name", OPTIMIZERS),
     ("device", ("cpu", "gpu")),
     ("fsdp.state_dict_type", ("sharded", "full")),
     ("fsdp.mixed_precision", ("DEFAULT", "PURE", "FULL")),
