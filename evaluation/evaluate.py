@@ -177,8 +177,8 @@ def evaluate_lm(source: str, model: GPT, data: Optional[str], stream: Optional[s
     target = choose_data(run, data, stream, cache)
     metas = {s.path: fetch_metadata(s.path, target.cache) for s in target.sources}
     check_model_data(model, run, metas, split)
-    if batch_size is None:  # the batch the run evaluated with: known to fit
-        batch_size = (run.cfg.device_eval_batch_size or run.cfg.device_train_microbatch_size) if run else DEFAULT_BATCH
+    if batch_size is None:  # the batch the run evaluated with: known to fit (a run with auto microbatches: ours)
+        batch_size = (run.cfg.device_eval_batch_size or run.cfg.fixed_microbatch if run else None) or DEFAULT_BATCH
     spec = build_loader(target, list(metas.values()), split, batch_size, run)
     token_bytes = torch.as_tensor(dataset_tokenizer(target.sources[0].path, target.cache).token_bytes())
     result = lm_metrics(model, spec, token_bytes, max_batches)
