@@ -91,7 +91,7 @@ class FSDPConfig:
     """Options for ``parallelism=fsdp`` (Composer's FSDP2: each transformer block is its own shard unit)."""
 
     state_dict_type: str = "sharded"  # sharded (.distcp per rank) | full (one file, gathered on rank 0)
-    activation_checkpointing: bool = False  # recompute each block's activations in backward
+    activation_checkpointing: bool = False  # the top-level key's alias under FSDP (either true turns it on)
     reshard_after_forward: bool = True  # ZeRO-3 (True) or ZeRO-2-like (False)
     mixed_precision: str = "DEFAULT"  # DEFAULT | PURE | FULL: FSDP2's policy for precision=amp_bf16
 
@@ -132,6 +132,7 @@ class TrainConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     parallelism: str = "ddp"  # ddp | fsdp (with options under fsdp:)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (ddp and fsdp)
     spike: SpikeConfig = field(default_factory=SpikeConfig)
     global_train_batch_size: int = 512  # samples (sequences) per optimizer step, over all ranks
     device_train_microbatch_size: Union[int, str] = 16  # sequences per forward; auto: Composer's (GPU, DDP only)
@@ -162,6 +163,12 @@ class TrainConfig:
     @property
     def run_dir(self) -> str:
         return os.path.join(self.runs_root, self.run_name or "unnamed")
+
+    @property
+    def checkpoints_activations(self) -> bool:
+        """Whether each block recomputes its activations in backward: ``activation_checkpointing``, or its older
+        name ``fsdp.activation_checkpointing`` under FSDP (the ``fsdp.*`` options count for FSDP only, as before)."""
+        return self.activation_checkpointing or (self.parallelism == "fsdp" and self.fsdp.activation_checkpointing)
 
     @property
     def fixed_microbatch(self) -> Optional[int]:

@@ -34,7 +34,7 @@ from core.tokenizer import Tokenizer
 from loaders.dataset import LoaderSettings, build_dataspec, check_compatible, dataset_tokenizer, fetch_metadata
 from loaders.shm import clean_stale_shared_memory
 from training.config import AUTO, TrainConfig, plain_config, to_yaml, write_run_config
-from training.model import ComposerGPT
+from training.model import ComposerGPT, checkpoint_blocks
 from training.resume import check_checkpoints, model_config
 from training.resume.bucket import remote_saver, sharded_in_bucket, upload_failure
 from training.resume.checkpoints import save_model_config
@@ -187,6 +187,8 @@ def build_model(cfg: TrainConfig, data: RunData, resuming: bool = False) -> Comp
     model = ComposerGPT(gpt_config, torch.as_tensor(data.tokenizer.token_bytes()))
     if cfg.model.init_from and not resuming:  # before the Trainer: FSDP shards these weights
         load_init_weights(model.model, cfg.model.init_from)
+    if cfg.checkpoints_activations and cfg.parallelism != "fsdp":  # FSDP2 does its own (parallelism_config)
+        checkpoint_blocks(model.model)
     return model
 
 
@@ -367,7 +369,7 @@ def parallelism_config(cfg: TrainConfig) -> Optional[dict]:
     if cfg.parallelism != "fsdp":
         return None
     f = cfg.fsdp
-    return {"fsdp": FSDP2Config(state_dict_type=f.state_dict_type, activation_checkpointing=f.activation_checkpointing,
+    return {"fsdp": FSDP2Config(state_dict_type=f.state_dict_type, activation_checkpointing=cfg.checkpoints_activations,
                                 reshard_after_forward=f.reshard_after_forward, mixed_precision=f.mixed_precision)}
 
 
@@ -382,7 +384,8 @@ def describe_run(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: st
         f"dataset      {data.meta.tokenizer.get('name')} tokenizer, vocab {data.meta.vocab_size}, "
         f"EOS {data.meta.eos_id}, seq_len {data.meta.seq_len}, "
         + ", ".join(f"{k} {v.samples:,} samples" for k, v in data.meta.splits.items()),
-        f"model        {gpt.config}",
+        f"model        {gpt.config}" + ("; activation checkpointing (each block recomputed in backward)"
+                                            if cfg.checkpoints_activations else ""),
         f"parameters   {gpt.num_params(non_embedding=False):,} ({gpt.num_params():,} non-embedding)",
         f"FLOPs/token  {gpt.flops_per_token(data.meta.seq_len):,} (training: forward + backward)",
         f"tokens/step  {tokens_per_step:,} ({cfg.global_train_batch_size} x {data.meta.seq_len}; "
