@@ -142,6 +142,12 @@ def test_config_error_is_one_error_line_exit_2(tmp_path):
     assert not (tmp_path / "typo").exists()
 
 
+def test_unknown_optimizer_is_one_error_line_naming_the_valid_ones(tmp_path):
+    proc = run_train(tiny_args(tmp_path / "ds", tmp_path, "run_name=sgd", "optimizer.name=sgd"), check=False)
+    one_error(proc, "optimizer.name='sgd'; valid: decoupled_adamw, adamw")
+    assert not (tmp_path / "sgd").exists()
+
+
 @pytest.mark.parametrize("override, needles", [
     ("device_train_microbatch_size=auto", ("device_train_microbatch_size=auto needs a GPU",
                                            "set a number", "device_train_microbatch_size=8 ")),
