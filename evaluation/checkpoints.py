@@ -19,7 +19,6 @@ from training.config import load_run_config
 from training.resume.checkpoints import LATEST, MODEL_FILE, is_sharded, read_model_config, readable
 from training.resume.init_from import is_hf_folder, load_hf_gpt
 
-
 DEVICE = re.compile(r"cpu|cuda(?::(\d+))?")  # what --device takes
 
 
