@@ -37,6 +37,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, help="samples per forward (default: the run's eval batch size)")
     parser.add_argument("--max-batches", type=int, help="stop after N batches (--hellaswag: N items); default all")
     parser.add_argument("--cache", help="local folder for a remote dataset's shards (default: RUN/data_cache/eval)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present, else cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return parser.parse_args(argv)
 
@@ -69,10 +70,11 @@ def main(argv: list[str]) -> int:
     problem = validate(args)
     if problem:
         return fail(problem)
-    from evaluation.checkpoints import load_gpt
+    from evaluation.checkpoints import load_gpt, pick_device
     from evaluation.evaluate import evaluate_choices, evaluate_lm
 
-    model = load_gpt(args.source)
+    device = pick_device(args.device)  # before the weights load
+    model = load_gpt(args.source).to(device).eval()
     if args.hellaswag:
         result = evaluate_choices(args.source, model, args.hellaswag, args.max_batches)
     else:

@@ -21,7 +21,7 @@ import torch
 from core.cli import ScriptParser, reports_errors
 from core.errors import PromptError
 from core.tokenizer import Tokenizer
-from evaluation.checkpoints import load_gpt, load_tokenizer_for
+from evaluation.checkpoints import load_gpt, load_tokenizer_for, pick_device
 from gpt import GPT
 from sampling import generate as generate_ids
 
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sample from the smallest set of tokens whose probability adds up to P (0 < P <= 1)")
     p.add_argument("--seed", type=int, default=None, metavar="S", help="same seed, same text (default: random)")
     p.add_argument("--ignore-eos", action="store_true", help="keep going past the end-of-text token")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present, else cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object: prompt, ids, text, seed")
     return p.parse_args(argv)
 
@@ -62,8 +62,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise PromptError(f"--top-k must be >= 1, got {args.top_k}; leave it out to sample from every token")
     if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
         raise PromptError(f"--top-p must be in (0, 1], got {args.top_p}; 1 (or leaving it out) keeps every token")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise PromptError(f"--device {args.device}: no CUDA device here; use --device cpu")
+    args.device = pick_device(args.device)
 
 
 def encode_prompt(model: GPT, tokenizer: Tokenizer, prompt: str) -> list[int]:

@@ -354,6 +354,29 @@ def plain_loop(ds: Path, shape: Shape, steps: int, device: str) -> dict:
     return {"step_s": (ends[-1] - ends[warm - 1]) / (len(ends) - warm)}
 
 
+def wheel_list() -> list[str]:
+    """``name==version`` of everything Composer, Streaming and OmegaConf need at import, as installed in this
+    venv (the lock's pins), without torch and its CUDA libraries (the GPU machine has its own): the list the
+    ``pip download --no-deps`` of BENCHMARKS.md fetches for Python 3.12."""
+    import importlib.metadata as md
+    import re
+
+    skip = re.compile(r"^(torch|torchvision|triton|nvidia-.*)$")
+    seen: dict[str, str] = {}
+    todo = ["mosaicml", "mosaicml-streaming", "omegaconf"]
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen or skip.match(name):
+            continue
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue  # a dependency only older Pythons need
+        seen[name] = dist.version
+        todo += [re.split(r"[ ;<>=!~\[(]", r, maxsplit=1)[0] for r in dist.requires or [] if "extra ==" not in r]
+    return [f"{name}=={version}" for name, version in sorted(seen.items())]
+
+
 # ---------------------------------------------------------------------------------------------------------- report
 
 
@@ -387,7 +410,11 @@ def main() -> int:
     parser.add_argument("--nanogpt", metavar="DIR", help="a nanoGPT checkout: its model.py beside ours in part A")
     parser.add_argument("--steps-b", type=int, default=60, help="part B's training steps per run")
     parser.add_argument("--budget", type=float, default=330.0, help="seconds; variants past it are skipped")
+    parser.add_argument("--wheel-list", action="store_true", help="print the pins to download for the GPU machine")
     args = parser.parse_args()
+    if args.wheel_list:
+        print("\n".join(wheel_list()))
+        return 0
     shape = SMOKE_SHAPE if args.cpu_smoke else GPU_SHAPE
     if args.prepare:
         print(f"part B's dataset: {prepare(Path(args.prepare), shape.seq)}")

@@ -79,6 +79,10 @@ class HellaSwagError(EvalError):
     """A line of a multiple-choice file that is not ``{"ctx": str, "endings": [str, ...], "label": int}``."""
 
 
+class DeviceError(UserFacingError):
+    """A ``--device`` that is not cpu, cuda or cuda:N, or names a CUDA device this machine does not have."""
+
+
 class PromptError(UserFacingError):
     """A prompt the model cannot take (too long for its context, or ids outside its vocab)."""
 

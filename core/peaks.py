@@ -27,10 +27,13 @@ PEAKS: tuple[tuple[tuple[str, ...], dict[str, float]], ...] = (
 )
 
 
+SAME_PEAK = {"amp_fp16": "amp_bf16"}  # every GPU above has the same dense fp16 and bf16 Tensor Core peak
+
+
 def table_peak(device_name: str, precision: str) -> Optional[float]:
     """Our table's peak for this device name and precision, or None when it has none."""
     name = device_name.lower()
     for needles, peaks in PEAKS:
         if all(n in name for n in needles):
-            return peaks.get(precision)
+            return peaks.get(SAME_PEAK.get(precision, precision))
     return None

@@ -4,18 +4,38 @@ GPTConfig, written at start-up) and ``config.yaml``; Composer writes ``checkpoin
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import torch
 
-from core.errors import CheckpointError, TokenizerError
+from core.errors import CheckpointError, DeviceError, TokenizerError
 from core.runs import CONFIG_FILE
 from core.tokenizer import Tokenizer, load_tokenizer
 from gpt import GPT
 from training.config import load_run_config
 from training.resume.checkpoints import LATEST, MODEL_FILE, is_sharded, read_model_config, readable
 from training.resume.init_from import is_hf_folder, load_hf_gpt
+
+DEVICE = re.compile(r"cpu|cuda(?::(\d+))?")  # what --device takes
+
+
+def pick_device(requested: Optional[str]) -> str:
+    """The device generate.py and eval.py run the model on: ``--device`` as given, else CUDA when present, else CPU.
+    Checked before anything loads, so a typo or a missing GPU is one line, not a traceback once the weights are in."""
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    match = DEVICE.fullmatch(requested)
+    if match is None:
+        raise DeviceError(f"--device {requested!r} is not a device; use cpu, cuda or cuda:N")
+    if requested != "cpu" and not torch.cuda.is_available():
+        raise DeviceError(f"--device {requested}: no CUDA device here; use --device cpu")
+    if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
+        raise DeviceError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA devices "
+                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return requested
 
 
 def resolve_checkpoint(source: str) -> tuple[Path, Path]:

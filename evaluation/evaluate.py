@@ -156,14 +156,16 @@ def build_loader(target: EvalTarget, metas: list[DatasetMetadata], split: str, b
 def lm_metrics(model: GPT, spec: DataSpec, token_bytes: torch.Tensor,
                max_batches: Optional[int] = None) -> dict[str, Any]:
     """Training's val metrics (``metrics/val/<name>``) over the loader, plus the number of target tokens."""
-    metrics = eval_metrics(token_bytes)
+    device = next(model.parameters()).device  # eval.py --device
+    metrics = {name: metric.to(device) for name, metric in eval_metrics(token_bytes).items()}
     tokens = 0
     for i, batch in enumerate(spec.dataloader):
         if max_batches is not None and i >= max_batches:
             break
-        logits = model(batch["input_ids"])
+        labels = batch["labels"].to(device)
+        logits = model(batch["input_ids"].to(device))
         for metric in metrics.values():
-            metric.update(logits, batch["labels"])
+            metric.update(logits, labels)
         tokens += batch["labels"].numel()
     if tokens == 0:
         raise EvalError("the split gave no batch to evaluate")
@@ -177,8 +179,8 @@ def evaluate_lm(source: str, model: GPT, data: Optional[str], stream: Optional[s
     target = choose_data(run, data, stream, cache)
     metas = {s.path: fetch_metadata(s.path, target.cache) for s in target.sources}
     check_model_data(model, run, metas, split)
-    if batch_size is None:  # the batch the run evaluated with: known to fit
-        batch_size = (run.cfg.device_eval_batch_size or run.cfg.device_train_microbatch_size) if run else DEFAULT_BATCH
+    if batch_size is None:  # the batch the run evaluated with: known to fit (a run with auto microbatches: ours)
+        batch_size = (run.cfg.device_eval_batch_size or run.cfg.fixed_microbatch if run else None) or DEFAULT_BATCH
     spec = build_loader(target, list(metas.values()), split, batch_size, run)
     token_bytes = torch.as_tensor(dataset_tokenizer(target.sources[0].path, target.cache).token_bytes())
     result = lm_metrics(model, spec, token_bytes, max_batches)
@@ -252,6 +254,8 @@ def encode_item(item: Item, tokenizer: Tokenizer, block_size: int) -> tuple[torc
 def ending_losses(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed and mean cross-entropy (nats) of each row's ending tokens, all endings in one forward. Causal
     attention means the right padding cannot change the ending positions; it is masked out of the sums."""
+    device = next(model.parameters()).device  # eval.py --device
+    tokens, mask = tokens.to(device), mask.to(device)
     logits = model(tokens)[:, :-1]
     targets, scored = tokens[:, 1:], mask[:, 1:]
     loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(targets)

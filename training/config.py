@@ -8,7 +8,7 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -56,9 +56,13 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
-    """DecoupledAdamW. ``weight_decay`` is in PyTorch AdamW units (decay per step = lr * weight_decay), as in
-    nanoGPT and litgpt; it is converted for Composer's decoupled form, which multiplies by lr / initial lr."""
+    """AdamW in one of two implementations (``name``), the same update either way: ``decoupled_adamw``, Composer's
+    DecoupledAdamW (a per-parameter loop; the CPU yamls'), or ``adamw``, ``torch.optim.AdamW`` with its fused CUDA
+    kernel on GPU (foreach on CPU; the GPU yamls'). ``weight_decay`` is in PyTorch AdamW units (decay per step =
+    lr * weight_decay), as in nanoGPT and litgpt; for DecoupledAdamW it is converted to Composer's decoupled form,
+    which multiplies by lr / initial lr. Decay applies to matrices (>= 2-D) only."""
 
+    name: str = "decoupled_adamw"  # decoupled_adamw | adamw (see OPTIMIZERS)
     lr: float = 6e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
@@ -87,7 +91,7 @@ class FSDPConfig:
     """Options for ``parallelism=fsdp`` (Composer's FSDP2: each transformer block is its own shard unit)."""
 
     state_dict_type: str = "sharded"  # sharded (.distcp per rank) | full (one file, gathered on rank 0)
-    activation_checkpointing: bool = False  # recompute each block's activations in backward
+    activation_checkpointing: bool = False  # the top-level key's alias under FSDP (either true turns it on)
     reshard_after_forward: bool = True  # ZeRO-3 (True) or ZeRO-2-like (False)
     mixed_precision: str = "DEFAULT"  # DEFAULT | PURE | FULL: FSDP2's policy for precision=amp_bf16
 
@@ -128,10 +132,11 @@ class TrainConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     parallelism: str = "ddp"  # ddp | fsdp (with options under fsdp:)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (ddp and fsdp)
     spike: SpikeConfig = field(default_factory=SpikeConfig)
     global_train_batch_size: int = 512  # samples (sequences) per optimizer step, over all ranks
-    device_train_microbatch_size: int = 16
-    device_eval_batch_size: Optional[int] = None  # default: device_train_microbatch_size
+    device_train_microbatch_size: Union[int, str] = 16  # sequences per forward; auto: Composer's (GPU, DDP only)
+    device_eval_batch_size: Optional[int] = None  # default: device_train_microbatch_size (auto: the per-rank batch)
     max_duration: str = "1ep"
     eval_interval: str = "500ba"
     eval_subset_num_batches: int = -1  # -1: the whole val split
@@ -140,7 +145,7 @@ class TrainConfig:
     save_num_checkpoints_to_keep: int = 3
     save_folder: Optional[str] = None  # default: {runs_root}/{run_name}/checkpoints
     load_path: Optional[str] = None
-    precision: str = "fp32"  # fp32 | amp_bf16 (GPU: Composer's AMP; CPU: bf16 autocast of the forward)
+    precision: str = "fp32"  # fp32 | amp_bf16 (GPU: Composer's AMP; CPU: bf16 autocast of the forward) | amp_fp16 (GPU)
     grad_clip_norm: float = 1.0  # 0 disables clipping
     log_interval: str = "10ba"
     progress_bar: bool = True
@@ -159,12 +164,27 @@ class TrainConfig:
     def run_dir(self) -> str:
         return os.path.join(self.runs_root, self.run_name or "unnamed")
 
+    @property
+    def checkpoints_activations(self) -> bool:
+        """Whether each block recomputes its activations in backward: ``activation_checkpointing``, or its older
+        name ``fsdp.activation_checkpointing`` under FSDP (the ``fsdp.*`` options count for FSDP only, as before)."""
+        return self.activation_checkpointing or (self.parallelism == "fsdp" and self.fsdp.activation_checkpointing)
 
-PRECISIONS = ("fp32", "amp_bf16")
+    @property
+    def fixed_microbatch(self) -> Optional[int]:
+        """``device_train_microbatch_size`` as a number; None for ``auto``, which Composer settles while training
+        (the default eval batch then falls back to another size: the per-rank batch, or eval.py's own)."""
+        m = self.device_train_microbatch_size
+        return None if m == AUTO else int(m)
+
+
+PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")  # amp_fp16: GPU only (CUDA's fp16 autocast + gradient scaler)
+AUTO = "auto"  # device_train_microbatch_size: Composer finds the largest microbatch that fits (GPU only)
 DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh]?)")  # seconds, or a number with a unit: 600, 30s, 10m, 2h
 SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
 SHUFFLE_ALGOS = ("py1e", "py1b", "py1br", "py1s", "py2s", "naive")  # Streaming 0.13.0's
 PARALLELISMS = ("ddp", "fsdp")
+OPTIMIZERS = ("decoupled_adamw", "adamw")  # Composer's DecoupledAdamW | torch.optim.AdamW (fused on CUDA)
 
 
 def load_config(yaml_path: Optional[str], overrides: Sequence[str] = ()) -> TrainConfig:
@@ -283,6 +303,9 @@ def _validate_structure(cfg: TrainConfig) -> None:
         raise ConfigError(f"model.init_from={cfg.model.init_from!r}; use hf:FOLDER_OR_NAME (a Hugging Face GPT-2)")
     if cfg.model.init_from is not None and cfg.load_path:
         raise ConfigError("model.init_from and load_path are both set; a run starts from one of them: drop one")
+    if cfg.device_train_microbatch_size == AUTO and cfg.parallelism == "fsdp":
+        raise ConfigError("device_train_microbatch_size=auto does not work with parallelism=fsdp (Composer 0.32.1's "
+                          "FSDP2 has no automatic microbatching); set a number, e.g. device_train_microbatch_size=8")
     if len(cfg.optimizer.betas) != 2:
         raise ConfigError(f"optimizer.betas needs two numbers, got {cfg.optimizer.betas}")
     for name, s in (cfg.data.streams or {}).items():
@@ -321,7 +344,8 @@ SEED_MAX = 2**32 - 1  # numpy's seeds
 RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("seed", lambda v: 0 <= v <= SEED_MAX, f"0..{SEED_MAX}"),
     ("global_train_batch_size", lambda v: v >= 1, ">= 1"),
-    ("device_train_microbatch_size", lambda v: v >= 1, ">= 1"),
+    ("device_train_microbatch_size", lambda v: v == AUTO or (isinstance(v, int) and v >= 1),
+     f">= 1, or {AUTO} (GPU only: Composer's automatic microbatching)"),
     ("device_eval_batch_size", lambda v: v >= 1, ">= 1"),
     ("eval_subset_num_batches", lambda v: v == -1 or v >= 1, "-1 (the whole val split) or >= 1"),
     ("save_num_checkpoints_to_keep", lambda v: v == -1 or v >= 1, "-1 (keep all) or >= 1 (autoresume needs one)"),
@@ -382,6 +406,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("parallelism", PARALLELISMS),
     ("precision", PRECISIONS),
+    ("optimizer.name", OPTIMIZERS),
     ("device", ("cpu", "gpu")),
     ("fsdp.state_dict_type", ("sharded", "full")),
     ("fsdp.mixed_precision", ("DEFAULT", "PURE", "FULL")),

@@ -4,10 +4,12 @@ The GPT is the single child ``self.model`` so that FSDP can wrap it (and, throug
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import functools
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from composer.models import ComposerModel
 from torchmetrics import Metric
 
@@ -66,3 +68,20 @@ class ComposerGPT(ComposerModel):
 
     def activation_checkpointing_fn(self, module: torch.nn.Module) -> bool:
         return self.fsdp_wrap_fn(module)
+
+
+def checkpoint_blocks(gpt: GPT) -> None:
+    """Activation checkpointing for DDP and one process, applied from outside the model as torchtitan does: each
+    block keeps only its input in forward and recomputes its activations in backward (non-reentrant
+    ``torch.utils.checkpoint``; the RNG state is preserved, so dropout draws the same masks again). Each block's
+    ``forward`` is wrapped in place rather than the block replaced by a wrapper module: parameter names, state dicts
+    and checkpoints stay those of a run without it, so a run may switch it on or off between resumes. Under FSDP,
+    Composer's FSDP2 checkpoints the same blocks itself (``ComposerGPT.activation_checkpointing_fn``)."""
+    for block in gpt.blocks():
+        block.forward = functools.partial(_recomputed_in_backward, block.forward)
+
+
+def _recomputed_in_backward(forward: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
+    if not torch.is_grad_enabled():  # eval and sampling keep no activations: nothing to recompute
+        return forward(*args, **kwargs)
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)

@@ -119,12 +119,15 @@ def _eval_cache(path: str, cache: Optional[str]) -> Optional[str]:
     return eval_cache
 
 
-def build_evaluators(overall: Optional[DataSpec], per_stream: dict[str, DataSpec],
-                     metric_names: list[str]) -> list[Evaluator]:
-    """The mixture's val (as before) then each stream's; Composer applies ``eval_subset_num_batches`` to each."""
+def build_evaluators(overall: Optional[DataSpec], per_stream: dict[str, DataSpec], metric_names: list[str],
+                     microbatch: Optional[str] = None) -> list[Evaluator]:
+    """The mixture's val (as before) then each stream's; Composer applies ``eval_subset_num_batches`` to each.
+    ``microbatch="auto"`` (a run with ``device_train_microbatch_size=auto``): Composer halves each eval batch
+    until it fits, as it does the train batch; None: each eval batch goes through the model at once."""
     labelled = ([(VAL_LABEL, overall)] if overall is not None else []) + [
         (stream_label(name), spec) for name, spec in per_stream.items()]
-    return [Evaluator(label=label, dataloader=spec, metric_names=metric_names) for label, spec in labelled]
+    return [Evaluator(label=label, dataloader=spec, metric_names=metric_names, device_eval_microbatch_size=microbatch)
+            for label, spec in labelled]
 
 
 def record_stream_metadata(run_dir: str, named: dict[str, StreamSource], cache: Optional[str]) -> None:

@@ -33,8 +33,8 @@ from core.streams import StreamSource
 from core.tokenizer import Tokenizer
 from loaders.dataset import LoaderSettings, build_dataspec, check_compatible, dataset_tokenizer, fetch_metadata
 from loaders.shm import clean_stale_shared_memory
-from training.config import TrainConfig, plain_config, to_yaml, write_run_config
-from training.model import ComposerGPT
+from training.config import AUTO, TrainConfig, plain_config, to_yaml, write_run_config
+from training.model import ComposerGPT, checkpoint_blocks
 from training.resume import check_checkpoints, model_config
 from training.resume.bucket import remote_saver, sharded_in_bucket, upload_failure
 from training.resume.checkpoints import save_model_config
@@ -77,6 +77,7 @@ class RunData:
 def init_distributed(cfg: TrainConfig) -> str:
     """Pick the device, start the process group, and clear stale Streaming shared memory (one per node)."""
     device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
+    check_device_support(cfg, device)
     share_cpu_threads(device)
     if dist.get_world_size() > 1:  # as Composer: a 1-rank process group would only add an all-reduce per metric
         dist.initialize_dist(device, timeout=cfg.dist_timeout)
@@ -84,6 +85,23 @@ def init_distributed(cfg: TrainConfig) -> str:
         clean_stale_shared_memory()
     dist.barrier()
     return device
+
+
+def check_device_support(cfg: TrainConfig, device: str) -> None:
+    """Refuse on CPU, at start (before any process group, data or weights), what only a GPU does: Composer's
+    automatic microbatching works by catching CUDA out-of-memory errors, and fp16 AMP needs CUDA's autocast and
+    gradient scaler (Composer 0.32.1 trains fp32 on CPU; our amp_bf16 there is the model's own autocast). Every
+    rank decides alike, so every rank stops with the same line."""
+    if device != "cpu":
+        return
+    if cfg.device_train_microbatch_size == AUTO:
+        per_rank = max(1, cfg.global_train_batch_size // dist.get_world_size())
+        raise ConfigError("device_train_microbatch_size=auto needs a GPU (Composer's automatic microbatching reacts "
+                          "to CUDA out-of-memory errors); on CPU set a number of sequences per forward, e.g. "
+                          f"device_train_microbatch_size={per_rank} (the whole per-rank batch at once)")
+    if cfg.precision == "amp_fp16":
+        raise ConfigError("precision=amp_fp16 needs a GPU (CUDA's fp16 autocast and gradient scaler); on CPU use "
+                          "precision=amp_bf16 (bf16 autocast of the forward) or precision=fp32")
 
 
 def share_cpu_threads(device: str) -> None:
@@ -152,7 +170,7 @@ def build_data(cfg: TrainConfig) -> RunData:
     )
     batch = device_batch_size(cfg)
     train = build_dataspec(sources, cfg.data.train_split, batch, settings, cfg.data.cache)
-    eval_batch = cfg.device_eval_batch_size or cfg.device_train_microbatch_size
+    eval_batch = cfg.device_eval_batch_size or cfg.fixed_microbatch or batch  # auto: split by Composer (auto)
     eval_spec = build_mixture_eval(cfg, sources, list(metas.values()), eval_batch, settings)
     stream_evals = build_stream_evals(cfg, named, by_name, eval_batch, settings)
     return RunData(meta, metas, tokenizer, train, eval_spec, batch, stream_evals)
@@ -169,21 +187,34 @@ def build_model(cfg: TrainConfig, data: RunData, resuming: bool = False) -> Comp
     model = ComposerGPT(gpt_config, torch.as_tensor(data.tokenizer.token_bytes()))
     if cfg.model.init_from and not resuming:  # before the Trainer: FSDP shards these weights
         load_init_weights(model.model, cfg.model.init_from)
+    if cfg.checkpoints_activations and cfg.parallelism != "fsdp":  # FSDP2 does its own (parallelism_config)
+        checkpoint_blocks(model.model)
     return model
 
 
-def build_optimizer(cfg: TrainConfig, model: ComposerGPT) -> DecoupledAdamW:
-    """Weight decay on matrices (>= 2-D) only; biases, LayerNorms stay undecayed."""
+def build_optimizer(cfg: TrainConfig, model: ComposerGPT, device: str = "cpu") -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices (>= 2-D) only; biases, LayerNorms stay undecayed. ``optimizer.name``
+    picks the implementation, not the update: both decay by lr_t * weight_decay per step (PyTorch-AdamW units)."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     o = cfg.optimizer
+    if o.name == "adamw":
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **adamw_kernel(device))
+    # DecoupledAdamW decays by weight_decay * lr_t / initial lr per step: scaling by the initial lr gives lr_t * wd
     return DecoupledAdamW(
         [{"params": decay, "weight_decay": o.weight_decay * o.lr}, {"params": no_decay, "weight_decay": 0.0}],
         lr=o.lr,
         betas=tuple(o.betas),
         eps=o.eps,
     )
+
+
+def adamw_kernel(device: str) -> dict[str, bool]:
+    """torch.optim.AdamW's fastest kernel for the device: one fused CUDA kernel for all parameters on GPU (no
+    per-tensor launches, no host sync); on CPU the foreach (multi-tensor) path, the one this project tests."""
+    return {"fused": True} if device == "gpu" else {"foreach": True}
 
 
 def wandb_id(run_name: str) -> str:
@@ -224,9 +255,10 @@ def build_callbacks(cfg: TrainConfig, device: str) -> list:
 
 def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: str, autoresume: bool) -> Trainer:
     """Composer does the loop, checkpointing and autoresume; we hand it everything built above."""
-    optimizer = build_optimizer(cfg, model)
+    optimizer = build_optimizer(cfg, model, device)
     scheduler = CosineAnnealingWithWarmupScheduler(t_warmup=cfg.scheduler.t_warmup, alpha_f=cfg.scheduler.alpha_f)
-    evaluators = build_evaluators(data.eval, data.stream_evals, list(model.get_metrics(is_train=False)))
+    evaluators = build_evaluators(data.eval, data.stream_evals, list(model.get_metrics(is_train=False)),
+                                  microbatch=AUTO if cfg.fixed_microbatch is None else None)
     algorithms = [] if cfg.grad_clip_norm <= 0 else [
         GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm)
     ]
@@ -337,7 +369,7 @@ def parallelism_config(cfg: TrainConfig) -> Optional[dict]:
     if cfg.parallelism != "fsdp":
         return None
     f = cfg.fsdp
-    return {"fsdp": FSDP2Config(state_dict_type=f.state_dict_type, activation_checkpointing=f.activation_checkpointing,
+    return {"fsdp": FSDP2Config(state_dict_type=f.state_dict_type, activation_checkpointing=cfg.checkpoints_activations,
                                 reshard_after_forward=f.reshard_after_forward, mixed_precision=f.mixed_precision)}
 
 
@@ -352,7 +384,8 @@ def describe_run(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: st
         f"dataset      {data.meta.tokenizer.get('name')} tokenizer, vocab {data.meta.vocab_size}, "
         f"EOS {data.meta.eos_id}, seq_len {data.meta.seq_len}, "
         + ", ".join(f"{k} {v.samples:,} samples" for k, v in data.meta.splits.items()),
-        f"model        {gpt.config}",
+        f"model        {gpt.config}" + ("; activation checkpointing (each block recomputed in backward)"
+                                            if cfg.checkpoints_activations else ""),
         f"parameters   {gpt.num_params(non_embedding=False):,} ({gpt.num_params():,} non-embedding)",
         f"FLOPs/token  {gpt.flops_per_token(data.meta.seq_len):,} (training: forward + backward)",
         f"tokens/step  {tokens_per_step:,} ({cfg.global_train_batch_size} x {data.meta.seq_len}; "

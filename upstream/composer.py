@@ -200,6 +200,7 @@ def bucket_checkpoint_saver(url: str, local: str, filename: str, latest: str, sa
 # per GPU from NVIDIA's datasheets, for the two precisions we train in) is looked at first, Composer's is the
 # fallback, and ``peak_flops=`` overrides both.
 
+
 def resolve_peak(configured: Optional[float], device: str, precision: str) -> tuple[Optional[float], str]:
     """(the peak SpeedMonitor gets, where it came from: printed once at start). None lets Composer look it up."""
     if configured is not None:

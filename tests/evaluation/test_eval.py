@@ -118,6 +118,41 @@ def test_eval_refuses_bad_sources_streams_splits_and_long_samples(run, tmp_path,
     assert "--max-batches must be a positive integer" in eval_error(capsys, run, "--max-batches", "0")
 
 
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "--device 'gpu' is not a device; use cpu, cuda or cuda:N"),
+    ("cuda:x", "--device 'cuda:x' is not a device; use cpu, cuda or cuda:N"),
+    ("cuda", "--device cuda: no CUDA device here; use --device cpu"),
+    ("cuda:1", "--device cuda:1: no CUDA device here; use --device cpu"),
+])
+def test_eval_refuses_a_bad_device_before_loading_anything(device, message, tmp_path, capsys, monkeypatch):
+    """The source does not exist: the device is refused first (as generate.py's, by the same check)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert message in eval_error(capsys, tmp_path / "nope", "--device", device)
+
+
+def test_device_defaults_to_cuda_when_present_else_cpu(monkeypatch):
+    from evaluation.checkpoints import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device(None) == "cpu" and pick_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert (pick_device(None), pick_device("cuda"), pick_device("cuda:1")) == ("cuda", "cuda", "cuda:1")
+    with pytest.raises(Exception, match=r"--device cuda:2: this machine has 2 CUDA devices \(cuda:0 to cuda:1\)"):
+        pick_device("cuda:2")
+
+
+@pytest.mark.slow
+def test_eval_on_an_explicit_device_gives_the_default_devices_metrics(run, dataset, capsys):
+    part = ("--data", dataset, "--max-batches", "3", "--batch-size", "8")
+    default, cpu = eval_json(capsys, run, *part), eval_json(capsys, run, *part, "--device", "cpu")
+    assert cpu["tokens"] == default["tokens"] > 0
+    for name in METRICS:  # the same numbers on CPU; within float noise where the default is a GPU
+        assert cpu[name] == pytest.approx(default[name], rel=1e-4), name
+    choices = ("--hellaswag", HELLASWAG, "--max-batches", "3")
+    assert eval_json(capsys, run, *choices, "--device", "cpu")["items"] == 3
+
+
 @pytest.mark.slow
 def test_eval_refuses_a_dataset_of_another_tokenizer(run, tmp_path, shakespeare_text, gpt2_dir, capsys):
     bpe = make_dataset(tmp_path, shakespeare_text[:5_000], seq_len=16, val_fraction=0.3, tokenizer=str(gpt2_dir))

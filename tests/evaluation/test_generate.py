@@ -160,6 +160,7 @@ def test_same_seed_same_text_other_seed_differs(hf_dir, capsys):
     ("hf", ["--prompt", " ".join(["word"] * 70)], "the prompt is 70 tokens but the model reads at most 64"),
     ("hf", ["--max-new-tokens", "ten"], "invalid int value"),
     ("no-such-run", [], "no-such-run is neither a run folder nor a checkpoint file"),
+    ("no-such-run", ["--device", "gpu"], "--device 'gpu' is not a device; use cpu, cuda or cuda:N"),  # first
 ])
 def test_bad_arguments_one_error_line_exit_2(hf_dir, capsys, source, args, message):
     path = hf_dir if source == "hf" else hf_dir.parent / source

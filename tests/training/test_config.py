@@ -144,3 +144,23 @@ def test_spike_recovery_is_on_by_default_and_its_edges_are_valid():
     edges = load_config(str(TINY_YAML), ["spike.window=1", "spike.patience=1", "spike.skip_batches=0",
                                          "spike.max_rollbacks=0", "spike.threshold=0.5"]).spike
     assert (edges.window, edges.max_rollbacks, edges.threshold) == (1, 0, 0.5)
+
+
+def test_auto_microbatch_is_a_valid_config_and_any_other_word_is_not():
+    """`auto` (Composer's automatic microbatching; refused on CPU when the run starts, see test_train.py)."""
+    cfg = load_config(str(TINY_YAML), ["device_train_microbatch_size=auto"])
+    assert (cfg.device_train_microbatch_size, cfg.fixed_microbatch) == ("auto", None)
+    assert load_config(str(TINY_YAML), ["device_train_microbatch_size=6"]).fixed_microbatch == 6
+    with pytest.raises(ConfigError, match=r"^device_train_microbatch_size=big is out of range; valid: >= 1, or auto"):
+        load_config(str(TINY_YAML), ["device_train_microbatch_size=big"])
+
+
+def test_auto_microbatch_with_fsdp_is_refused():
+    with pytest.raises(ConfigError, match=r"^device_train_microbatch_size=auto does not work with parallelism=fsdp "
+                                          r".*set a number, e.g. device_train_microbatch_size=8$"):
+        load_config(str(TINY_YAML), ["device_train_microbatch_size=auto", "parallelism=fsdp"])
+
+
+def test_amp_fp16_is_a_valid_config():
+    """For a GPU; on CPU the run refuses it at start (test_train.py)."""
+    assert load_config(str(TINY_YAML), ["precision=amp_fp16"]).precision == "amp_fp16"

@@ -3,7 +3,7 @@
 - "Guard rails. Every checkpoint stores what exactness depends on: global batch, sequence length, tokenizer, each
   dataset's content (not its path: a dataset copied to a bucket still matches), stream weights, shuffle seed,
   `num_canonical_nodes` and the model's shape. Resuming with any of them changed is refused with the list of keys.
-  Changing the schedule (`max_duration`, `optimizer.*`, `scheduler.*`) only warns."
+  Changing the schedule (`max_duration`, `optimizer.*` but `optimizer.name`, `scheduler.*`) only warns."
 - "DDP ... each rank gets `global_train_batch_size / N` of every global batch" (and a batch that does not divide is
   refused).
 - "`data.streams.<name>`: `path` plus at most one of `proportion`, `repeat`, `choose`".
@@ -61,6 +61,7 @@ def _refused(saved: dict, now: dict) -> str:
     ("data.num_canonical_nodes=4", "data.num_canonical_nodes"),
     ("data.shuffle_block_size=1000", "data.shuffle_block_size"),
     ("data.shuffle_algo=py1s", "data.shuffle_algo"),
+    ("optimizer.name=adamw", "optimizer.name"),  # the optimizer state is filed under the optimizer's class
 ])
 def test_changed_exactness_keys_are_refused_with_their_names(datasets, override, key):
     saved = _fingerprint(datasets)

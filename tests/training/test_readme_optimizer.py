@@ -1,6 +1,7 @@
-"""README, "Train": `optimizer.weight_decay` is in PyTorch-AdamW units (decay per step = lr x wd) and is converted
-for Composer's DecoupledAdamW; decay applies to matrices only, not to biases or LayerNorm weights; the schedule is
-linear warmup (`scheduler.t_warmup`) then cosine to `scheduler.alpha_f x lr`.
+"""README, "Train": `optimizer.weight_decay` is in PyTorch-AdamW units (decay per step = lr x wd), converted for
+Composer's DecoupledAdamW (`optimizer.name=decoupled_adamw`) and as it is for torch.optim.AdamW (`adamw`); decay
+applies to matrices only, not to biases or LayerNorm weights; the schedule is linear warmup (`scheduler.t_warmup`)
+then cosine to `scheduler.alpha_f x lr`.
 
 In-process: the optimizer is built by training/trainer.py's build_optimizer from a real config and stepped against
 torch.optim.AdamW's formula; the schedule is Composer's scheduler built as build_trainer builds it.
@@ -35,10 +36,14 @@ def _optimizer(model, *overrides: str):
     return cfg, build_optimizer(cfg, model)
 
 
+NAMES = ("decoupled_adamw", "adamw")
+
+
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("bias", [True, False])
-def test_weight_decay_applies_to_matrices_only(bias):
+def test_weight_decay_applies_to_matrices_only(bias, name):
     model = _model(bias)
-    cfg, opt = _optimizer(model, "optimizer.weight_decay=0.1", "optimizer.lr=1e-3")
+    cfg, opt = _optimizer(model, "optimizer.weight_decay=0.1", "optimizer.lr=1e-3", f"optimizer.name={name}")
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = [g for g in opt.param_groups if g["weight_decay"] > 0]
     undecayed = [g for g in opt.param_groups if g["weight_decay"] == 0]
@@ -59,14 +64,15 @@ def test_weight_decay_applies_to_matrices_only(bias):
     assert any(n.endswith(".bias") for n in undecayed_names) == bias
 
 
-def test_weight_decay_is_in_pytorch_adamw_units_through_a_schedule():
-    """DecoupledAdamW, as built from the config, moves every parameter exactly as torch.optim.AdamW(lr, wd) with
+@pytest.mark.parametrize("name", NAMES)
+def test_weight_decay_is_in_pytorch_adamw_units_through_a_schedule(name):
+    """Either optimizer, as built from the config, moves every parameter exactly as torch.optim.AdamW(lr, wd) with
     the same two groups would, while the lr changes from step to step (as the scheduler changes it)."""
     lr, wd = 2e-3, 0.1
     ours_model = _model()
     ref_model = copy.deepcopy(ours_model)
     _, ours = _optimizer(ours_model, f"optimizer.lr={lr}", f"optimizer.weight_decay={wd}",
-                         "optimizer.betas=[0.9,0.95]", "optimizer.eps=1e-8")
+                         "optimizer.betas=[0.9,0.95]", "optimizer.eps=1e-8", f"optimizer.name={name}")
     matrices = [p for p in ref_model.parameters() if p.dim() >= 2]
     vectors = [p for p in ref_model.parameters() if p.dim() < 2]
     ref = torch.optim.AdamW([{"params": matrices, "weight_decay": wd}, {"params": vectors, "weight_decay": 0.0}],
@@ -85,12 +91,13 @@ def test_weight_decay_is_in_pytorch_adamw_units_through_a_schedule():
             torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-8, msg=f"{name} differs at step {step}")
 
 
-def test_decay_per_step_is_lr_times_weight_decay():
+@pytest.mark.parametrize("name", NAMES)
+def test_decay_per_step_is_lr_times_weight_decay(name):
     """With zero gradients Adam's update is zero, so one step shows the decay alone: p *= 1 - lr_t x wd on
     matrices, nothing on the rest; lr_t is the scheduled lr, not the initial one."""
     lr, wd = 1e-2, 0.5
     model = _model()
-    _, opt = _optimizer(model, f"optimizer.lr={lr}", f"optimizer.weight_decay={wd}")
+    _, opt = _optimizer(model, f"optimizer.lr={lr}", f"optimizer.weight_decay={wd}", f"optimizer.name={name}")
     for group in opt.param_groups:
         group["lr"] = lr * 0.3
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -100,6 +107,27 @@ def test_decay_per_step_is_lr_times_weight_decay():
     for n, p in model.named_parameters():
         expected = before[n] * (1 - 0.3 * lr * wd) if p.dim() >= 2 else before[n]
         torch.testing.assert_close(p.detach(), expected, rtol=1e-7, atol=0, msg=n)
+
+
+def test_optimizer_name_picks_the_implementation():
+    """decoupled_adamw: Composer's DecoupledAdamW; adamw: torch.optim.AdamW, foreach on CPU and fused on GPU (the
+    kernel choice is checked without a GPU: the fused CUDA kernel only runs there)."""
+    from composer.optim import DecoupledAdamW
+
+    from training.trainer import adamw_kernel
+
+    assert type(_optimizer(_model())[1]) is DecoupledAdamW  # the default: the CPU yamls' optimizer
+    adamw = _optimizer(_model(), "optimizer.name=adamw")[1]
+    assert type(adamw) is torch.optim.AdamW and adamw.defaults["foreach"] and not adamw.defaults["fused"]
+    assert adamw_kernel("gpu") == {"fused": True} and adamw_kernel("cpu") == {"foreach": True}
+
+
+def test_the_gpu_yamls_use_torch_adamw_and_the_cpu_yamls_decoupled_adamw():
+    gpu = ["gpt2.yaml", "gpt2-single.yaml", "experiments/pile-cc-only.yaml", "experiments/pile-mixture.yaml"]
+    for name in gpu:
+        assert load_config(str(REPO / "yamls" / name), ["data.streams=null", "data.path=x"]).optimizer.name == "adamw"
+    for name in ("tiny.yaml", "nanogpt-cpu.yaml"):
+        assert load_config(str(REPO / "yamls" / name), ["data.path=x"]).optimizer.name == "decoupled_adamw"
 
 
 def _closed_form(t: int, lr: float, t_warmup: int, total: int, alpha_f: float) -> float:

@@ -265,3 +265,22 @@ def test_plot_draws_train_val_and_each_stream_of_every_run(runs, tmp_path):
     line = one_error(proc, f"{tmp_path / 'metrics.jsonl'} does not exist")
     assert proc.stderr.strip() == line == f"error: {tmp_path / 'metrics.jsonl'} does not exist: give run folders " \
         "of gpt_pile_composer.py runs ({runs_root}/{run_name})"
+
+
+@pytest.mark.parametrize("microbatch, auto", [(None, False), ("auto", True)])
+def test_evaluators_split_their_batches_as_the_train_batch_is_split(microbatch, auto):
+    """device_train_microbatch_size=auto makes every val set's evaluator auto too (Composer halves its batch until
+    it fits on the GPU); a fixed size sends each eval batch through at once, as before."""
+    import warnings
+
+    import torch
+    from composer.core import DataSpec
+
+    from training.streams import build_evaluators
+
+    spec = lambda: DataSpec(torch.utils.data.DataLoader(list(range(12)), batch_size=6))  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Composer calls eval's auto microbatching experimental
+        evaluators = build_evaluators(spec(), {"a": spec()}, ["LanguageCrossEntropy"], microbatch=microbatch)
+    assert [e.label for e in evaluators] == ["val", "val/a"]
+    assert all(e.auto_microbatching == auto and e.device_eval_microbatch_size == 6 for e in evaluators)

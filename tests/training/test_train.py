@@ -142,6 +142,25 @@ def test_config_error_is_one_error_line_exit_2(tmp_path):
     assert not (tmp_path / "typo").exists()
 
 
+def test_unknown_optimizer_is_one_error_line_naming_the_valid_ones(tmp_path):
+    proc = run_train(tiny_args(tmp_path / "ds", tmp_path, "run_name=sgd", "optimizer.name=sgd"), check=False)
+    one_error(proc, "optimizer.name='sgd'; valid: decoupled_adamw, adamw")
+    assert not (tmp_path / "sgd").exists()
+
+
+@pytest.mark.parametrize("override, needles", [
+    ("device_train_microbatch_size=auto", ("device_train_microbatch_size=auto needs a GPU",
+                                           "set a number", "device_train_microbatch_size=8 ")),
+    ("precision=amp_fp16", ("precision=amp_fp16 needs a GPU", "precision=amp_bf16", "precision=fp32")),
+])
+def test_gpu_only_settings_are_refused_on_cpu_at_start(dataset, tmp_path, override, needles):
+    """Valid config (a GPU takes them), refused where the device is decided: one line naming the fix, before the
+    run folder, the data or the weights."""
+    proc = run_train(tiny_args(dataset, tmp_path, "run_name=gpu-only", override), check=False, timeout=120)
+    one_error(proc, *needles)
+    assert not (tmp_path / "gpu-only").exists()
+
+
 @pytest.mark.slow
 def test_data_path_without_metadata(tmp_path):
     empty = tmp_path / "not-a-dataset"

@@ -36,6 +36,8 @@ def test_upstream_table_has_no_peak_for_these_names(name, monkeypatch):
     ("NVIDIA H200", "amp_bf16", 989.5e12),
     ("NVIDIA A100-SXM4-80GB", "amp_bf16", 312e12),
     ("NVIDIA L4", "amp_bf16", 121e12),
+    ("NVIDIA H100 80GB HBM3", "amp_fp16", 989.5e12),  # fp16's dense peak is bf16's on every GPU of the table
+    ("NVIDIA A100-SXM4-80GB", "amp_fp16", 312e12),
 ])
 def test_table_peaks_by_name(name, precision, peak):
     assert table_peak(name, precision) == peak

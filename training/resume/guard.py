@@ -18,12 +18,16 @@ from core.streams import StreamSource
 from gpt import GPTConfig
 from training.config import TrainConfig, plain_config
 
+# what a checkpoint written before a fingerprint key existed holds for it: the one value there was then
+BEFORE_THE_KEY = {"optimizer.name": "decoupled_adamw"}
+
 
 def check_fingerprint(saved: Optional[dict[str, Any]], current: dict[str, Any], strict: bool,
                       soft: frozenset[str] = frozenset()) -> None:
     """Raise (strict) or warn listing every key whose value differs; keys in ``soft`` only ever warn."""
     if not saved:
         return
+    saved = {**BEFORE_THE_KEY, **saved}
     changed = {k: (saved.get(k), v) for k, v in current.items() if k in saved and saved[k] != v}
     if not changed:
         return
@@ -65,6 +69,9 @@ def run_fingerprint(cfg: TrainConfig, meta: DatasetMetadata, metas: dict[StreamS
     """What a resumed run must share with its checkpoint to replay it exactly: ``meta`` is the run's (common)
     dataset metadata, ``metas`` that of each trained stream."""
     plain = plain_config(cfg)
+    # the optimizer's implementation is strict: Composer files its state under its class name, so another one would
+    # start from empty moments; kept out of the soft "optimizer" entry, which checkpoints older than the key match
+    optimizer_name = plain["optimizer"].pop("name")
     fp = {
         "global_train_batch_size": cfg.global_train_batch_size,
         "seq_len": meta.seq_len,
@@ -76,6 +83,7 @@ def run_fingerprint(cfg: TrainConfig, meta: DatasetMetadata, metas: dict[StreamS
         "data.shuffle_block_size": cfg.data.shuffle_block_size,
         **{f"model.{k}": getattr(gpt, k) for k in ("n_layer", "n_head", "n_embd", "vocab_size", "bias")},
         **{key: plain[key] for key in SCHEDULE_KEYS},
+        "optimizer.name": optimizer_name,
     }
     for i, (src, meta) in enumerate(metas.items()):  # by position: a moved (same) dataset still matches
         fp["data" if len(metas) == 1 else f"data.stream{i}"] = {
