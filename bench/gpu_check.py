@@ -354,27 +354,24 @@ def plain_loop(ds: Path, shape: Shape, steps: int, device: str) -> dict:
     return {"step_s": (ends[-1] - ends[warm - 1]) / (len(ends) - warm)}
 
 
+UNPINNED = {"zstd"}  # the lock's pin has no Python 3.12 wheel: any version that has one
+
+
 def wheel_list() -> list[str]:
-    """``name==version`` of everything Composer, Streaming and OmegaConf need at import, as installed in this
-    venv (the lock's pins), without torch and its CUDA libraries (the GPU machine has its own): the list the
-    ``pip download --no-deps`` of BENCHMARKS.md fetches for Python 3.12."""
+    """The distributions our training script imports (measured: its modules imported here, mapped to what
+    installed them), without torch and torch's own requirements (the GPU machine has them): ``name==version`` as
+    this venv holds them (the lock's pins), for the ``pip download --no-deps`` of BENCHMARKS.md (Python 3.12)."""
+    import importlib
     import importlib.metadata as md
     import re
 
-    skip = re.compile(r"^(torch|torchvision|triton|nvidia-.*)$")
-    seen: dict[str, str] = {}
-    todo = ["mosaicml", "mosaicml-streaming", "omegaconf"]
-    while todo:
-        name = todo.pop().lower().replace("_", "-")
-        if name in seen or skip.match(name):
-            continue
-        try:
-            dist = md.distribution(name)
-        except md.PackageNotFoundError:
-            continue  # a dependency only older Pythons need
-        seen[name] = dist.version
-        todo += [re.split(r"[ ;<>=!~\[(]", r, maxsplit=1)[0] for r in dist.requires or [] if "extra ==" not in r]
-    return [f"{name}=={version}" for name, version in sorted(seen.items())]
+    for module in ("gpt_pile_composer", "training.trainer", "training.resume", "callbacks", "loaders.dataset"):
+        importlib.import_module(module)
+    owners = md.packages_distributions()
+    dists = {d for name in list(sys.modules) for d in owners.get(name.split(".")[0], [])}
+    torch_own = {re.split(r"[ ;<>=!~\[(]", r, maxsplit=1)[0].lower() for r in md.requires("torch") or []}
+    keep = sorted(d for d in dists if d.lower() not in torch_own | {"torch", "torchvision", "setuptools"})
+    return [d if d.lower() in UNPINNED else f"{d}=={md.version(d)}" for d in keep]
 
 
 # ---------------------------------------------------------------------------------------------------------- report
