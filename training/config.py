@@ -93,6 +93,18 @@ class FSDPConfig:
 
 
 @dataclass
+class CompileConfig:
+    """``torch.compile`` of the GPT (training/compile.py), applied from outside gpt.py before the Trainer wraps it.
+
+    ``per_block`` compiles each transformer block on its own (torchtitan style): one graph, compiled once and reused
+    by every block, so the compile time does not grow with depth; ``false`` compiles the whole GPT forward."""
+
+    enabled: bool = False
+    mode: str = "default"  # torch.compile's: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    per_block: bool = True
+
+
+@dataclass
 class SpikeConfig:
     """Loss spikes and NaN (callbacks/spike.py, training/resume/rollback.py): a batch whose loss is non-finite, or
     above ``median + threshold * MAD`` of the last ``window`` losses for ``patience`` batches in a row, rolls the run
@@ -129,6 +141,7 @@ class TrainConfig:
     parallelism: str = "ddp"  # ddp | fsdp (with options under fsdp:)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     spike: SpikeConfig = field(default_factory=SpikeConfig)
+    compile: CompileConfig = field(default_factory=CompileConfig)
     global_train_batch_size: int = 512  # samples (sequences) per optimizer step, over all ranks
     device_train_microbatch_size: int = 16
     device_eval_batch_size: Optional[int] = None  # default: device_train_microbatch_size
@@ -165,6 +178,7 @@ DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh]?)")  # seconds, or a number with a
 SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
 SHUFFLE_ALGOS = ("py1e", "py1b", "py1br", "py1s", "py2s", "naive")  # Streaming 0.13.0's
 PARALLELISMS = ("ddp", "fsdp")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
 def load_config(yaml_path: Optional[str], overrides: Sequence[str] = ()) -> TrainConfig:
@@ -258,7 +272,7 @@ def _field_type(f: dataclasses.Field) -> Any:
     t = f.type
     if isinstance(t, str):
         t = {c.__name__: c for c in (DataConfig, ModelConfig, OptimizerConfig, SchedulerConfig,
-                                     WandbConfig, StreamSource, FSDPConfig, SpikeConfig)}.get(t, t)
+                                     WandbConfig, StreamSource, FSDPConfig, SpikeConfig, CompileConfig)}.get(t, t)
     return t
 
 
@@ -385,6 +399,7 @@ CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("device", ("cpu", "gpu")),
     ("fsdp.state_dict_type", ("sharded", "full")),
     ("fsdp.mixed_precision", ("DEFAULT", "PURE", "FULL")),
+    ("compile.mode", COMPILE_MODES),
     ("data.shuffle_algo", SHUFFLE_ALGOS),
     ("python_log_level", LOG_LEVELS),
 )
