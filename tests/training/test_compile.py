@@ -26,6 +26,7 @@ from tests.helpers import (
     train_env,
 )
 
+VAL = "metrics/val/LanguageCrossEntropy"
 RECOMPILE = "Recompiling function"  # TORCH_LOGS=recompiles: one such line per recompile, with the guard that failed
 
 
@@ -57,6 +58,9 @@ def test_compiled_losses_track_eager_and_eval_compiles_once(dataset, eager_run, 
     assert sorted(compiled) == sorted(eager) == list(range(1, 31))
     worst = max(abs(compiled[s] - eager[s]) / eager[s] for s in eager)
     assert worst <= 1e-4, f"compiled losses drift from eager ({worst:.2e})"
+    val_eager, val_compiled = losses(eager_run, VAL), losses(tmp_path / "c", VAL)
+    assert sorted(val_compiled) == sorted(val_eager) == [10, 20, 30]
+    assert all(abs(val_compiled[s] - val_eager[s]) <= 1e-4 * val_eager[s] for s in val_eager)
     assert len([line for line in proc.stdout.splitlines() if line.startswith("compile: ")]) == 1, proc.stdout[-2000:]
     # 3 evals of ~13 batches, the last one smaller: eval mode + no grad (1), the smaller batch (1, the batch dimension
     # then dynamic), at most one more for a batch of 1; never one per eval or per batch
@@ -75,7 +79,8 @@ def test_compiled_ddp_run_resumes_bit_identically_after_sigkill(dataset, compile
     run = tmp_path / "b"
     kill_when(start_train(args("b"), tmp_path / "first.log", nproc=2, env=compile_env), lambda: last_step(run) >= 15,
               timeout=400)
-    run_train(args("b"), nproc=2, env=compile_env, timeout=600)
+    rerun = run_train(args("b"), nproc=2, env=compile_env, timeout=600)
+    assert rerun.stdout.count("compile: ") == 1, rerun.stdout[-2000:]  # rank 0 only, once
     assert_same_run(tmp_path / "a", run)
     proc = run_script("eval.py", run, "--max-batches", "2", env=compile_env)  # reads weights by GPT-2's names
     assert proc.returncode == 0 and "loss" in proc.stdout, proc.stderr[-3000:]
