@@ -299,6 +299,10 @@ def _validate_structure(cfg: TrainConfig) -> None:
         raise ConfigError("model.init_from and load_path are both set; a run starts from one of them: drop one")
     if len(cfg.optimizer.betas) != 2:
         raise ConfigError(f"optimizer.betas needs two numbers, got {cfg.optimizer.betas}")
+    if cfg.compile.enabled and not cfg.compile.per_block and cfg.parallelism == "fsdp":
+        raise ConfigError("compile.per_block=false with parallelism=fsdp: FSDP2's hooks around every block break "
+                          "the whole-model graph at each block (torch runs them outside the graph); use "
+                          "compile.per_block=true, which compiles each block as FSDP shards it")
     for name, s in (cfg.data.streams or {}).items():
         if sum(w is not None for w in (s.proportion, s.repeat, s.choose)) > 1:
             raise ConfigError(f"data.streams.{name}: set at most one of proportion, repeat, choose")

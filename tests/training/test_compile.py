@@ -91,3 +91,12 @@ def test_no_cpp_compiler_is_refused_at_start(dataset, tmp_path):
                      env={**train_env(), "CXX": str(tmp_path / "no-such-g++")})
     one_error(proc, "compile.enabled=true on CPU needs a C++ compiler", "install one", "compile.enabled=false")
     assert not any(tmp_path.iterdir()), "nothing written before the check"
+
+
+def test_whole_model_compile_under_fsdp_is_refused():
+    from core.errors import ConfigError
+    from training.config import load_config
+
+    with pytest.raises(ConfigError, match="compile.per_block=false with parallelism=fsdp.*use compile.per_block=true"):
+        load_config(None, ["data.path=x", "parallelism=fsdp", "compile.enabled=true", "compile.per_block=false"])
+    load_config(None, ["data.path=x", "parallelism=fsdp", "compile.enabled=true"])  # per block: the way with FSDP
