@@ -5,12 +5,14 @@ Compiled in place with ``Module.compile()``: the modules stay where they are, so
 applied before the Trainer, which then wraps the same modules: DDP wraps the ComposerGPT (its gradient hooks fire
 on the compiled backward's gradients), and FSDP2 (Composer's ``prepare_fully_shard``, after its activation
 checkpointing) shards the compiled blocks, whose forward hooks dynamo leaves out of the graph
-(``torch._dynamo.config.skip_fsdp_hooks``, on by default in torch 2.7). Under activation checkpointing the recompute
-runs the compiled block again.
+(``torch._dynamo.config.skip_fsdp_hooks``, on by default in torch 2.7): the reason the whole GPT is not compiled
+under FSDP (training/config.py refuses it), as those hooks would break its graph at every block. Under activation
+checkpointing the recompute runs the compiled block again.
 
-Eval compiles its own graphs (no grad, eval mode), once: a smaller last batch is met by dynamo's automatic dynamic
-shapes, which recompile the batch dimension as dynamic once (and once more for a batch of 1, which dynamo
-specialises), not at every eval. ``TORCH_LOGS=recompiles`` prints each recompile and why.
+Eval compiles its own graph (no grad, eval mode) at its first batch, once: dynamo's automatic dynamic shapes compile
+it with a dynamic batch dimension when the eval batch differs from the training microbatch, so a smaller last batch
+reuses it; with equal sizes the smaller last batch recompiles once (and a batch of 1, which dynamo specialises,
+once more), never at every eval. ``TORCH_LOGS=recompiles`` prints each recompile and why.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def apply_compile(gpt: GPT, cfg: CompileConfig) -> None:
 
 
 def describe_compile(cfg: CompileConfig, n_blocks: int) -> str:
-    what = f"each of the {n_blocks} transformer blocks (one graph)" if cfg.per_block else "the whole GPT forward"
+    what = f"each of the {n_blocks} transformer blocks, one graph for all" if cfg.per_block else "the whole GPT forward"
     return f"torch.compile of {what}, mode={cfg.mode}"
 
 
