@@ -31,6 +31,7 @@ def train(cfg: TrainConfig) -> int:
     from composer.utils import dist
 
     from core.errors import CheckpointError
+    from training.compile import check_compiler
     from training.resume import prepare_resume
     from training.resume.lock import run_lock
     from training.trainer import (
@@ -45,6 +46,7 @@ def train(cfg: TrainConfig) -> int:
     )
 
     device = init_distributed(cfg)
+    check_compiler(cfg.compile, device)                                 # compile.enabled: inductor can build
     autoresume = name_run(cfg)
     with run_lock(cfg):                                                 # one run, one writer, before any write
         prepare_run_dir(cfg)

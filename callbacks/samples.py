@@ -19,6 +19,7 @@ import html
 import warnings
 from typing import Any, Optional
 
+import torch
 from composer.core import Callback, Event, State, Time
 from composer.loggers import Logger, WandBLogger
 from composer.utils import create_interval_scheduler, dist
@@ -72,9 +73,10 @@ class SampleLogger(Callback):
         """The prompt and its continuation, in eval mode, the train/eval mode put back as it was."""
         was_training = gpt.training
         gpt.eval()
-        try:
-            return sample_text(gpt, self.tokenizer, self.prompt, self.max_new_tokens, temperature=self.temperature,
-                               top_k=None, seed=self.seed, stop_at_eos=True)
+        try:  # eager under compile.enabled: every token's forward has another length and would recompile
+            with torch.compiler.set_stance("force_eager"):
+                return sample_text(gpt, self.tokenizer, self.prompt, self.max_new_tokens, temperature=self.temperature,
+                                   top_k=None, seed=self.seed, stop_at_eos=True)
         finally:
             gpt.train(was_training)
 

@@ -97,6 +97,18 @@ class FSDPConfig:
 
 
 @dataclass
+class CompileConfig:
+    """``torch.compile`` of the GPT (training/compile.py), applied from outside gpt.py before the Trainer wraps it.
+
+    ``per_block`` compiles each transformer block on its own (torchtitan style): one graph, compiled once and reused
+    by every block, so the compile time does not grow with depth; ``false`` compiles the whole GPT forward."""
+
+    enabled: bool = False
+    mode: str = "default"  # torch.compile's: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    per_block: bool = True
+
+
+@dataclass
 class SpikeConfig:
     """Loss spikes and NaN (callbacks/spike.py, training/resume/rollback.py): a batch whose loss is non-finite, or
     above ``median + threshold * MAD`` of the last ``window`` losses for ``patience`` batches in a row, rolls the run
@@ -134,6 +146,7 @@ class TrainConfig:
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     activation_checkpointing: bool = False  # recompute each block's activations in backward (ddp and fsdp)
     spike: SpikeConfig = field(default_factory=SpikeConfig)
+    compile: CompileConfig = field(default_factory=CompileConfig)
     global_train_batch_size: int = 512  # samples (sequences) per optimizer step, over all ranks
     device_train_microbatch_size: Union[int, str] = 16  # sequences per forward; auto: Composer's (GPU, DDP only)
     device_eval_batch_size: Optional[int] = None  # default: device_train_microbatch_size (auto: the per-rank batch)
@@ -185,6 +198,7 @@ SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
 SHUFFLE_ALGOS = ("py1e", "py1b", "py1br", "py1s", "py2s", "naive")  # Streaming 0.13.0's
 PARALLELISMS = ("ddp", "fsdp")
 OPTIMIZERS = ("decoupled_adamw", "adamw")  # Composer's DecoupledAdamW | torch.optim.AdamW (fused on CUDA)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
 def load_config(yaml_path: Optional[str], overrides: Sequence[str] = ()) -> TrainConfig:
@@ -278,7 +292,7 @@ def _field_type(f: dataclasses.Field) -> Any:
     t = f.type
     if isinstance(t, str):
         t = {c.__name__: c for c in (DataConfig, ModelConfig, OptimizerConfig, SchedulerConfig,
-                                     WandbConfig, StreamSource, FSDPConfig, SpikeConfig)}.get(t, t)
+                                     WandbConfig, StreamSource, FSDPConfig, SpikeConfig, CompileConfig)}.get(t, t)
     return t
 
 
@@ -308,6 +322,10 @@ def _validate_structure(cfg: TrainConfig) -> None:
                           "FSDP2 has no automatic microbatching); set a number, e.g. device_train_microbatch_size=8")
     if len(cfg.optimizer.betas) != 2:
         raise ConfigError(f"optimizer.betas needs two numbers, got {cfg.optimizer.betas}")
+    if cfg.compile.enabled and not cfg.compile.per_block and cfg.parallelism == "fsdp":
+        raise ConfigError("compile.per_block=false with parallelism=fsdp: FSDP2's hooks around every block break "
+                          "the whole-model graph at each block (torch runs them outside the graph); use "
+                          "compile.per_block=true, which compiles each block as FSDP shards it")
     for name, s in (cfg.data.streams or {}).items():
         if sum(w is not None for w in (s.proportion, s.repeat, s.choose)) > 1:
             raise ConfigError(f"data.streams.{name}: set at most one of proportion, repeat, choose")
@@ -410,6 +428,7 @@ CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("device", ("cpu", "gpu")),
     ("fsdp.state_dict_type", ("sharded", "full")),
     ("fsdp.mixed_precision", ("DEFAULT", "PURE", "FULL")),
+    ("compile.mode", COMPILE_MODES),
     ("data.shuffle_algo", SHUFFLE_ALGOS),
     ("python_log_level", LOG_LEVELS),
 )

@@ -33,6 +33,7 @@ from core.streams import StreamSource
 from core.tokenizer import Tokenizer
 from loaders.dataset import LoaderSettings, build_dataspec, check_compatible, dataset_tokenizer, fetch_metadata
 from loaders.shm import clean_stale_shared_memory
+from training.compile import CompileTimer, apply_compile, describe_compile
 from training.config import AUTO, TrainConfig, plain_config, to_yaml, write_run_config
 from training.model import ComposerGPT, checkpoint_blocks
 from training.resume import check_checkpoints, model_config
@@ -189,6 +190,7 @@ def build_model(cfg: TrainConfig, data: RunData, resuming: bool = False) -> Comp
         load_init_weights(model.model, cfg.model.init_from)
     if cfg.checkpoints_activations and cfg.parallelism != "fsdp":  # FSDP2 does its own (parallelism_config)
         checkpoint_blocks(model.model)
+    apply_compile(model.model, cfg.compile)  # before the Trainer wraps it: see training/compile.py
     return model
 
 
@@ -268,6 +270,8 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
                  MarkEpochEnds()]
     if cfg.log_sample_ids:
         callbacks.append(SampleIdLogger())
+    if cfg.compile.enabled:
+        callbacks.append(CompileTimer(describe_compile(cfg.compile, model.config.n_layer)))
     if cfg.sample_prompt is not None:
         callbacks.append(SampleLogger(data.tokenizer, cfg.sample_prompt, cfg.sample_interval or cfg.eval_interval,
                                       cfg.sample_max_new_tokens, cfg.sample_temperature, seed=cfg.seed))
