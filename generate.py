@@ -83,7 +83,8 @@ def complete(model: GPT, tokenizer: Tokenizer, args: argparse.Namespace) -> Comp
     device = next(model.parameters()).device
     ids = encode_prompt(model, tokenizer, args.prompt)
     seed = secrets.randbits(63) if args.seed is None else args.seed
-    out = generate_ids(model, torch.tensor([ids], device=device), args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+    out = generate_ids(
+        model, torch.tensor([ids], device=device), args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, generator=torch.Generator(device).manual_seed(seed),
         eos_id=None if args.ignore_eos else tokenizer.eos_id,
     )

@@ -84,7 +84,8 @@ def test_private_generator_seeds_samples_and_leaves_global_rng_alone(model):
     rng = torch.get_rng_state()
 
     def run(seed: int) -> torch.Tensor:
-        return generate_ids(model, prompt, 12, temperature=1.5, top_p=0.95, generator=torch.Generator().manual_seed(seed))
+        return generate_ids(model, prompt, 12, temperature=1.5, top_p=0.95,
+                            generator=torch.Generator().manual_seed(seed))
 
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
