@@ -1,6 +1,7 @@
 """Load what a run saved, for the tools used after (or beside) training: its GPT with its latest checkpoint's
 weights, and its dataset's tokenizer. Used by generate.py, eval.py, export_hf.py and the demo. A run folder holds
-``model.json`` (the GPTConfig, written at start-up) and ``config.yaml``; Composer writes ``checkpoints/latest-rank0.pt``.
+``model.json`` (the GPTConfig, written at start-up) and ``config.yaml``; Composer writes
+``checkpoints/latest-rank0.pt``.
 """
 from __future__ import annotations
 
