@@ -44,6 +44,17 @@ def _run_outside_the_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield scratch
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _locked_shared_memory_prefixes() -> Iterator[None]:
+    """Every StreamingDataset a test builds in its own process picks its shared-memory prefix under the machine's
+    registry lock, as the product's do (upstream/streaming.py): with `make test`'s parallel workers, an upstream
+    pick in one worker could take the prefix a run in the other is creating (Streaming 0.13.0's collision)."""
+    from upstream.streaming import registering_shared_memory
+
+    with registering_shared_memory():
+        yield
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -214,8 +214,7 @@ def start_nodes(node_args: Sequence[Sequence[str]], tmp: Path, env: Optional[dic
     test can SIGKILL all of it); output goes to ``tmp/nodeN.log`` (appended)."""
     port, procs = free_port(), []
     for rank, args in enumerate(node_args):
-        node_tmp = tmp / f"node{rank}-tmp"
-        node_tmp.mkdir(parents=True, exist_ok=True)
+        node_tmp = short_path(tmp / f"node{rank}-tmp")
         launch = [COMPOSER, "--world_size", str(len(node_args)), "--node_rank", str(rank), "--master_addr",
                   "127.0.0.1", "--master_port", str(port), "-n", "1", str(TRAIN_SCRIPT), *map(str, args)]
         with open(tmp / f"node{rank}.log", "a") as out:
@@ -223,6 +222,15 @@ def start_nodes(node_args: Sequence[Sequence[str]], tmp: Path, env: Optional[dic
                                           env={**(env or train_env()), "TMPDIR": str(node_tmp)},
                                           stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
     return procs
+
+
+def short_path(folder: Path) -> Path:
+    """``folder`` (created) as a short path: a symlink to it under a fresh /tmp folder. A TMPDIR deep in pytest's
+    tree (pytest-N/popen-gwN/test_.../) makes multiprocessing's socket paths longer than AF_UNIX allows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    link = Path(tempfile.mkdtemp(prefix="n")) / "t"
+    link.symlink_to(folder)
+    return link
 
 
 def wait_nodes(procs: Sequence[subprocess.Popen], tmp: Path, timeout: float = 300) -> list[str]:

@@ -62,7 +62,17 @@ def _build(local: str, guard) -> None:
     del dataset
 
 
-def test_upstream_waits_in_a_barrier_between_the_look_and_the_create(dataset, one_rank_group, events):
+@pytest.fixture
+def upstream_picker(monkeypatch):
+    """Streaming's own prefix picker (conftest puts ours in place for every in-process dataset)."""
+    import streaming.base.dataset as dataset_module
+    import streaming.base.shared.prefix as prefix
+
+    monkeypatch.setattr(dataset_module, "get_shm_prefix", prefix.get_shm_prefix)
+
+
+def test_upstream_waits_in_a_barrier_between_the_look_and_the_create(dataset, one_rank_group, events,
+                                                                     upstream_picker):
     _build(str(dataset), registry_lock)  # a lock around the whole upstream call, as ours was
     first_barrier = next(i for i, (name, _) in enumerate(events) if name == "barrier")
     assert any(name == "look" for name, _ in events[:first_barrier])
