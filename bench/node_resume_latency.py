@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import metrics_rows, prepare_data  # noqa: E402
+from core.errors import RunFolderError  # noqa: E402
 from tests import helpers  # noqa: E402
 from tests.helpers import start_moto, start_nodes, tiny_args, wait_nodes  # noqa: E402
 
@@ -33,18 +34,18 @@ SAVED, KILL_AT = 20, 22
 
 def node_args(ds: Path, runs: str, *extra: str) -> list[str]:
     return tiny_args(ds, runs, "run_name=r", "model.n_embd=128", "model.n_layer=4", "model.n_head=4",
-                     "global_train_batch_size=16", "device_train_microbatch_size=8", f"max_duration={SAVED + 20}ba",
+                     "global_train_batch_size=16", "device_train_microbatch_size=8", f"max_duration={SAVED + 80}ba",
                      f"save_interval={SAVED}ba", "eval_interval=1000ba", "data.num_canonical_nodes=2", *extra)
 
 
 def steps(run: Path) -> list[int]:
     try:
         return [r["step"] for r in metrics_rows(run)]
-    except (FileNotFoundError, ValueError):
+    except (RunFolderError, FileNotFoundError, ValueError):
         return []  # not written yet, or caught mid-write
 
 
-def until(ready, procs, what: str, timeout: float = 600) -> float:
+def until(ready, procs, what: str, timeout: float = 240) -> float:
     """Poll ``ready()``; the time it became true. Fails if a launcher ends first."""
     deadline = time.monotonic() + timeout
     while not ready():
@@ -75,7 +76,7 @@ def one_round(ds: Path, work: Path, layout: str, parallelism: str, s3) -> tuple[
     procs = start_nodes([args, args], work, env=env)
     fresh = until(lambda: 1 in steps(run), procs, "step 1") - t0
     until(lambda: max(steps(run), default=0) >= KILL_AT and saved(run, layout, parallelism, s3, extra), procs,
-          f"step {KILL_AT} with the step-{SAVED} checkpoint saved")
+          f"step {KILL_AT} with the step-{SAVED} checkpoint saved ({layout}, {parallelism}; logs in {work})")
     kill(procs)
     t0, launched = time.perf_counter(), time.time()
     procs = start_nodes([args, args], work, env=env)
