@@ -7,6 +7,7 @@ what conversion/convert.py writes shards with.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 import time
@@ -422,6 +423,22 @@ def registry_lock() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _probes_closed(prefix_module: Any) -> Iterator[None]:
+    """Streaming 0.13.0 leak (``shared.prefix._check_and_find``): the look for a free prefix opens every existing
+    prefix's segments with ``SharedMemory(name, False)``, whose ``atexit`` registration keeps each one, and its file
+    descriptor, open until the process exits. A process that builds many datasets (a notebook, an eval loop, a test
+    session) beside many registered prefixes runs out of file descriptors. The probes are opened without that
+    registration here, so each closes as soon as the look moves on."""
+    from streaming.base.shared import SharedMemory
+
+    prefix_module.SharedMemory = functools.partial(SharedMemory, auto_cleanup=False)
+    try:
+        yield
+    finally:
+        prefix_module.SharedMemory = SharedMemory
+
+
 def _get_shm_prefix(streams_local: list[str], streams_remote: list[Optional[str]], world: Any,
                     retry: int = 100) -> tuple[int, Any]:
     """Upstream's ``get_shm_prefix`` reordered: each node's local leader looks for a free prefix and creates its
@@ -435,7 +452,7 @@ def _get_shm_prefix(streams_local: list[str], streams_remote: list[Optional[str]
     upstream._check_self(streams_local)
     prefix_int, shm = None, None
     if world.is_local_leader:
-        with registry_lock():
+        with registry_lock(), _probes_closed(upstream):
             prefix_int = max(upstream._check_and_find_retrying(streams_local, streams_remote, shm_name=name,
                                                                retry=retry) for name in SHM_TO_CLEAN)
             data = upstream._pack_locals(streams_local, prefix_int)

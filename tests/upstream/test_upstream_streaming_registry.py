@@ -91,3 +91,50 @@ def test_ours_holds_the_lock_around_the_look_and_no_collective(dataset, one_rank
 def test_without_a_process_group_ours_registers_with_no_collective(dataset, events):
     _build(str(dataset), registering_shared_memory)
     assert events and all(name == "look" and held for name, held in events), events
+
+
+_FD_PROBE = """
+import contextlib, os, sys
+sys.path.insert(0, {repo!r})
+from streaming import StreamingDataset
+from upstream.streaming import registering_shared_memory
+
+guard = contextlib.nullcontext if {upstream} else registering_shared_memory
+opened, alive = [], []
+for _ in range(6):
+    before = len(os.listdir("/proc/self/fd"))
+    with guard():
+        alive.append(StreamingDataset(local={local!r}, split="train", batch_size=1))
+    opened.append(len(os.listdir("/proc/self/fd")) - before)
+print(*opened)
+"""
+
+
+def _fds_per_dataset(dataset, tmp_path, upstream: bool) -> list[int]:
+    """File descriptors each of 6 datasets, built one after another in one process, left open (in a fresh
+    /dev/shm and TMPDIR, so that only these 6 prefixes exist)."""
+    import subprocess
+
+    from tests.helpers import PYTHON, REPO, private_shm_cmd, train_env
+
+    (tmp_path / "tmp").mkdir()
+    code = _FD_PROBE.format(repo=str(REPO), local=str(dataset), upstream=upstream)
+    proc = subprocess.run(private_shm_cmd([PYTHON, "-c", code]), capture_output=True, text=True, cwd=tmp_path,
+                          env={**train_env(), "TMPDIR": str(tmp_path / "tmp")}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [int(n) for n in proc.stdout.split()]
+
+
+@pytest.mark.slow  # a subprocess that imports Streaming
+def test_upstream_prefix_look_leaks_a_descriptor_per_registered_segment(dataset, tmp_path):
+    """Each look for a free prefix opens every registered prefix's segments and keeps them open (atexit holds
+    them): the k-th dataset of a process leaks more than the first, without end."""
+    opened = _fds_per_dataset(dataset, tmp_path, upstream=True)
+    assert opened[-1] > opened[0] and opened == sorted(opened), opened
+
+
+@pytest.mark.slow
+def test_our_prefix_look_closes_its_probes(dataset, tmp_path):
+    opened = _fds_per_dataset(dataset, tmp_path, upstream=False)
+    # each dataset keeps its own segments open and nothing else (the first also opens the registry lock's file)
+    assert len(set(opened[1:])) == 1 and opened[-1] <= opened[0], opened
