@@ -355,6 +355,10 @@ def plain_loop(ds: Path, shape: Shape, steps: int, device: str) -> dict:
 
 
 UNPINNED = {"zstd"}  # the lock's pin has no Python 3.12 wheel: any version that has one
+# Imported only when present (torchmetrics' plots, Composer's SFTP store, huggingface_hub's xet transfers): left out
+# so the wheels fit the device tool's 64 MiB carry. Checked on Python 3.12 + torch 2.11 without them: both parts run.
+OPTIONAL = {"matplotlib", "fonttools", "kiwisolver", "cycler", "contourpy", "paramiko", "bcrypt", "pynacl",
+            "cryptography", "hf-xet"}
 
 
 def wheel_list() -> list[str]:
@@ -370,7 +374,8 @@ def wheel_list() -> list[str]:
     owners = md.packages_distributions()
     dists = {d for name in list(sys.modules) for d in owners.get(name.split(".")[0], [])}
     torch_own = {re.split(r"[ ;<>=!~\[(]", r, maxsplit=1)[0].lower() for r in md.requires("torch") or []}
-    keep = sorted(d for d in dists if d.lower() not in torch_own | {"torch", "torchvision", "setuptools"})
+    skip = torch_own | OPTIONAL | {"torch", "torchvision", "setuptools"}
+    keep = sorted(d for d in dists if d.lower().replace("_", "-") not in skip)
     return [d if d.lower() in UNPINNED else f"{d}=={md.version(d)}" for d in keep]
 
 
