@@ -9,6 +9,13 @@ schedule, AdamW settings and clipping; the plain loop uses torch.optim.AdamW as 
 each (training time only: eval excluded on both sides; best of --repeats interleaved runs, since run-to-run
 noise on a shared 2-core machine is a few percent), their ratio, wall times, and final val bits/byte.
 Goals: ratio >= 0.97; val <= 2.72 bits/byte (nanoGPT's own run: 1.886 nats/char = 2.72 bits/char, 91 s).
+
+With ``--nanogpt DIR`` (a nanoGPT checkout; copied to a temporary folder, never into this project), nanoGPT's own
+``train.py`` also runs, with its README CPU command, on the same text prepared by its own
+``data/shakespeare_char/prepare.py`` (char-level: one char = one byte of this ASCII text, so its nats/char and our
+nats/byte compare). Reported beside ours: wall time for the same steps (process start to exit, both sides), and
+our training + eval time (SpeedMonitor's ``time/total``) at the first eval whose val loss is at or below nanoGPT's
+final one. Goals (issue 20): same-steps wall <= 1.0x nanoGPT's; time to its final val loss <= 0.5x its wall.
 """
 from __future__ import annotations
 
@@ -39,8 +46,54 @@ def run_trainer(ds: Path, work: Path, steps: int) -> dict:
     rows = [json.loads(line) for line in open(work / "runs" / "nanogpt-cpu" / "metrics.jsonl")]
     last = rows[-1]
     val = [r for r in rows if "metrics/val/BitsPerByte" in r][-1]
+    curve = [(r["metrics/val/LanguageCrossEntropy"], r.get("time/total")) for r in rows
+             if "metrics/val/LanguageCrossEntropy" in r]
     return {"tokens": last["time/token"], "train_s": last["time/train"], "wall_s": wall,
-            "val_loss": val["metrics/val/LanguageCrossEntropy"], "val_bpb": val["metrics/val/BitsPerByte"]}
+            "val_loss": val["metrics/val/LanguageCrossEntropy"], "val_bpb": val["metrics/val/BitsPerByte"],
+            "curve": curve}
+
+
+NANOGPT_CPU = ["--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=1", "--block_size=64",
+               "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--dropout=0.0"]  # its README's
+
+
+def run_nanogpt(checkout: Path, work: Path, steps: int) -> dict:
+    """nanoGPT's own train.py (README CPU run) in a copy of its checkout: wall seconds and its final val loss."""
+    import re
+    import shutil
+
+    from bench.common import SHAKESPEARE
+
+    copy = work / "nanogpt"
+    shutil.copytree(checkout, copy, ignore=shutil.ignore_patterns(".git"))
+    data = copy / "data" / "shakespeare_char"
+    shutil.copy(SHAKESPEARE, data / "input.txt")  # its prepare.py downloads only when input.txt is missing
+    subprocess.run([sys.executable, str(data / "prepare.py")], check=True, cwd=copy, capture_output=True)
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "train.py", "config/train_shakespeare_char.py", *NANOGPT_CPU,
+                          f"--max_iters={steps}", f"--lr_decay_iters={steps}"], check=True, cwd=copy,
+                         capture_output=True, text=True).stdout
+    wall = time.perf_counter() - t0
+    evals = re.findall(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", out)
+    return {"wall_s": wall, "val_loss": float(evals[-1][2]), "steps": int(evals[-1][0])}
+
+
+def time_to(curve: list, target: float) -> float | None:
+    """Our training + eval seconds at the first eval at or below ``target`` nats (None if never)."""
+    return next((t for loss, t in curve if loss <= target and t is not None), None)
+
+
+def report_nanogpt(nano: dict, ours: dict) -> None:
+    reach = time_to(ours["curve"], nano["val_loss"])
+    print(f"nanoGPT's own train.py: wall {nano['wall_s']:.1f} s, final val {nano['val_loss']:.4f} nats/char "
+          f"({nano['val_loss'] / math.log(2):.3f} bits)")
+    print(f"same steps, wall: ours {ours['wall_s']:.1f} s = {ours['wall_s'] / nano['wall_s']:.2f}x nanoGPT's "
+          "(goal <= 1.0)")
+    if reach is None:
+        print("ours never reached nanoGPT's final val loss in these steps")
+    else:
+        print(f"time to nanoGPT's final val loss: ours {reach:.1f} s (training + eval) = "
+              f"{reach / nano['wall_s']:.2f}x its wall (goal <= 0.5)")
 
 
 def plain_loop(ds: str, steps: int) -> dict:
@@ -126,6 +179,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of each side; best is kept")
     parser.add_argument("--plain", metavar="DATASET", help=argparse.SUPPRESS)
+    parser.add_argument("--nanogpt", metavar="DIR", type=Path, help="a nanoGPT checkout: its own train.py beside ours")
     args = parser.parse_args()
     if args.plain:
         print(json.dumps(plain_loop(args.plain, args.steps)))
@@ -133,8 +187,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="nanogpt-parity-") as tmp:
         work = Path(tmp)
         ds = prepare_data(work)
-        plains, ourss = [], []
+        plains, ourss, nanos = [], [], []
         for i in range(args.repeats):
+            if args.nanogpt:
+                nanos.append(run_nanogpt(args.nanogpt, work / f"n{i}", args.steps))
             plains.append(run_plain(ds, args.steps))
             ourss.append(run_trainer(ds, work / f"r{i}", args.steps))
     plain, ours = min(plains, key=lambda r: r["train_s"]), min(ourss, key=lambda r: r["train_s"])
@@ -150,6 +206,8 @@ def main() -> int:
     overhead_ms = (ours["train_s"] - plain["train_s"]) / args.steps * 1000
     print(f"throughput ratio (ours / plain) = {ratio:.3f}  (goal >= 0.97); trainer overhead {overhead_ms:.2f} ms/step")
     print(f"final val bits/byte (ours) = {ours['val_bpb']:.4f}  (goal <= 2.72)")
+    if nanos:
+        report_nanogpt(min(nanos, key=lambda r: r["wall_s"]), min(ourss, key=lambda r: r["wall_s"]))
     return 0
 
 
