@@ -64,26 +64,26 @@ class CompileTimer(Callback):
     def __init__(self, what: str) -> None:
         self.what = what
         self._start: Optional[float] = None
-        self._steps: list[float] = []
+        self._steps: list[float] = []  # the first two steps' seconds
+        self._reported = False
 
     def batch_start(self, state: State, logger: Logger) -> None:
         self._start = time.perf_counter()
 
     def batch_end(self, state: State, logger: Logger) -> None:
-        if self._start is None or len(self._steps) >= 2:
+        if self._start is None or self._reported:
             return
         self._steps.append(time.perf_counter() - self._start)
         if len(self._steps) == 2:
             self._report()
 
     def fit_end(self, state: State, logger: Logger) -> None:
-        if len(self._steps) == 1:  # a run of one step: no compiled step to subtract
+        if self._steps and not self._reported:  # a run of one step: no compiled step to subtract
             self._report()
-            self._steps.append(0.0)
 
     def _report(self) -> None:
+        self._reported = True
         first, later = self._steps[0], (self._steps[1] if len(self._steps) > 1 else 0.0)
         if dist.get_global_rank() == 0:
             print(f"compile: {first - later:.1f} s ({self.what}; first step {first:.1f} s, a compiled step "
                   f"{later:.2f} s)", flush=True)
-
