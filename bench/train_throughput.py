@@ -1,6 +1,7 @@
 """Training throughput on CPU: our trainer, a plain PyTorch loop and transformers' GPT-2, with MFU.
 
     .venv/bin/python bench/train_throughput.py [--repeats 2] [--tokenizer bytes|gpt2] [--compile]
+        [--foundry-venv DIR [--foundry-only] [--threads 2]]
 
 The model: gpt.py's "mini" preset (6 layers, 6 heads, 384 dim: nanoGPT's shakespeare_char shape), seq 256, batch 8,
 dropout 0, biases on (as GPT-2 and transformers' GPT2LMHeadModel). Data: Tiny Shakespeare (assets/) converted at
@@ -8,7 +9,7 @@ seq 256 with the bytes tokenizer (vocab 257, the analogue of nanoGPT's char voca
 with ``--tokenizer gpt2`` the GPT-2 BPE (vocab 50257, padded to 50304). Optimizer everywhere: AdamW (torch's on the
 plain loops, Composer's DecoupledAdamW in our trainer: the same update), grad clipping at 1.0, fp32 cross-entropy.
 
-Two parts, each printed as a table with its ratios:
+Three parts, each printed as a table with its ratios:
 
 1. Models, in one process, steps interleaved round-robin (so the other jobs on this shared machine slow every
    variant alike): gpt.py and transformers' GPT2LMHeadModel (SDPA attention, ``use_cache=False``), fp32 and bf16
@@ -18,11 +19,23 @@ Two parts, each printed as a table with its ratios:
 2. Our trainer vs the plain loop, each in its own process as users run it (``gpt_pile_composer.py``; figures read
    back from its metrics.jsonl), same init, same StreamingDataset batches, interleaved, best of ``--repeats``;
    for fp32 and for ``precision=amp_bf16``.
+3. With ``--foundry-venv DIR`` (a venv holding llm-foundry 0.22.0, which pins Streaming < 0.13 and so cannot share
+   ours; without the flag the part is one line saying so): our trainer vs llm-foundry's own (``train_from_yaml``,
+   what its scripts/train/train.py runs), each in its own process, alternating, best of ``--repeats``, both with
+   ``OMP_NUM_THREADS=--threads``. Always GPT-2 BPE (vocab 50257), fp32, our run of part 2. llm-foundry gets a yaml
+   written here at run time (``foundry_config``): ``mpt_causal_lm`` of the mini shape (learned positions, biases,
+   tied embedding, ``attn_impl: torch``, no dropout, ``torch_crossentropy``, no per-step train metrics as ours),
+   the same DecoupledAdamW, schedule, clipping, batch and steps, no eval, no checkpoint. **Data: the same MDS
+   folder, read in place**: our shards' ``tokens`` column (``ndarray:uint16:257``) is what its ``text`` loader's
+   StreamingTextDataset reads (a ``tokens`` ndarray, cut to ``max_seq_len`` = 256 and cast to int64), with the
+   folder's ``tokenizer/`` as its tokenizer; its model shifts the labels itself, so it trains on 255 targets of each
+   256-token row where ours has 256 (both count 8 x 256 tokens a step). Its step times are SpeedMonitor's
+   ``time/train`` written by Composer's FileLogger (registered in its loggers registry, which has no file logger).
 
 Throughput is tokens/s from the end of step ``--warmup`` to the end of the last step, data loading included, eval
 excluded (SpeedMonitor's ``time/train`` in the trainer). MFU = flops_per_token x tokens/s / the fp32 matmul peak
 (flops_per_token = 6N + 12 L C T, gpt.py's; the issue's definition), and for bf16 rows also / the bf16 peak.
-Goals: trainer / plain >= 0.97; gpt.py >= transformers; MFU >= 45 %.
+Goals: trainer / plain >= 0.97; gpt.py >= transformers; MFU >= 45 %; ours / llm-foundry >= 1.0.
 """
 from __future__ import annotations
 
@@ -30,6 +43,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -208,14 +222,105 @@ def run_plain(ds: Path, steps: int, precision: str) -> dict:
     return {**json.loads(out.stdout.strip().splitlines()[-1]), "wall": time.perf_counter() - t0}
 
 
-def run_trainer(ds: Path, runs: Path, steps: int, precision: str, *extra: str) -> dict:
-    """Our product as users run it; step times read back from its metrics.jsonl. ``extra``: more overrides."""
+def run_trainer(ds: Path, runs: Path, steps: int, precision: str, *extra: str, env: dict | None = None) -> dict:
+    """Our product as users run it; step times read back from its metrics.jsonl. ``extra``: more overrides;
+    ``env``: the process environment (default: ours)."""
     cmd = [sys.executable, str(ROOT / "gpt_pile_composer.py"), str(YAML), *overrides(str(ds), steps, precision),
            f"runs_root={runs}", "run_name=bench", "progress_bar=false", "log_interval=100000ba",
            "eval_interval=100000ba", "eval_subset_num_batches=1", "save_interval=100000ba", *extra]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
     return {"ends": step_end_times(metrics_rows(runs / "bench")), "wall": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------------------------- part 3: ours vs llm-foundry
+
+# llm-foundry's scripts/train/train.py (not in its wheel) is the call train_from_yaml(yaml, overrides). Its loggers
+# registry has no file logger, so Composer's own FileLogger is registered first, under the name "file".
+FOUNDRY_TRAIN = ("import sys; from composer.loggers import FileLogger; from llmfoundry.registry import loggers; "
+                 "from llmfoundry.command_utils import train_from_yaml; loggers.register('file', func=FileLogger); "
+                 "train_from_yaml(sys.argv[1], [])")
+FOUNDRY_NAME = "llm-foundry train_from_yaml"
+FOUNDRY_TIME = re.compile(r"^\[metric\]\[batch=(\d+)\]: time/train: ([0-9.]+)", re.MULTILINE)  # its FileLogger
+FOUNDRY_SKIPPED = ("3. our trainer vs llm-foundry's: skipped; pass --foundry-venv DIR (a venv holding "
+                   "llm-foundry==0.22.0, install command in BENCHMARKS.md) to run it")
+
+
+def foundry_config(ds: Path, vocab: int, steps: int, log_file: Path) -> dict:
+    """llm-foundry's train yaml for the run our trainer makes in part 3 (nanoGPT's CPU yaml with ``overrides``, fp32):
+    MPT of the mini shape with learned positions and biases (GPT-2's layout), the same optimizer, schedule,
+    clipping, batch and steps, reading ``ds``'s train split through its ``text`` loader. No eval, no checkpoint;
+    SpeedMonitor's ``time/train`` per step goes to ``log_file`` through Composer's FileLogger."""
+    from gpt import PRESETS
+    from training.config import load_config
+
+    cfg = load_config(str(YAML), overrides(str(ds), steps, "fp32"))
+    shape, o = PRESETS[PRESET], cfg.optimizer
+    assert o.name == "decoupled_adamw", o.name
+    model = {"name": "mpt_causal_lm", "init_device": "cpu", "d_model": shape["n_embd"], "n_heads": shape["n_head"],
+             "n_layers": shape["n_layer"], "expansion_ratio": 4, "max_seq_len": SEQ, "vocab_size": vocab,
+             "resid_pdrop": 0.0, "emb_pdrop": 0.0, "no_bias": False, "learned_pos_emb": True,
+             "attn_config": {"attn_impl": "torch", "attn_pdrop": 0.0},
+             "loss_fn": "torch_crossentropy",  # its default (fused_crossentropy) is flash-attn's CUDA kernel
+             "use_train_metrics": False}  # as ours: no per-step train metrics (its default recomputes the loss)
+    loader = {"name": "text", "drop_last": True, "num_workers": cfg.data.num_workers, "pin_memory": False,
+              "prefetch_factor": None, "persistent_workers": False,
+              "dataset": {"local": str(ds), "split": "train", "max_seq_len": SEQ, "shuffle": True,
+                          "shuffle_seed": cfg.seed}}
+    return {"run_name": "foundry-bench", "seed": cfg.seed, "precision": "fp32", "max_seq_len": SEQ, "model": model,
+            "tokenizer": {"name": str(ds / "tokenizer"), "kwargs": {"model_max_length": SEQ}},
+            "train_loader": loader,
+            # weight_decay as training/trainer.py hands it to the same DecoupledAdamW (which does not scale it by lr)
+            "optimizer": {"name": "decoupled_adamw", "lr": o.lr, "betas": list(o.betas), "eps": o.eps,
+                          "weight_decay": o.weight_decay * o.lr},
+            "scheduler": {"name": "cosine_with_warmup", "t_warmup": cfg.scheduler.t_warmup,
+                          "alpha_f": cfg.scheduler.alpha_f},
+            "algorithms": {"gradient_clipping": {"clipping_type": "norm", "clipping_threshold": cfg.grad_clip_norm}},
+            "global_train_batch_size": BATCH, "device_train_microbatch_size": BATCH, "device_eval_batch_size": BATCH,
+            "max_duration": f"{steps}ba",
+            "callbacks": {"speed_monitor": {"window_size": cfg.speed_window, "time_unit": "seconds"}},
+            "loggers": {"file": {"filename": str(log_file), "capture_stdout": False, "capture_stderr": False,
+                                 "log_traces": False}},
+            "progress_bar": False, "log_to_console": False, "python_log_level": cfg.python_log_level}
+
+
+def foundry_step_end_times(log_text: str) -> list[float]:
+    """Training seconds at the end of each step 1..N (SpeedMonitor's ``time/train``, as ours) from its FileLogger."""
+    by_step = {int(step): float(t) for step, t in FOUNDRY_TIME.findall(log_text)}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment both trainers run in: ``threads`` intra-op threads (torch reads OMP_NUM_THREADS at start)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return {**env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def run_foundry(venv: Path, ds: Path, vocab: int, work: Path, steps: int, env: dict[str, str]) -> dict:
+    """llm-foundry's trainer in its own venv on a yaml written here (JSON, which is YAML), in ``work``."""
+    work.mkdir(parents=True)
+    yaml_file, log_file = work / "foundry.yaml", work / "metrics.txt"
+    yaml_file.write_text(json.dumps(foundry_config(ds, vocab, steps, log_file), indent=1) + "\n")
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(venv / "bin" / "python"), "-c", FOUNDRY_TRAIN, str(yaml_file)], cwd=work, env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{(proc.stdout + proc.stderr)[-4000:]}\nerror: llm-foundry's trainer exited {proc.returncode} "
+                 f"(its yaml: {yaml_file})")
+    return {"ends": foundry_step_end_times(log_file.read_text()), "wall": time.perf_counter() - t0}
+
+
+def compare_foundry(venv: Path, work: Path, steps: int, repeats: int, threads: int) -> dict[str, list[dict]]:
+    """Our trainer and llm-foundry's, alternating, ``repeats`` rounds, on the same GPT-2 BPE MDS dataset."""
+    from core.metadata import read_metadata
+
+    ds = prepare_data(work, SEQ, "gpt2")
+    vocab, env = read_metadata(ds).vocab_size, thread_env(threads)
+    results: dict[str, list[dict]] = {"ours": [], "foundry": []}
+    for i in range(repeats):
+        results["ours"].append(run_trainer(ds, work / f"ours-{i}", steps, "fp32", env=env))
+        results["foundry"].append(run_foundry(venv, ds, vocab, work / f"foundry-{i}", steps, env))
+    return results
 
 
 # -------------------------------------------------------------------------------------------------------- report
@@ -244,8 +349,9 @@ def report_models(res: dict, warmup: int) -> dict:
         # compile time: what the untimed steps took beyond steady-state steps (inductor cache empty: a cold start)
         extra = sum(v["durations"][:warmup]) - warmup * sum(d) / len(d)
         first = f"  (compile: {extra:.0f} s)" if v["name"] == COMPILED else ""
-        print(f"{v['name']:36}{v['precision']:>5}{rate:>10.0f}{best:>11.0f}{mfu(rate, v['flops_per_token'], p32):>13.1%}"
-              f"{mfu(rate, v['flops_per_token'], own):>12.1%}{sum(d) / len(d):>8.3f}{first}")
+        flops = v["flops_per_token"]
+        print(f"{v['name']:36}{v['precision']:>5}{rate:>10.0f}{best:>11.0f}{mfu(rate, flops, p32):>13.1%}"
+              f"{mfu(rate, flops, own):>12.1%}{sum(d) / len(d):>8.3f}{first}")
     def ratio(a: tuple, b: tuple) -> str:
         return f"{rates[a] / rates[b]:.2f}x (best steps: {bests[a] / bests[b]:.2f}x)"
 
@@ -260,7 +366,6 @@ def report_models(res: dict, warmup: int) -> dict:
 
 
 def report_trainer(results: dict, warmup: int, peaks: dict) -> None:
-    tokens = BATCH * SEQ
     print(f"\n2. our trainer vs the plain loop, separate processes, best of {len(next(iter(results.values())))} "
           f"interleaved runs, first {warmup} steps untimed")
     print(f"{'':24}{'precision':>10}{'tokens/s':>10}{'best step':>11}{'MFU fp32 pk':>13}{'MFU own pk':>12}"
@@ -268,16 +373,34 @@ def report_trainer(results: dict, warmup: int, peaks: dict) -> None:
     for precision in dict.fromkeys(p for p, _ in results):
         best = {}
         for side in ("plain", "trainer"):
-            runs = [timed_rate(r["ends"], warmup, tokens) for r in results[(precision, side)]]
-            (rate, step), i = max((r, i) for i, r in enumerate(runs))
-            wall = results[(precision, side)][i]["wall"]
+            rate, step, wall, runs = best_run(results[(precision, side)], warmup)
             best[side] = rate
             own = peaks["bf16"] if precision == "amp_bf16" else peaks["fp32"]
             name = "plain PyTorch loop" if side == "plain" else "our Composer trainer"
-            print(f"{name:24}{precision:>10}{rate:>10.0f}{step:>11.0f}{mfu(rate, peaks['flops_per_token'], peaks['fp32']):>13.1%}"
-                  f"{mfu(rate, peaks['flops_per_token'], own):>12.1%}{wall:>8.1f}   "
-                  + ", ".join(f"{r:.0f}" for r, _ in runs))
+            flops = peaks["flops_per_token"]
+            print(f"{name:24}{precision:>10}{rate:>10.0f}{step:>11.0f}{mfu(rate, flops, peaks['fp32']):>13.1%}"
+                  f"{mfu(rate, flops, own):>12.1%}{wall:>8.1f}   {runs}")
         print(f"trainer / plain, {precision}: {best['trainer'] / best['plain']:.3f}  (goal >= 0.97)")
+
+
+def best_run(runs: list[dict], warmup: int) -> tuple[float, float, float, str]:
+    """(tokens/s, fastest step's tokens/s, wall s) of the fastest of ``runs``, and every run's tokens/s as text."""
+    rates = [timed_rate(r["ends"], warmup, BATCH * SEQ) for r in runs]
+    (rate, step), i = max((r, i) for i, r in enumerate(rates))
+    return rate, step, runs[i]["wall"], ", ".join(f"{r:.0f}" for r, _ in rates)
+
+
+def report_foundry(results: dict[str, list[dict]], warmup: int, threads: int) -> None:
+    print(f"\n3. our trainer vs llm-foundry's (MPT, attn_impl torch), GPT-2 BPE (vocab 50257), fp32, "
+          f"{threads} threads, separate processes, alternating, best of {len(results['ours'])}, "
+          f"first {warmup} steps untimed")
+    print(f"{'':30}{'tokens/s':>10}{'best step':>11}{'wall s':>8}   runs (tokens/s)")
+    best = {}
+    for side, name in (("ours", "our Composer trainer"), ("foundry", FOUNDRY_NAME)):
+        rate, step, wall, runs = best_run(results[side], warmup)
+        best[side] = rate
+        print(f"{name:30}{rate:>10.0f}{step:>11.0f}{wall:>8.1f}   {runs}")
+    print(f"ours / llm-foundry: {best['ours'] / best['foundry']:.3f}  (goal >= 1.0)")
 
 
 def main() -> int:
@@ -290,6 +413,10 @@ def main() -> int:
     parser.add_argument("--precisions", default="fp32,amp_bf16", help="trainer / plain precisions (part 2)")
     parser.add_argument("--compile", action="store_true", help="also time gpt.py under torch.compile (part 1)")
     parser.add_argument("--skip-trainer", action="store_true", help="part 1 only")
+    parser.add_argument("--foundry-venv", type=Path, metavar="DIR",
+                        help="part 3: llm-foundry's trainer from this venv beside ours (GPT-2 vocab, fp32)")
+    parser.add_argument("--foundry-only", action="store_true", help="part 3 only (needs --foundry-venv)")
+    parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of both trainers in part 3")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "DATASET"), help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -299,29 +426,49 @@ def main() -> int:
             plain_loop(ds, args.steps, args.precision)
         print(json.dumps(out))
         return 0
+    if args.foundry_only and not args.foundry_venv:
+        parser.error("--foundry-only needs --foundry-venv DIR")
+    if args.foundry_venv and not (args.foundry_venv / "bin" / "python").is_file():
+        parser.error(f"--foundry-venv {args.foundry_venv}: no bin/python there")
     t_start = time.perf_counter()
+    models, results, foundry = None, {}, None
     with tempfile.TemporaryDirectory(prefix="train-throughput-") as tmp:
         work = Path(tmp)
-        ds = prepare_data(work, SEQ, args.tokenizer)
-        cmd = [sys.executable, __file__, "--worker", "models", str(ds), "--model-steps", str(args.model_steps)]
-        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor")}  # compile from cold
-        out = subprocess.run(cmd + (["--compile"] if args.compile else []), check=True, capture_output=True,
-                             text=True, cwd=ROOT, env=env)
-        models = json.loads(out.stdout.strip().splitlines()[-1])
-        results: dict = {}
-        if not args.skip_trainer:
-            for i in range(args.repeats):
-                for precision in args.precisions.split(","):
-                    results.setdefault((precision, "plain"), []).append(run_plain(ds, args.steps, precision))
-                    results.setdefault((precision, "trainer"), []).append(
-                        run_trainer(ds, work / f"r{i}-{precision}", args.steps, precision))
-    print(f"train throughput: {PRESET} model (6 layers, 6 heads, 384 dim), seq {SEQ}, batch {BATCH}, "
-          f"{args.tokenizer} tokenizer, torch {__import__('torch').__version__}, {os.cpu_count()} CPUs")
-    peaks = report_models(models, args.warmup)
-    if results:
-        report_trainer(results, args.warmup, peaks)
+        if not args.foundry_only:
+            models, results = measure_parts_1_2(args, work)
+        if args.foundry_venv:
+            foundry = compare_foundry(args.foundry_venv.absolute(), work, args.steps, args.repeats, args.threads)
+    tokenizer = "" if args.foundry_only else f"{args.tokenizer} tokenizer (parts 1-2), "
+    print(f"train throughput: {PRESET} model (6 layers, 6 heads, 384 dim), seq {SEQ}, batch {BATCH}, {tokenizer}"
+          f"torch {__import__('torch').__version__}, {os.cpu_count()} CPUs")
+    if models:
+        peaks = report_models(models, args.warmup)
+        if results:
+            report_trainer(results, args.warmup, peaks)
+    if foundry:
+        report_foundry(foundry, args.warmup, args.threads)
+    else:
+        print(f"\n{FOUNDRY_SKIPPED}")
     print(f"\nbenchmark wall time {time.perf_counter() - t_start:.0f} s")
     return 0
+
+
+def measure_parts_1_2(args: argparse.Namespace, work: Path) -> tuple[dict, dict]:
+    """Part 1 (in a worker process) and, unless ``--skip-trainer``, part 2's interleaved runs."""
+    ds = prepare_data(work, SEQ, args.tokenizer)
+    cmd = [sys.executable, __file__, "--worker", "models", str(ds), "--model-steps", str(args.model_steps)]
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor")}  # compile from cold
+    out = subprocess.run(cmd + (["--compile"] if args.compile else []), check=True, capture_output=True,
+                         text=True, cwd=ROOT, env=env)
+    models = json.loads(out.stdout.strip().splitlines()[-1])
+    results: dict = {}
+    if not args.skip_trainer:
+        for i in range(args.repeats):
+            for precision in args.precisions.split(","):
+                results.setdefault((precision, "plain"), []).append(run_plain(ds, args.steps, precision))
+                results.setdefault((precision, "trainer"), []).append(
+                    run_trainer(ds, work / f"r{i}-{precision}", args.steps, precision))
+    return models, results
 
 
 if __name__ == "__main__":
