@@ -22,8 +22,11 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-# Matmuls run fastest when the vocab dimension is a multiple of 64 (nanoGPT: 50257 -> 50304).
+# GPU matmuls run fastest when the vocab dimension is a multiple of 64 (nanoGPT: 50257 -> 50304).
 VOCAB_MULTIPLE = 64
+# nn.GELU's ``approximate``: "tanh" is GPT-2's (HF "gelu_new"), "none" the exact erf form (nanoGPT's model.py,
+# llm-foundry's MPT, HF "gelu"); on CPU the exact one is the faster kernel (BENCHMARKS.md).
+GELU_APPROXIMATIONS = ("tanh", "none")
 INIT_STD = 0.02
 
 # Architecture sizes only; block_size / vocab_size / dropout / bias come from GPTConfig defaults or overrides.
@@ -50,6 +53,7 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # bias in Linear and LayerNorm layers, as GPT-2; False is a bit faster and no worse
+    gelu_approximate: str = "tanh"  # "tanh" (GPT-2) | "none" (exact erf GELU): see GELU_APPROXIMATIONS
 
     def __post_init__(self) -> None:
         """Fail at construction with a message naming the bad field, not deep inside a matmul."""
@@ -68,6 +72,9 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.dropout must be a float in [0, 1), got {self.dropout!r}")
         if not isinstance(self.bias, bool):
             raise ValueError(f"GPTConfig.bias must be a bool, got {self.bias!r}")
+        if self.gelu_approximate not in GELU_APPROXIMATIONS:
+            raise ValueError(f"GPTConfig.gelu_approximate must be one of {', '.join(GELU_APPROXIMATIONS)}, "
+                             f"got {self.gelu_approximate!r}")
 
     @property
     def padded_vocab_size(self) -> int:
@@ -162,12 +169,12 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: C -> 4C -> GELU (tanh approximation, as GPT-2) -> C."""
+    """Position-wise feed-forward: C -> 4C -> GELU (GPT-2's tanh approximation unless configured exact) -> C."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU(approximate="tanh")
+        self.gelu = nn.GELU(approximate=config.gelu_approximate)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -251,9 +258,10 @@ class GPT(nn.Module):
         With a ``cache``, ``idx`` holds the tokens that follow the ``cache.length`` cached ones: they are placed at
         positions ``cache.length ..``, attend to the cached tokens too, and are added to the cache.
 
-        Logits are computed over the padded vocab (fast matmul) and the padded columns are dropped, so padded ids
-        can never be predicted. The result is a non-contiguous view: use ``reshape`` (or ``F.cross_entropy``
-        directly), not ``view``, if its layout matters.
+        Padded ids can never be predicted: only the real vocab's logits are returned. On GPU they come from the
+        padded matmul (its aligned width is the fast one) as a non-contiguous view: use ``reshape`` (or
+        ``F.cross_entropy`` directly), not ``view``, if its layout matters. On CPU the width buys nothing and the
+        view costs a copy in the loss and a zero-filled gradient, so the matmul uses the real rows only.
         """
         if idx.dim() != 2:
             raise ValueError(f"GPT.forward expects idx of shape (B, T), got {tuple(idx.shape)}")
@@ -271,8 +279,10 @@ class GPT(nn.Module):
         if cache is not None:
             cache.length += T
         x = self.transformer.ln_f(x)  # (B, T, C)
-        logits = self.lm_head(x)  # (B, T, Vp)
-        return logits[..., : self.config.vocab_size]  # (B, T, V)
+        V = self.config.vocab_size
+        if x.device.type == "cpu":
+            return F.linear(x, self.lm_head.weight[:V])  # (B, T, V): the first V rows are contiguous
+        return self.lm_head(x)[..., :V]  # (B, T, Vp) -> (B, T, V)
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count, as nanoGPT's get_num_params.

@@ -52,7 +52,7 @@ def train(cfg: TrainConfig) -> int:
         prepare_run_dir(cfg)
         data = build_data(cfg)                                          # data
         resuming = prepare_resume(cfg, autoresume)                      # checkpoint to resume from, if any
-        model = build_model(cfg, data, resuming)                        # model
+        model = build_model(cfg, data, resuming, device)                # model
         trainer = build_trainer(cfg, model, data, device, autoresume)   # trainer
         if dist.get_global_rank() == 0:
             print(describe_run(cfg, model, data, device), flush=True)

@@ -1,7 +1,8 @@
 """A run folder, ``{runs_root}/{run_name}/``, and the one reader of its metrics.
 
 Training writes ``config.yaml`` (the resolved config: read back by ``training.config.load_run_config``),
-``model.json`` (the GPT's shape: ``training.resume.checkpoints``), ``metrics.jsonl`` (one JSON row per step:
+``model.json`` (the GPT's shape: ``training.resume.checkpoints``), ``precision.json`` (what ``precision: auto``
+chose at the run's first start: ``training.precision``), ``metrics.jsonl`` (one JSON row per step:
 :func:`read_metrics`), ``rollbacks.jsonl`` (one JSON row per loss-spike rollback: ``callbacks.spike``),
 ``data/<stream>/metadata.json`` and ``checkpoints/``.
 """
@@ -17,6 +18,7 @@ from core.errors import RunFolderError
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 MODEL_FILE = "model.json"
+PRECISION_FILE = "precision.json"
 ROLLBACKS_FILE = "rollbacks.jsonl"
 
 

@@ -153,12 +153,13 @@ def one_error(proc: subprocess.CompletedProcess | subprocess.Popen, *needles: st
 
 
 def tiny_args(ds: Path | str, runs: Path, *extra: str) -> list[str]:
-    """A micro model that trains in seconds; later items override earlier ones."""
+    """A micro model that trains in seconds; later items override earlier ones. fp32, not tiny.yaml's measured
+    ``auto``: runs that tests compare must not depend on a timing."""
     return [
         str(TINY_YAML), f"data.path={ds}", f"runs_root={runs}", "model.preset=micro",
         "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "global_train_batch_size=8",
         "device_train_microbatch_size=4", "progress_bar=false", "log_interval=1000ba",
-        "eval_subset_num_batches=4", "scheduler.t_warmup=5ba", *extra,
+        "eval_subset_num_batches=4", "scheduler.t_warmup=5ba", "precision=fp32", *extra,
     ]
 
 

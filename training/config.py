@@ -51,6 +51,7 @@ class ModelConfig:
     n_embd: Optional[int] = None
     dropout: Optional[float] = None
     bias: Optional[bool] = None
+    gelu_approximate: Optional[str] = None  # tanh (GPT-2's) | none (exact GELU: nanoGPT's, faster on CPU)
     init_from: Optional[str] = None  # hf:FOLDER_OR_NAME: start from GPT-2 weights (shape from the HF config)
 
 
@@ -158,7 +159,8 @@ class TrainConfig:
     save_num_checkpoints_to_keep: int = 3
     save_folder: Optional[str] = None  # default: {runs_root}/{run_name}/checkpoints
     load_path: Optional[str] = None
-    precision: str = "fp32"  # fp32 | amp_bf16 (GPU: Composer's AMP; CPU: bf16 autocast of the forward) | amp_fp16 (GPU)
+    # fp32 | amp_bf16 (GPU: Composer's AMP; CPU: bf16 autocast of the forward) | amp_fp16 (GPU) | auto (measured)
+    precision: str = "fp32"
     grad_clip_norm: float = 1.0  # 0 disables clipping
     log_interval: str = "10ba"
     progress_bar: bool = True
@@ -191,12 +193,15 @@ class TrainConfig:
         return None if m == AUTO else int(m)
 
 
-PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")  # amp_fp16: GPU only (CUDA's fp16 autocast + gradient scaler)
 AUTO = "auto"  # device_train_microbatch_size: Composer finds the largest microbatch that fits (GPU only)
+# amp_fp16: GPU only (CUDA's fp16 autocast + gradient scaler); auto: the faster for the shape (training/precision.py)
+PRECISIONS = ("fp32", "amp_bf16", "amp_fp16", AUTO)
 DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh]?)")  # seconds, or a number with a unit: 600, 30s, 10m, 2h
 SECONDS_PER_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
 SHUFFLE_ALGOS = ("py1e", "py1b", "py1br", "py1s", "py2s", "naive")  # Streaming 0.13.0's
 PARALLELISMS = ("ddp", "fsdp")
+# gpt.GELU_APPROXIMATIONS, spelled out so that a config is checked before torch loads (a test keeps them equal)
+GELU_APPROXIMATIONS = ("tanh", "none")
 OPTIMIZERS = ("decoupled_adamw", "adamw")  # Composer's DecoupledAdamW | torch.optim.AdamW (fused on CUDA)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
@@ -425,6 +430,7 @@ CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("parallelism", PARALLELISMS),
     ("precision", PRECISIONS),
     ("optimizer.name", OPTIMIZERS),
+    ("model.gelu_approximate", GELU_APPROXIMATIONS),
     ("device", ("cpu", "gpu")),
     ("fsdp.state_dict_type", ("sharded", "full")),
     ("fsdp.mixed_precision", ("DEFAULT", "PURE", "FULL")),

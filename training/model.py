@@ -32,6 +32,7 @@ class ComposerGPT(ComposerModel):
         # precision=amp_bf16 on CPU (set by training/trainer.py): Composer 0.32.1 trains only fp32 on CPU, so the
         # forward autocasts itself. Parameters, gradients, optimizer and the cross-entropy stay fp32, as with AMP.
         self.cpu_autocast_dtype: Optional[torch.dtype] = None
+        self.precision_note = "set in the config"  # why the run trains in its precision (training/precision.py)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.cpu_autocast_dtype is None:

@@ -36,6 +36,7 @@ from loaders.shm import clean_stale_shared_memory
 from training.compile import CompileTimer, apply_compile, describe_compile
 from training.config import AUTO, TrainConfig, plain_config, to_yaml, write_run_config
 from training.model import ComposerGPT, checkpoint_blocks
+from training.precision import choose_precision
 from training.resume import check_checkpoints, model_config
 from training.resume.bucket import remote_saver, sharded_in_bucket, upload_failure
 from training.resume.checkpoints import save_model_config
@@ -58,6 +59,7 @@ from upstream.composer import (
     poll_bucket_pointer,
     resolve_peak,
     restore_rng_on_resume,
+    skip_cpuinfo_subprocess,
     skip_engine_debug_log,
 )
 
@@ -177,10 +179,11 @@ def build_data(cfg: TrainConfig) -> RunData:
     return RunData(meta, metas, tokenizer, train, eval_spec, batch, stream_evals)
 
 
-def build_model(cfg: TrainConfig, data: RunData, resuming: bool = False) -> ComposerGPT:
+def build_model(cfg: TrainConfig, data: RunData, resuming: bool = False, device: str = "cpu") -> ComposerGPT:
     """The GPT sized by the preset and overrides, its block size and vocab read from the dataset; or, with
     ``model.init_from=hf:...``, shaped and initialised by a Hugging Face GPT-2 (training/resume/init_from.py) when the
-    run starts, and shaped by its own ``model.json`` when it resumes (its checkpoint has the weights)."""
+    run starts, and shaped by its own ``model.json`` when it resumes (its checkpoint has the weights). Settles
+    ``precision: auto`` on the built model, before anything wraps or compiles it."""
     gpt_config = model_config(cfg, data.meta, resuming)
     if dist.get_global_rank() == 0:
         save_model_config(cfg.run_dir, gpt_config)
@@ -188,10 +191,22 @@ def build_model(cfg: TrainConfig, data: RunData, resuming: bool = False) -> Comp
     model = ComposerGPT(gpt_config, torch.as_tensor(data.tokenizer.token_bytes()))
     if cfg.model.init_from and not resuming:  # before the Trainer: FSDP shards these weights
         load_init_weights(model.model, cfg.model.init_from)
+    settle_precision(cfg, model, data, device)
     if cfg.checkpoints_activations and cfg.parallelism != "fsdp":  # FSDP2 does its own (parallelism_config)
         checkpoint_blocks(model.model)
     apply_compile(model.model, cfg.compile)  # before the Trainer wraps it: see training/compile.py
     return model
+
+
+def settle_precision(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: str) -> None:
+    """``precision: auto`` -> the faster one for this shape (training/precision.py); recorded in the run's
+    config.yaml too, so that the run folder says what ran."""
+    microbatch = min(cfg.fixed_microbatch or data.device_batch_size, data.device_batch_size)
+    choice = choose_precision(cfg.precision, model.model, microbatch, data.meta.seq_len, device, cfg.run_dir)
+    model.precision_note = choice.why if cfg.precision != AUTO else f"auto: {choice.why}"
+    if choice.precision != cfg.precision:
+        cfg.precision = choice.precision
+        prepare_run_dir(cfg)
 
 
 def build_optimizer(cfg: TrainConfig, model: ComposerGPT, device: str = "cpu") -> torch.optim.Optimizer:
@@ -280,6 +295,7 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
         callbacks.append(saver)
     check_checkpoints(cfg, autoresume, guard)
     per_node_signal_files()
+    skip_cpuinfo_subprocess()
     with warnings.catch_warnings():
         # We pass ConsoleSummaryLogger on purpose (it filters per-parameter norms); Composer warns about that.
         warnings.filterwarnings("ignore", message="Specifying the ConsoleLogger via `loggers`")
@@ -395,6 +411,7 @@ def describe_run(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: st
         f"tokens/step  {tokens_per_step:,} ({cfg.global_train_batch_size} x {data.meta.seq_len}; "
         f"{data.device_batch_size} per rank x {dist.get_world_size()} ranks; {torch.get_num_threads()} CPU "
         "threads per rank)",
+        f"precision    {cfg.precision} ({model.precision_note})",
         f"MFU peak     {resolve_peak(cfg.peak_flops, device, cfg.precision)[1]}",
         f"run folder   {cfg.run_dir}  (checkpoints: {cfg.save_folder})",
         "=" * 72,

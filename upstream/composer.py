@@ -2,22 +2,42 @@
 
 Each docstring starts with the upstream bug in one line; each has a test that shows the upstream behaviour
 (named in DESIGN.md's list). They are applied to one Trainer instance where Composer allows it; only
-:func:`per_node_signal_files` must patch Composer's module (idempotently).
+:func:`per_node_signal_files` and :func:`skip_cpuinfo_subprocess` must patch Composer's modules (idempotently).
 """
 from __future__ import annotations
 
 import concurrent.futures
 import os
+import platform
 from typing import Any, Optional
 
 from composer import Trainer
 from composer.callbacks import CheckpointSaver
 from composer.core import Callback, State
 from composer.loggers import Logger, WandBLogger
-from composer.utils import checkpoint, parse_uri, reproducibility
+from composer.utils import checkpoint, collect_env, parse_uri, reproducibility
 from composer.utils import dist as composer_dist
 
 from core.peaks import table_peak
+
+
+def cpu_model_name() -> str:
+    """The CPU's name as the kernel reports it (``model name`` in /proc/cpuinfo), without starting a process."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
+def skip_cpuinfo_subprocess() -> None:
+    """Composer 0.32.1: every Trainer logs its version through ``get_composer_env_dict``, which also asks py-cpuinfo
+    for the CPU's name, and py-cpuinfo starts a second Python interpreter for that: ~1 s at every start on every
+    rank, for a field nothing logs. Answer it from /proc/cpuinfo instead (before the Trainer is built)."""
+    collect_env.get_cpu_model = cpu_model_name
 
 
 def skip_engine_debug_log(trainer: Trainer) -> None:

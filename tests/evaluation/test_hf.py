@@ -45,13 +45,18 @@ def test_load_hf_gpt_matches_transformers_logits(tmp_path, vocab_size):
     assert same_tensors(to_hf_model(model, eos_id=0).state_dict(), hf.state_dict())  # round trip: identical
 
 
-def test_bias_false_exports_as_zero_biases_with_same_logits():
+@pytest.mark.parametrize("gelu", ["tanh", "none"])
+def test_bias_false_exports_as_zero_biases_with_same_logits(gelu, tmp_path):
     from evaluation.hf import to_hf_model
     from gpt import GPT, GPTConfig
+    from training.resume.init_from import load_hf_gpt
 
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=16, vocab_size=257, bias=False, **SHAPE)).eval()
+    model = GPT(GPTConfig(block_size=16, vocab_size=257, bias=False, gelu_approximate=gelu, **SHAPE)).eval()
     hf = to_hf_model(model, eos_id=256)
+    assert hf.config.activation_function == {"tanh": "gelu_new", "none": "gelu"}[gelu]
+    hf.save_pretrained(tmp_path / "hf")
+    assert load_hf_gpt(str(tmp_path / "hf")).config.gelu_approximate == gelu  # and back
     assert not hf.transformer.h[0].attn.c_attn.bias.any() and not hf.transformer.ln_f.bias.any()
     idx = torch.randint(0, 257, (2, 16), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

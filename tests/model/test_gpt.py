@@ -248,15 +248,46 @@ def test_dropout_only_in_training() -> None:
         assert not torch.allclose(model(idx), model(idx))
 
 
-def test_mlp_uses_tanh_gelu() -> None:
-    mlp = MLP(tiny_config()).eval()
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_mlp_uses_the_configured_gelu(approximate) -> None:
+    mlp = MLP(tiny_config(gelu_approximate=approximate)).eval()
     with torch.no_grad():
         mlp.c_fc.weight.normal_(0.0, 0.5)  # pre-activations of order 1, where the two GELUs differ
     x = torch.randn(2, 7, 32)
     h = mlp.c_fc(x)
-    gelu_tanh = 0.5 * h * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (h + 0.044715 * h**3)))
+    gelu_tanh = 0.5 * h * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (h + 0.044715 * h**3)))  # GPT-2's
+    gelu_erf = 0.5 * h * (1.0 + torch.erf(h / math.sqrt(2.0)))  # exact
     with torch.no_grad():
-        torch.testing.assert_close(mlp(x), mlp.c_proj(gelu_tanh))
+        expected, other = (gelu_tanh, gelu_erf) if approximate == "tanh" else (gelu_erf, gelu_tanh)
+        torch.testing.assert_close(mlp(x), mlp.c_proj(expected))
+        assert not torch.allclose(mlp(x), mlp.c_proj(other))
+
+
+def test_gelu_choices_are_the_configs():
+    from gpt import GELU_APPROXIMATIONS
+    from training import config
+
+    assert config.GELU_APPROXIMATIONS == GELU_APPROXIMATIONS and GPTConfig().gelu_approximate == "tanh"
+    with pytest.raises(ValueError, match="gelu_approximate must be one of tanh, none, got 'fast'"):
+        tiny_config(gelu_approximate="fast")
+
+
+@pytest.mark.parametrize("vocab_size", [100, 128])  # 100: padded to 128 rows
+def test_cpu_logits_come_contiguous_from_the_real_vocab_rows(vocab_size) -> None:
+    """On CPU the head multiplies by the real rows only: the same logits as the padded matmul's first columns,
+    contiguous (no copy in the loss, no zero-filled gradient in backward), and the same gradients."""
+    model = tiny_model(vocab_size=vocab_size)
+    idx = torch.randint(0, vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    logits = model(idx)
+    assert logits.shape == (2, 16, vocab_size) and logits.is_contiguous()
+    x = model.transformer.ln_f(model.transformer.h[1](model.transformer.h[0](
+        model.transformer.wte(idx) + model.transformer.wpe(torch.arange(16)))))
+    padded = model.lm_head(x)[..., :vocab_size]
+    torch.testing.assert_close(logits, padded)
+    (grad,) = torch.autograd.grad(logits.square().sum(), model.lm_head.weight)
+    (grad_padded,) = torch.autograd.grad(padded.square().sum(), model.lm_head.weight)
+    torch.testing.assert_close(grad, grad_padded)
+    assert not grad[vocab_size:].any()  # the padded rows get no gradient from the head
 
 
 def test_block_is_pre_layernorm_residual() -> None:

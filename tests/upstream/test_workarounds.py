@@ -238,3 +238,28 @@ def test_signal_file_names_per_node(tmp_path):
     (up0, ours0), (up1, ours1) = outs
     assert up0 == up1 and up0.startswith("._signal_file_node0_")  # the bug: node 1 gets node 0's file
     assert ours0 != ours1 and ours1.endswith("-node1")
+
+
+CPU_PROBE = """
+import sys
+from composer.utils import collect_env
+started = []
+sys.addaudithook(lambda event, args: started.append(args[0]) if event == "subprocess.Popen" else None)
+if sys.argv[1] == "ours":
+    from upstream.composer import skip_cpuinfo_subprocess
+    skip_cpuinfo_subprocess()
+env = collect_env.get_composer_env_dict()  # what every Trainer.__init__ calls to log Composer's version
+print(len(started), env["cpu_model"])
+"""
+
+
+@pytest.mark.parametrize("side", ["upstream", "ours"])
+def test_upstream_trainer_start_runs_a_cpuinfo_subprocess(side):
+    out = subprocess.run([str(PYTHON), "-c", CPU_PROBE, side], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env=train_env())
+    assert out.returncode == 0, out.stderr
+    processes, name = out.stdout.split(" ", 1)
+    if side == "upstream":
+        assert int(processes) >= 1  # py-cpuinfo starts a second interpreter to read the CPU's name
+    else:
+        assert int(processes) == 0 and name.strip()  # the name, from /proc/cpuinfo

@@ -19,7 +19,7 @@ from gpt import GPTConfig
 from training.config import TrainConfig, plain_config
 
 # what a checkpoint written before a fingerprint key existed holds for it: the one value there was then
-BEFORE_THE_KEY = {"optimizer.name": "decoupled_adamw"}
+BEFORE_THE_KEY = {"optimizer.name": "decoupled_adamw", "model.gelu_approximate": "tanh"}
 
 
 def check_fingerprint(saved: Optional[dict[str, Any]], current: dict[str, Any], strict: bool,
@@ -81,7 +81,8 @@ def run_fingerprint(cfg: TrainConfig, meta: DatasetMetadata, metas: dict[StreamS
         "data.num_canonical_nodes": cfg.data.num_canonical_nodes,
         "data.shuffle_algo": cfg.data.shuffle_algo,
         "data.shuffle_block_size": cfg.data.shuffle_block_size,
-        **{f"model.{k}": getattr(gpt, k) for k in ("n_layer", "n_head", "n_embd", "vocab_size", "bias")},
+        **{f"model.{k}": getattr(gpt, k) for k in ("n_layer", "n_head", "n_embd", "vocab_size", "bias",
+                                                         "gelu_approximate")},
         **{key: plain[key] for key in SCHEDULE_KEYS},
         "optimizer.name": optimizer_name,
     }

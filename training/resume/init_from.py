@@ -33,7 +33,9 @@ CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # GELU, tanh approximation: gpt.py's nn.GELU("tanh")
+# HF's activation_function -> gpt.py's gelu_approximate: GELU's tanh approximation (GPT-2's), or the exact erf form
+ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+HF_GELU = {"tanh": "gelu_new", "none": "gelu"}  # what an export writes for each
 LAYER_NORM_EPS = 1e-5  # torch's default, what gpt.py's nn.LayerNorm uses
 WTE = "transformer.wte.weight"
 
@@ -92,7 +94,8 @@ def gpt_config_from_hf(config: "GPT2Config", dropout: float = 0.0) -> GPTConfig:
     """GPT2Config -> GPTConfig. Dropout is a training choice, not part of the weights, so it is not read from
     the HF config (GPT-2's 0.1 pdrops): the caller passes it (eval: irrelevant; training: model.dropout)."""
     return GPTConfig(block_size=config.n_positions, vocab_size=config.vocab_size, n_layer=config.n_layer,
-                     n_head=config.n_head, n_embd=config.n_embd, dropout=dropout, bias=True)
+                     n_head=config.n_head, n_embd=config.n_embd, dropout=dropout, bias=True,
+                     gelu_approximate=ACTIVATIONS[config.activation_function])
 
 
 def gpt_state_from_hf(hf_state: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
@@ -158,7 +161,7 @@ def resumed_init_config(init_from: str, recorded: GPTConfig, overrides: dict[str
 
 
 def _refuse_shape_overrides(init_from: str, config: GPTConfig, overrides: dict[str, Any]) -> None:
-    shape = {k: getattr(config, k) for k in ("n_layer", "n_head", "n_embd", "bias")}
+    shape = {k: getattr(config, k) for k in ("n_layer", "n_head", "n_embd", "bias", "gelu_approximate")}
     clash = [f"model.{k}={v} (the model has {shape[k]})" for k, v in overrides.items() if k in shape and v != shape[k]]
     if clash:
         raise ConfigError(f"model.init_from={init_from} fixes the model's shape, but {', '.join(clash)}; drop these "
