@@ -36,7 +36,8 @@ def hf_config_from_gpt(config: GPTConfig, eos_id: int) -> "GPT2Config":
     from transformers import GPT2Config
 
     return GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
-                      n_layer=config.n_layer, n_head=config.n_head, activation_function=HF_GELU[config.gelu_approximate],
+                      n_layer=config.n_layer, n_head=config.n_head,
+                      activation_function=HF_GELU[config.gelu_approximate],
                       resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
                       layer_norm_epsilon=LAYER_NORM_EPS, bos_token_id=eos_id, eos_token_id=eos_id,
                       tie_word_embeddings=True, architectures=["GPT2LMHeadModel"])
