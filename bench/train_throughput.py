@@ -5,14 +5,16 @@
 
 The model: gpt.py's "mini" preset (6 layers, 6 heads, 384 dim: nanoGPT's shakespeare_char shape), seq 256, batch 8,
 dropout 0, biases on (as GPT-2 and transformers' GPT2LMHeadModel). Data: Tiny Shakespeare (assets/) converted at
-seq 256 with the bytes tokenizer (vocab 257, the analogue of nanoGPT's char vocab; padded to 320 in gpt.py), or
+seq 256 with the bytes tokenizer (vocab 257, the analogue of nanoGPT's char vocab; 320 rows in gpt.py), or
 with ``--tokenizer gpt2`` the GPT-2 BPE (vocab 50257, padded to 50304). Optimizer everywhere: AdamW (torch's on the
 plain loops, Composer's DecoupledAdamW in our trainer: the same update), grad clipping at 1.0, fp32 cross-entropy.
 
 Three parts, each printed as a table with its ratios:
 
 1. Models, in one process, steps interleaved round-robin (so the other jobs on this shared machine slow every
-   variant alike): gpt.py and transformers' GPT2LMHeadModel (SDPA attention, ``use_cache=False``), fp32 and bf16
+   variant alike): gpt.py, transformers' GPT2LMHeadModel (SDPA attention, ``use_cache=False``) and, with
+   ``--nanogpt DIR``, nanoGPT's own ``model.py`` stepped with its own loss; all with the yaml's GELU (exact, as
+   nanoGPT's and MPT's; transformers' ``activation_function="gelu"``), fp32 and bf16
    autocast (``torch.autocast("cpu", torch.bfloat16)``: matmuls in bf16, weights and optimizer fp32), and with
    ``--compile`` gpt.py under ``torch.compile`` (its compile time is printed). Between rounds the process times a
    4096 x 4096 fp32 and bf16 matmul: the peaks MFU is measured against (best of all rounds).
@@ -58,7 +60,7 @@ YAML = ROOT / "yamls" / "nanogpt-cpu.yaml"
 SEQ, BATCH, PRESET = 256, 8, "mini"
 PEAK_N = 4096
 SEED = 17
-GPT_PY, HF = "gpt.py", "transformers GPT2LMHeadModel"
+GPT_PY, HF, NANO = "gpt.py", "transformers GPT2LMHeadModel", "nanoGPT model.py"
 COMPILED = "gpt.py, torch.compile"
 
 
@@ -72,20 +74,25 @@ def overrides(ds: str, steps: int, precision: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------- models
 
 
-def gpt_model(vocab: int):
+def gpt_model(vocab: int, gelu: str):
+    """gpt.py's mini model with ``gelu`` (the yaml's ``model.gelu_approximate``: every model of a part computes the
+    same function, nanoGPT's ``model.py`` and llm-foundry's MPT use the exact GELU)."""
     from gpt import GPT, GPTConfig
 
-    return GPT(GPTConfig.from_preset(PRESET, block_size=SEQ, vocab_size=vocab, dropout=0.0, bias=True))
+    return GPT(GPTConfig.from_preset(PRESET, block_size=SEQ, vocab_size=vocab, dropout=0.0, bias=True,
+                                     gelu_approximate=gelu))
 
 
-def hf_model(vocab: int):
+def hf_model(vocab: int, gelu: str):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from gpt import PRESETS
+    from training.resume.init_from import HF_GELU
 
     shape = PRESETS[PRESET]
     config = GPT2Config(n_layer=shape["n_layer"], n_head=shape["n_head"], n_embd=shape["n_embd"], n_positions=SEQ,
-                        vocab_size=vocab, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False)
+                        vocab_size=vocab, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False,
+                        activation_function=HF_GELU[gelu])
     model = GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
     assert model.config._attn_implementation == "sdpa"
     return model
@@ -111,19 +118,42 @@ def adamw(model, lr: float, betas=(0.9, 0.99), eps: float = 1e-8, weight_decay: 
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas, eps=eps)
 
 
-def train_step(forward, model, opt, batch, bf16: bool, clip: float = 1.0) -> float:
-    """One plain-PyTorch training step, as nanoGPT's loop (and our trainer) do it."""
+def train_step(forward, model, opt, batch, bf16: bool, clip: float = 1.0, own_loss: bool = False) -> float:
+    """One plain-PyTorch training step, as nanoGPT's loop (and our trainer) do it. ``own_loss``: ``forward(ids,
+    labels)`` returns the loss itself (nanoGPT's ``model(X, Y)``, its cross-entropy under its autocast)."""
     import torch
     import torch.nn.functional as F
 
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits = forward(batch["input_ids"])
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten())
+        out = forward(batch["input_ids"], batch["labels"]) if own_loss else forward(batch["input_ids"])
+    loss = out if own_loss else F.cross_entropy(out.flatten(0, 1).float(), batch["labels"].flatten())
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
     return loss.item()  # as any loop that logs its loss
+
+
+def model_variant(name: str, vocab: int, nanogpt_dir: str | None) -> tuple:
+    """(model, forward, training FLOPs per token) of a part-1 variant. nanoGPT's ``model.py`` (bench/gpu_check.py's
+    loader: its vocab padded to 50304 for GPT-2's, as its train.py does) is stepped with its own loss."""
+    import torch
+
+    if name == NANO:
+        from bench.gpu_check import Shape, nanogpt
+        from gpt import PRESETS
+
+        shape = PRESETS[PRESET]
+        model, _, flops = nanogpt(Shape(shape["n_layer"], shape["n_head"], shape["n_embd"], SEQ, BATCH, vocab),
+                                  "cpu", nanogpt_dir)
+        return model, lambda ids, labels, m=model: m(ids, labels)[1], flops
+    from training.config import load_config
+
+    gelu = load_config(str(YAML), []).model.gelu_approximate
+    model = hf_model(vocab, gelu) if name == HF else gpt_model(vocab, gelu)
+    if name == HF:
+        return model, lambda ids, m=model: m(input_ids=ids).logits, flops_per_token(model)
+    return model, torch.compile(model) if name == COMPILED else model, flops_per_token(model)
 
 
 def matmul_gflops(dtype, n: int = PEAK_N) -> float:
@@ -139,7 +169,7 @@ def matmul_gflops(dtype, n: int = PEAK_N) -> float:
 # ------------------------------------------------------------------------------------------------- part 1: models
 
 
-def compare_models(ds: str, steps: int, compile_: bool) -> dict:
+def compare_models(ds: str, steps: int, compile_: bool, nanogpt_dir: str | None = None) -> dict:
     """Every variant trains on the same batches, one step each in turn; the peaks are timed between rounds."""
     import torch
     from composer.utils import reproducibility
@@ -149,20 +179,16 @@ def compare_models(ds: str, steps: int, compile_: bool) -> dict:
 
     vocab = fetch_metadata(ds, None).vocab_size
     specs = [(GPT_PY, "fp32"), (GPT_PY, "bf16"), (HF, "fp32"), (HF, "bf16")]
+    specs += [(NANO, "fp32"), (NANO, "bf16")] if nanogpt_dir else []
     if compile_:
         specs += [(COMPILED, "fp32"), (COMPILED, "bf16")]
     variants = []
     for name, precision in specs:
         reproducibility.seed_all(SEED)
-        model = hf_model(vocab) if name == HF else gpt_model(vocab)
+        model, forward, flops = model_variant(name, vocab, nanogpt_dir)
         model.train()
-        if name == HF:
-            forward = lambda ids, m=model: m(input_ids=ids).logits  # noqa: E731
-        else:
-            forward = torch.compile(model) if name == COMPILED else model
         variants.append({"name": name, "precision": precision, "model": model, "forward": forward,
-                         "opt": adamw(model, 1e-3), "durations": [],
-                         "flops_per_token": flops_per_token(model)})
+                         "opt": adamw(model, 1e-3), "durations": [], "flops_per_token": flops})
     loader = build_dataspec([StreamSource(ds)], "train", BATCH, LoaderSettings(shuffle=True, shuffle_seed=SEED))
     batches = iter(loader.dataloader)
     peaks = {"fp32": [], "bf16": []}
@@ -172,7 +198,8 @@ def compare_models(ds: str, steps: int, compile_: bool) -> dict:
         batch = next(batches)
         for v in variants:
             t = time.perf_counter()
-            train_step(v["forward"], v["model"], v["opt"], batch, v["precision"] == "bf16")
+            train_step(v["forward"], v["model"], v["opt"], batch, v["precision"] == "bf16",
+                       own_loss=v["name"] == NANO)
             v["durations"].append(time.perf_counter() - t)
         peaks["fp32"].append(matmul_gflops(torch.float32))
         peaks["bf16"].append(matmul_gflops(torch.bfloat16))
@@ -196,7 +223,7 @@ def plain_loop(ds: str, steps: int, precision: str) -> dict:
     clean_stale_shared_memory()
     train = build_dataspec([StreamSource(ds)], "train", BATCH, LoaderSettings(shuffle=True, shuffle_seed=cfg.seed))
     reproducibility.seed_all(cfg.seed)
-    model = gpt_model(fetch_metadata(ds, None).vocab_size)
+    model = gpt_model(fetch_metadata(ds, None).vocab_size, cfg.model.gelu_approximate)
     o = cfg.optimizer
     opt = adamw(model, o.lr, tuple(o.betas), o.eps, o.weight_decay)
     warmup = int(cfg.scheduler.t_warmup.removesuffix("ba"))
@@ -352,11 +379,14 @@ def report_models(res: dict, warmup: int) -> dict:
         flops = v["flops_per_token"]
         print(f"{v['name']:36}{v['precision']:>5}{rate:>10.0f}{best:>11.0f}{mfu(rate, flops, p32):>13.1%}"
               f"{mfu(rate, flops, own):>12.1%}{sum(d) / len(d):>8.3f}{first}")
+
     def ratio(a: tuple, b: tuple) -> str:
         return f"{rates[a] / rates[b]:.2f}x (best steps: {bests[a] / bests[b]:.2f}x)"
 
     for prec in ("fp32", "bf16"):
         print(f"gpt.py / transformers, {prec}: {ratio((GPT_PY, prec), (HF, prec))}  (goal >= 1)")
+        if (NANO, prec) in rates:
+            print(f"gpt.py / nanoGPT model.py, {prec}: {ratio((GPT_PY, prec), (NANO, prec))}  (goal >= 1)")
     print(f"bf16 autocast / fp32: gpt.py {ratio((GPT_PY, 'bf16'), (GPT_PY, 'fp32'))}, "
           f"transformers {ratio((HF, 'bf16'), (HF, 'fp32'))}")
     if (COMPILED, "bf16") in rates:
@@ -412,6 +442,7 @@ def main() -> int:
     parser.add_argument("--tokenizer", default="bytes", choices=("bytes", "gpt2"))
     parser.add_argument("--precisions", default="fp32,amp_bf16", help="trainer / plain precisions (part 2)")
     parser.add_argument("--compile", action="store_true", help="also time gpt.py under torch.compile (part 1)")
+    parser.add_argument("--nanogpt", metavar="DIR", help="a nanoGPT checkout: its model.py's step in part 1")
     parser.add_argument("--skip-trainer", action="store_true", help="part 1 only")
     parser.add_argument("--foundry-venv", type=Path, metavar="DIR",
                         help="part 3: llm-foundry's trainer from this venv beside ours (GPT-2 vocab, fp32)")
@@ -422,7 +453,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.worker:
         kind, ds = args.worker
-        out = compare_models(ds, args.model_steps, args.compile) if kind == "models" else \
+        out = compare_models(ds, args.model_steps, args.compile, args.nanogpt) if kind == "models" else \
             plain_loop(ds, args.steps, args.precision)
         print(json.dumps(out))
         return 0
@@ -458,7 +489,9 @@ def measure_parts_1_2(args: argparse.Namespace, work: Path) -> tuple[dict, dict]
     ds = prepare_data(work, SEQ, args.tokenizer)
     cmd = [sys.executable, __file__, "--worker", "models", str(ds), "--model-steps", str(args.model_steps)]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor")}  # compile from cold
-    out = subprocess.run(cmd + (["--compile"] if args.compile else []), check=True, capture_output=True,
+    cmd += ["--compile"] if args.compile else []
+    cmd += ["--nanogpt", str(Path(args.nanogpt).absolute())] if args.nanogpt else []
+    out = subprocess.run(cmd, check=True, capture_output=True,
                          text=True, cwd=ROOT, env=env)
     models = json.loads(out.stdout.strip().splitlines()[-1])
     results: dict = {}
