@@ -60,7 +60,8 @@ print(json.dumps({"seconds": spent, "cpu": cpu, "tokens": tokens}))
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mb", type=float, default=100, help="MB of document text to generate (default 100)")
-    p.add_argument("--tokenizer", default=str(ASSETS / "gpt2"), help="tokenizer folder (default: the shipped GPT-2 BPE)")
+    p.add_argument("--tokenizer", default=str(ASSETS / "gpt2"),
+                   help="tokenizer folder (default: the shipped GPT-2 BPE)")
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--repeats", type=int, default=1, help="best of N interleaved runs (default 1)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (printed)")

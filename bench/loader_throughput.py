@@ -150,7 +150,8 @@ def main() -> int:
         flat = work / "train.bin"
         n_tokens = run_worker("flat", ds, 0, 0, flat)["tokens"]
         big = f"data.predownload={PREDOWNLOAD_ALL}"
-        kinds = {"ours, num_workers=0": (0,), "ours, num_workers=2": (2,), f"ours, num_workers=0, {big}": (0, PREDOWNLOAD_ALL),
+        kinds = {"ours, num_workers=0": (0,), "ours, num_workers=2": (2,),
+                 f"ours, num_workers=0, {big}": (0, PREDOWNLOAD_ALL),
                  f"ours, num_workers=2, {big}": (2, PREDOWNLOAD_ALL)}
         results: dict[str, list] = {name: [] for name in [*kinds, MEMMAP]}
         for _ in range(args.repeats):

@@ -73,8 +73,9 @@ def _val_at_or_below(metrics: Path, offset: int, target: float) -> tuple[bool, i
         f.seek(offset)
         chunk = f.read()
     complete = chunk[: chunk.rfind(b"\n") + 1]
+    key = "metrics/val/LanguageCrossEntropy"
     for line in complete.splitlines():
-        if b"metrics/val/LanguageCrossEntropy" in line and json.loads(line)["metrics/val/LanguageCrossEntropy"] <= target:
+        if key.encode() in line and json.loads(line)[key] <= target:
             return True, offset + len(complete)
     return False, offset + len(complete)
 
@@ -144,8 +145,8 @@ def plain_loop(ds: str, steps: int) -> dict:
     o = cfg.optimizer
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0}],
-                            lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0}]
+    opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
     warmup = int(cfg.scheduler.t_warmup.removesuffix("ba"))
 
     def lr_at(t: int) -> float:  # Composer's CosineAnnealingWithWarmupScheduler, written out
