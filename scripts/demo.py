@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from conversion.convert import convert  # noqa: E402
-from core.runs import read_metrics  # noqa: E402
+from core.runs import PRECISION_FILE, read_metrics  # noqa: E402
 from evaluation.checkpoints import load_gpt, run_tokenizer  # noqa: E402
 from evaluation.compare import plot_runs  # noqa: E402
 from sampling import sample_text  # noqa: E402
@@ -39,6 +39,15 @@ def stdlib_corpus(out: Path, limit_mb: int = CORPUS_MB) -> Path:
     return out
 
 
+def precision_line(run_dir: Path) -> str:
+    """What tiny.yaml's ``precision: auto`` chose for this machine, and the times it chose by."""
+    path = run_dir / PRECISION_FILE
+    if not path.is_file():  # precision set explicitly on the command line
+        return "set on the command line"
+    choice = json.loads(path.read_text(encoding="utf-8"))
+    return f"{choice['precision']} (auto: {choice['why']})"
+
+
 def main() -> int:
     if not (DATA / "metadata.json").exists():
         corpus = stdlib_corpus(ROOT / "data" / "demo_src" / "stdlib.jsonl")
@@ -56,6 +65,7 @@ def main() -> int:
     print("\n" + "=" * 72)
     print(f"final val loss   {last_val[VAL_KEY]:.4f} nats/token (step {last_val['step']})")
     print(f"final val bpb    {last_val['metrics/val/BitsPerByte']:.4f} bits/byte")
+    print(f"precision        {precision_line(run_dir)}")
     print(f"loss curve       {png}")
     print(f"sample           (prompt 'def ', temperature 0.8, top-k 40)\n{'-' * 72}\n{text}\n{'-' * 72}")
     return 0

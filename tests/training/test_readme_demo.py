@@ -82,6 +82,12 @@ def test_make_demo_end_to_end(tmp_path):
     assert float(loss.group(1)) == pytest.approx(last["metrics/val/LanguageCrossEntropy"], abs=1e-4)
     assert float(bpb.group(1)) == pytest.approx(last["metrics/val/BitsPerByte"], abs=1e-4)
     assert float(loss.group(1)) < 5.0  # below uniform over 257 ids (5.55): it trained
+    # the precision tiny.yaml's `auto` chose on this machine, and why: the times it measured, as recorded
+    chosen = re.search(r"^precision +(fp32|amp_bf16) \(auto: a forward \+ backward of 24 x 128 took [\d.]+ ms in fp32, "
+                       r"[\d.]+ ms in bf16 on this CPU", out, re.M)
+    assert chosen, out[-2000:]
+    assert json.loads((run / "precision.json").read_text())["precision"] == chosen.group(1)
+    assert f"\nprecision: {chosen.group(1)}\n" in (run / "config.yaml").read_text()
     png = run / "loss.png"
     assert re.search(rf"^loss curve +{re.escape(str(png))}$", out, re.M)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
