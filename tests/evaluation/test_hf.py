@@ -105,6 +105,8 @@ def test_init_from_checks_against_dataset_and_overrides(tmp_path):
         init_config(spec, {}, seq_len=128, vocab_size=50257)
     with pytest.raises(ConfigError, match=r"model.n_embd=64 \(the model has 32\), model.bias=False"):
         init_config(spec, {"n_embd": 64, "bias": False}, seq_len=32, vocab_size=50257)
+    with pytest.raises(ConfigError, match=r"model.gelu_approximate=none \(the model has tanh\); drop these"):
+        init_config(spec, {"gelu_approximate": "none"}, seq_len=32, vocab_size=50257)  # gelu_new: the tanh GELU
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +130,8 @@ def fsdp_init_run(tmp_path_factory, shakespeare_text, gpt2_dir, hf_pair) -> Path
     ds = make_dataset(root, shakespeare_text[:20_000], seq_len=32, tokenizer=str(gpt2_dir))
     hf = root / "hf-a"
     shutil.copytree(hf_pair[0], hf)
-    args = tiny_args(ds, root / "runs", "run_name=r", "parallelism=fsdp", "model.bias=true", "optimizer.lr=1e-30",
+    args = tiny_args(ds, root / "runs", "run_name=r", "parallelism=fsdp", "model.bias=true",
+                     "model.gelu_approximate=tanh", "optimizer.lr=1e-30",
                      "save_interval=1ba", "eval_interval=1000ba", f"model.init_from=hf:{hf}")
     run_train([*args, "max_duration=1ba"], nproc=2)
     shutil.rmtree(hf)  # the HF cache was cleaned, the folder moved...
