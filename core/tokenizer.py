@@ -233,6 +233,11 @@ def _load_hub_name(name: str) -> Tokenizer:
 
 
 TOKENIZER_BACKENDS = ("auto", "hf", "tiktoken")
+CHUNK_CHARS = 1 << 20  # a longer document is encoded in slices of about this many characters
+# a space between two non-space characters: GPT-2's pre-tokenizer always starts a piece there (no piece reaches past
+# a non-space character into a space; " ?X+" takes one space at its start). Python's \S is narrower than the
+# tokenizer regex's (str.isspace holds for every Unicode White_Space character), so a cut here is a cut there.
+_SAFE_CUT = re.compile(r"(?<=\S) (?=\S)")
 
 
 def resolve_backend(tok: Tokenizer, backend: str) -> str:
@@ -247,6 +252,21 @@ def resolve_backend(tok: Tokenizer, backend: str) -> str:
     if tok.kind == "bytes":
         return "bytes"
     return "tiktoken" if gpt2 and backend != "hf" else "hf"
+
+
+def gpt2_slices(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    """``text`` cut into slices of about ``size`` characters, only where GPT-2's pre-tokenizer starts a piece
+    anyway, so that encoding the slices one by one gives the ids of the whole text. Bounds what one encode call
+    holds (a 100 MB one-line document is ~25M ids: a Python list of 0.9 GB); a text with no such place stays whole."""
+    slices, start = [], 0
+    while len(text) - start > size:
+        cut = _SAFE_CUT.search(text, start + size)
+        if cut is None:
+            break
+        slices.append(text[start:cut.start()])
+        start = cut.start()
+    slices.append(text[start:])
+    return slices
 
 
 def is_gpt2_bpe(tok: Tokenizer) -> bool:

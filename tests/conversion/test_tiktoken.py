@@ -83,7 +83,8 @@ def test_only_gpt2s_bpe_goes_through_tiktoken(gpt2, gpt2_dir, tmp_path):
 
 def _corpus(path: Path, shakespeare_text: str) -> Path:
     paragraphs = [p for p in shakespeare_text.split("\n\n") if p.strip()][:1500]
-    docs = paragraphs + TRICKY + _random_texts(200, seed=1)
+    one_line = shakespeare_text.replace("\n", " ") * 2  # 2.2M characters: encoded in slices by both backends
+    docs = paragraphs + TRICKY + _random_texts(200, seed=1) + [one_line]
     path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     return path
 
@@ -122,3 +123,25 @@ def test_forcing_tiktoken_on_another_tokenizer_is_one_error_line(tmp_path, shake
                        "--tokenizer-backend", "tiktoken")
     one_error(proc, "--tokenizer-backend tiktoken encodes GPT-2's BPE only", "use --tokenizer-backend auto")
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+LONG = [
+    "word " * 3000,
+    "one  two   three\tfour\nfive \n six seven" * 500,  # cuts only before " seven"
+    ("x" * 700 + " ") * 40 + "y" * 5000,   # long words, and a tail with nowhere to cut
+    " " + "a b " * 2000 + "   ",
+    "日本語 テキスト 🤖 emoji's, don't " * 400,
+]
+
+
+@pytest.mark.parametrize("backend", ["hf", "tiktoken"])
+def test_a_long_document_in_slices_gives_the_ids_of_the_whole(gpt2, backend):
+    from core.tokenizer import gpt2_slices
+
+    tok, enc = gpt2
+    encode = tok.encode if backend == "hf" else enc.encode_ordinary
+    for text in LONG:
+        slices = gpt2_slices(text, size=50)
+        assert "".join(slices) == text and len(slices) > 5
+        assert [i for s in slices for i in encode(s)] == encode(text), text[:60]
+    assert gpt2_slices("z" * 500, size=50) == ["z" * 500]  # no safe place: whole
