@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                 "S3_ENDPOINT_URL)")
     p.add_argument("--tokenizer", metavar="TOK",
                    help="'bytes', a folder with tokenizer.json or vocab.json + merges.txt, or a cached HF name")
+    p.add_argument("--tokenizer-backend", choices=("auto", "hf", "tiktoken"), default="auto",
+                   help="what encodes: for GPT-2's BPE tiktoken (auto; 3-4x faster, the same ids) or the HF "
+                        "tokenizer (hf); every other tokenizer: hf. The output is the same bytes either way")
     p.add_argument("--seq-len", type=int, metavar="N", help="tokens the model reads per sample (each sample "
                                                             "stores N + 1)")
     p.add_argument("--val-fraction", type=float, default=0.0005, metavar="F",
@@ -69,7 +72,7 @@ def request_from(args: argparse.Namespace) -> ConvertRequest:
     hf = HFSource(args.hf_dataset, args.hf_config, args.hf_split) if args.hf_dataset else None
     return ConvertRequest(tuple(args.inputs), args.out, args.tokenizer, args.seq_len, args.val_fraction,
                           args.text_key, args.compression, args.size_limit, args.workers, args.group_by,
-                          args.skip_bad, hf, args.overwrite, not args.no_progress)
+                          args.skip_bad, hf, args.overwrite, not args.no_progress, args.tokenizer_backend)
 
 
 def verify_main(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from conversion.packing import flatten_documents
 from conversion.parallel import OrderedPool
 from conversion.sources import Document
 from core.memory import release_free_memory
-from core.tokenizer import Tokenizer, token_dtype
+from core.tokenizer import CHUNK_CHARS, Tokenizer, gpt2_slices, is_gpt2_bpe, tiktoken_gpt2, token_dtype
 
 TRAIN, VAL = "train", "val"
 SPLIT_RULE = "blake2b(utf8(text), digest_size=8) / 2**64 < val_fraction -> val"
@@ -39,16 +39,18 @@ def assign_split(data: bytes, val_fraction: float) -> str:
 class EncoderSpec:
     """Everything a worker needs to encode exactly as the main process would."""
 
-    kind: str  # "bytes" or "hf"
-    tokenizer_json: str | None  # the fast tokenizer's serialized form (hf only)
+    backend: str  # "bytes", "hf" or "tiktoken" (core.tokenizer.resolve_backend)
+    tokenizer_json: str | None  # the fast tokenizer's serialized form (hf and tiktoken)
     eos_id: int
     dtype: str
     val_fraction: float
+    gpt2: bool = False  # GPT-2's BPE (either backend): a long document may be encoded in slices (gpt2_slices)
 
     @classmethod
-    def of(cls, tok: Tokenizer, val_fraction: float) -> "EncoderSpec":
+    def of(cls, tok: Tokenizer, val_fraction: float, backend: str = "hf") -> "EncoderSpec":
         blob = tok.hf.backend_tokenizer.to_str() if tok.kind == "hf" else None
-        return cls(tok.kind, blob, tok.eos_id, token_dtype(tok.vocab_size), val_fraction)
+        return cls(backend if tok.kind == "hf" else "bytes", blob, tok.eos_id, token_dtype(tok.vocab_size),
+                   val_fraction, is_gpt2_bpe(tok))
 
 
 @dataclass
@@ -81,16 +83,28 @@ class BatchEncoder:
 
     def __init__(self, spec: EncoderSpec):
         self.spec = spec
-        self._hf = None
-        if spec.kind == "hf":
+        self._hf = self._tiktoken = None
+        if spec.backend == "hf":
             from tokenizers import Tokenizer as RustTokenizer
 
             self._hf = RustTokenizer.from_str(spec.tokenizer_json)
             self._hf.encode_special_tokens = True  # not serialized: a literal <|endoftext|> must stay text
+        elif spec.backend == "tiktoken":
+            assert spec.tokenizer_json is not None
+            self._tiktoken = tiktoken_gpt2(spec.tokenizer_json, spec.eos_id)
 
     def encode(self, text: str, raw: bytes) -> np.ndarray | list[int]:
-        if self._hf is None:
+        if self._hf is None and self._tiktoken is None:
             return np.frombuffer(raw, dtype=np.uint8)
+        if not self.spec.gpt2 or len(text) <= CHUNK_CHARS:
+            return self._encode(text)
+        # a long document in slices (where GPT-2's pre-tokenizer cuts anyway: the same ids), kept compact
+        return np.concatenate([np.asarray(self._encode(t), dtype=self.spec.dtype) for t in gpt2_slices(text)])
+
+    def _encode(self, text: str) -> list[int]:
+        if self._tiktoken is not None:
+            return self._tiktoken.encode_ordinary(text)  # ordinary: a literal <|endoftext|> stays text
+        assert self._hf is not None
         return self._hf.encode_batch_fast([text], add_special_tokens=False)[0].ids
 
     def __call__(self, texts: Sequence[str], groups: Sequence[str | None] | None = None) -> BatchResult:

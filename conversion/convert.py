@@ -47,7 +47,7 @@ from core.metadata import (
     read_metadata,
     tokenizer_files,
 )
-from core.tokenizer import Tokenizer, load_tokenizer, token_dtype
+from core.tokenizer import Tokenizer, load_tokenizer, resolve_backend, token_dtype
 
 __all__ = ["ConvertRequest", "Conversion", "HFSource", "assign_split", "convert", "run", "TRAIN", "VAL"]
 
@@ -88,6 +88,7 @@ class ConvertRequest:
     hf: HFSource | None = None
     overwrite: bool = False
     progress: bool = True
+    tokenizer_backend: str = "auto"  # auto | hf | tiktoken: changes how (speed), never what, is written
 
 
 @dataclass
@@ -126,6 +127,7 @@ def run(req: ConvertRequest) -> Conversion:
     req = replace(req, workers=resolve_workers(req.workers))
     paths = _inputs(req)
     tok = load_tokenizer(req.tokenizer)
+    resolve_backend(tok, req.tokenizer_backend)  # refused before anything is read or written
     record = request_record(req, paths, tok)
     if not _URL.match(req.out):
         out_dir = Path(req.out).expanduser()
@@ -159,7 +161,8 @@ def _convert_local(paths: list[Path], out_dir: Path, tok: Tokenizer, record: dic
     bad = BadRecords() if req.skip_bad else None
     docs = _documents(req, paths, bad)  # a hub dataset is resolved now, before anything is written
     with built_then_swapped(out_dir) as partial:  # never half a dataset at out_dir, even on Ctrl-C
-        return _convert_into(partial, docs, tok, req, record, _source(record, paths), bad)
+        source = {**_source(record, paths), "tokenizer_backend": resolve_backend(tok, req.tokenizer_backend)}
+        return _convert_into(partial, docs, tok, req, record, source, bad)
 
 
 def _documents(req: ConvertRequest, paths: list[Path], bad: BadRecords | None) -> Iterator[Document]:
@@ -218,7 +221,8 @@ def _source(record: dict, paths: list[Path]) -> dict:
 def _recorded(meta: DatasetMetadata) -> dict:
     """The request record a finished dataset was made with (as :func:`request_record` builds it)."""
     return {"tokenizer": {k: v for k, v in meta.tokenizer.items() if k != "files"}, "seq_len": meta.seq_len,
-            **{k: v for k, v in meta.source.items() if k not in ("inputs", "group", "bad_records", "index_sha256")}}
+            **{k: v for k, v in meta.source.items()
+               if k not in ("inputs", "group", "bad_records", "index_sha256", "tokenizer_backend")}}
 
 
 def already_converted(out_dir: Path, record: dict, group_by: str | None) -> Conversion | None:
@@ -511,7 +515,7 @@ def _pack_all(docs: Iterable[Document], tok: Tokenizer, outputs: _Outputs, req: 
               bad: BadRecords | None) -> int:
     """Tokenize batch by batch (here or in workers) and feed the packers in input order; returns the documents."""
     documents = 0
-    spec = EncoderSpec.of(tok, req.val_fraction)
+    spec = EncoderSpec.of(tok, req.val_fraction, resolve_backend(tok, req.tokenizer_backend))
     results = encode_batches(_batches(docs), spec, req.workers, grouped=req.group_by is not None)
     with _Progress(req.progress) as bar, closing(results):
         for batch, result in results:

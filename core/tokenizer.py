@@ -7,10 +7,15 @@ to the shards), and generation decodes with it. Two kinds:
 * ``hf``: a Hugging Face fast tokenizer: a hub name (must already be cached: we never download), or a local
   directory holding ``tokenizer.json`` or GPT-2 BPE files ``vocab.json`` + ``merges.txt``.
 
+Encoding backends (conversion's ``--tokenizer-backend``): the HF tokenizer is the reference; GPT-2's BPE itself
+(recognised by the hash of its canonical ``tokenizer.json``) can also be encoded by ``tiktoken``, 3-4x faster, built
+from the same vocab and merges (:func:`tiktoken_gpt2`), with exactly the same ids.
+
 Document text is always encoded as ordinary text: a literal ``<|endoftext|>`` inside a document stays text.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -138,11 +143,18 @@ def _tokenizer_sha256(hf) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, character -> byte: printable bytes stand for themselves, the other 68 for
+    chr(256 + n) in byte order (as GPT-2's ``bytes_to_unicode``; here so that workers need not import
+    transformers)."""
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    rest = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + n): b for n, b in enumerate(rest)}}
+
+
 def _hf_token_bytes(hf, vocab_size: int) -> np.ndarray:
     """Byte length per token, read off the token strings (byte-level BPE exactly; byte-fallback and ▁ too)."""
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
-
-    byte_decoder = {ch: b for b, ch in bytes_to_unicode().items()}
+    byte_decoder_ = byte_decoder()
     decoder_type = json.loads(hf.backend_tokenizer.to_str()).get("decoder") or {}
     byte_level = "ByteLevel" in json.dumps(decoder_type)
     special = set(hf.all_special_ids) | set(hf.added_tokens_decoder.keys())
@@ -150,7 +162,7 @@ def _hf_token_bytes(hf, vocab_size: int) -> np.ndarray:
     for i, tok in enumerate(hf.convert_ids_to_tokens(list(range(vocab_size)))):
         if tok is None or i in special:
             continue
-        if byte_level and all(ch in byte_decoder for ch in tok):
+        if byte_level and all(ch in byte_decoder_ for ch in tok):
             table[i] = len(tok)  # each char of a byte-level token is exactly one byte
         elif _BYTE_FALLBACK.match(tok):
             table[i] = 1
@@ -218,6 +230,77 @@ def _load_hub_name(name: str) -> Tokenizer:
     if not hf.is_fast:
         raise TokenizerError(f"tokenizer {name!r} has no fast (Rust) version; convert it to tokenizer.json first")
     return HFTokenizer(hf, name)
+
+
+TOKENIZER_BACKENDS = ("auto", "hf", "tiktoken")
+CHUNK_CHARS = 1 << 20  # a longer document is encoded in slices of about this many characters
+# a space between two non-space characters: GPT-2's pre-tokenizer always starts a piece there (no piece reaches past
+# a non-space character into a space; " ?X+" takes one space at its start). Python's \S is narrower than the
+# tokenizer regex's (str.isspace holds for every Unicode White_Space character), so a cut here is a cut there.
+_SAFE_CUT = re.compile(r"(?<=\S) (?=\S)")
+
+
+def resolve_backend(tok: Tokenizer, backend: str) -> str:
+    """The encoder conversion runs: ``bytes`` for the bytes tokenizer; for GPT-2's BPE ``tiktoken`` unless ``hf``
+    is asked for; ``hf`` for every other tokenizer (``tiktoken`` asked for one of those is refused)."""
+    if backend not in TOKENIZER_BACKENDS:
+        raise TokenizerError(f"--tokenizer-backend {backend!r} is not one of {', '.join(TOKENIZER_BACKENDS)}")
+    gpt2 = is_gpt2_bpe(tok)
+    if backend == "tiktoken" and not gpt2:
+        raise TokenizerError(f"--tokenizer-backend tiktoken encodes GPT-2's BPE only, and tokenizer {tok.name!r} is "
+                             "another one; use --tokenizer-backend auto (or hf)")
+    if tok.kind == "bytes":
+        return "bytes"
+    return "tiktoken" if gpt2 and backend != "hf" else "hf"
+
+
+def gpt2_slices(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    """``text`` cut into slices of about ``size`` characters, only where GPT-2's pre-tokenizer starts a piece
+    anyway, so that encoding the slices one by one gives the ids of the whole text. Bounds what one encode call
+    holds (a 100 MB one-line document is ~25M ids: a Python list of 0.9 GB); a text with no such place stays whole."""
+    slices, start = [], 0
+    while len(text) - start > size:
+        cut = _SAFE_CUT.search(text, start + size)
+        if cut is None:
+            break
+        slices.append(text[start:cut.start()])
+        start = cut.start()
+    slices.append(text[start:])
+    return slices
+
+
+def is_gpt2_bpe(tok: Tokenizer) -> bool:
+    """Whether ``tok`` is GPT-2's BPE exactly: its canonical tokenizer.json hashes as the shipped files' do."""
+    return tok.kind == "hf" and tok.vocab_size == 50257 and tok.identity()["sha256"] == _gpt2_sha256()
+
+
+@functools.cache
+def _gpt2_sha256() -> str:
+    return load_tokenizer(GPT2).identity()["sha256"]
+
+
+def tiktoken_gpt2(tokenizer_json: str, eos_id: int):
+    """A ``tiktoken.Encoding`` of a GPT-2-style byte-level BPE, built from the tokenizer's own vocab and merges
+    (nothing downloaded). tiktoken merges by the rank of the merged token, HF by the rank of the merge: the two
+    agree when every merge's result has id 256 + its line in merges.txt, as in GPT-2's files. That is checked here,
+    so an Encoding that could give other ids than HF's is never built."""
+    import tiktoken
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    model = json.loads(tokenizer_json)["model"]
+    decode = byte_decoder()
+
+    def as_bytes(token: str) -> bytes:
+        return bytes(decode[ch] for ch in token)
+
+    ranks = {as_bytes(t): i for t, i in model["vocab"].items() if i != eos_id}
+    for line, merge in enumerate(model["merges"]):
+        first, second = merge.split(" ") if isinstance(merge, str) else merge
+        if ranks.get(as_bytes(first) + as_bytes(second)) != 256 + line:
+            raise TokenizerError(f"merge {line} ({first!r} + {second!r}) is not token {256 + line}: not GPT-2's "
+                                 "BPE layout; use --tokenizer-backend hf")
+    eos = next(t for t, i in model["vocab"].items() if i == eos_id)
+    return tiktoken.Encoding("gpt2-local", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={eos: eos_id})
 
 
 def token_dtype(vocab_size: int) -> str:
