@@ -88,7 +88,8 @@ class ConvertRequest:
     hf: HFSource | None = None
     overwrite: bool = False
     progress: bool = True
-    tokenizer_backend: str = "auto"  # auto | hf | tiktoken: changes how (speed), never what, is written
+    # auto | hf | tiktoken: changes how (speed), never what, is written; run() resolves it (bytes | hf | tiktoken)
+    tokenizer_backend: str = "auto"
 
 
 @dataclass
@@ -127,7 +128,8 @@ def run(req: ConvertRequest) -> Conversion:
     req = replace(req, workers=resolve_workers(req.workers))
     paths = _inputs(req)
     tok = load_tokenizer(req.tokenizer)
-    resolve_backend(tok, req.tokenizer_backend)  # refused before anything is read or written
+    # the encoder that runs, settled once (refused before anything is read or written)
+    req = replace(req, tokenizer_backend=resolve_backend(tok, req.tokenizer_backend))
     record = request_record(req, paths, tok)
     if not _URL.match(req.out):
         out_dir = Path(req.out).expanduser()
@@ -161,7 +163,7 @@ def _convert_local(paths: list[Path], out_dir: Path, tok: Tokenizer, record: dic
     bad = BadRecords() if req.skip_bad else None
     docs = _documents(req, paths, bad)  # a hub dataset is resolved now, before anything is written
     with built_then_swapped(out_dir) as partial:  # never half a dataset at out_dir, even on Ctrl-C
-        source = {**_source(record, paths), "tokenizer_backend": resolve_backend(tok, req.tokenizer_backend)}
+        source = {**_source(record, paths), "tokenizer_backend": req.tokenizer_backend}
         return _convert_into(partial, docs, tok, req, record, source, bad)
 
 
@@ -515,7 +517,7 @@ def _pack_all(docs: Iterable[Document], tok: Tokenizer, outputs: _Outputs, req: 
               bad: BadRecords | None) -> int:
     """Tokenize batch by batch (here or in workers) and feed the packers in input order; returns the documents."""
     documents = 0
-    spec = EncoderSpec.of(tok, req.val_fraction, resolve_backend(tok, req.tokenizer_backend))
+    spec = EncoderSpec.of(tok, req.val_fraction, req.tokenizer_backend)
     results = encode_batches(_batches(docs), spec, req.workers, grouped=req.group_by is not None)
     with _Progress(req.progress) as bar, closing(results):
         for batch, result in results:

@@ -24,7 +24,6 @@ from gpt import GPT
 from training.config import AUTO
 
 PROBE_REPEATS = 3  # timed steps per precision, after one warm-up step each (oneDNN builds its bf16 kernels)
-KEPT = "kept from this run's first start"
 BF16_MARGIN = 0.95  # bf16 must be at least 5 % faster: between near-equal times, keep fp32's exactness
 
 
@@ -44,8 +43,10 @@ def choose_precision(configured: str, gpt: GPT, batch: int, seq_len: int, device
         return PrecisionChoice(configured, "set in the config")
     choice: list[PrecisionChoice | None] = [None]
     if dist.get_global_rank() == 0:
-        choice[0] = recorded_choice(run_dir) or decide(gpt, batch, seq_len, device)
-        write_atomic(str(Path(run_dir) / PRECISION_FILE), json.dumps(asdict(choice[0])) + "\n")
+        choice[0] = recorded_choice(run_dir)
+        if choice[0] is None:  # the run's first start: measure, and record what was measured
+            choice[0] = decide(gpt, batch, seq_len, device)
+            write_atomic(str(Path(run_dir) / PRECISION_FILE), json.dumps(asdict(choice[0])) + "\n")
     dist.broadcast_object_list(choice)
     assert choice[0] is not None
     return choice[0]
@@ -57,9 +58,7 @@ def recorded_choice(run_dir: str) -> PrecisionChoice | None:
     if not path.is_file():
         return None
     saved = PrecisionChoice(**json.loads(path.read_text(encoding="utf-8")))
-    if saved.why.startswith(KEPT):
-        return saved
-    return PrecisionChoice(saved.precision, f"{KEPT}, where {saved.why}")
+    return PrecisionChoice(saved.precision, f"kept from this run's first start, where {saved.why}")
 
 
 def decide(gpt: GPT, batch: int, seq_len: int, device: str) -> PrecisionChoice:
