@@ -75,8 +75,8 @@ def test_clean_shared_memory_spares_a_live_run(dataset, tmp_path):
     run = tmp_path / "live"
     log = tmp_path / "live.log"
     with PrivateShm(tmp_path / "tmpdir") as shm:  # the run and the cleaner share a /dev/shm nothing else uses
-        proc = start_train(tiny_args(dataset, tmp_path, "run_name=live", "max_duration=150ba", "save_interval=150ba",
-                                     "eval_interval=150ba"), log, shm=shm)
+        proc = start_train(tiny_args(dataset, tmp_path, "run_name=live", "max_duration=600ba", "save_interval=600ba",
+                                     "eval_interval=600ba"), log, shm=shm)
         wait_until(lambda: last_step(run) >= 5, "the run trains", timeout=120, proc=proc)
         segments = sorted(p.name for p in shm.path.glob("0*_*"))
         assert segments, "a live Streaming run holds shared memory"
@@ -86,4 +86,4 @@ def test_clean_shared_memory_spares_a_live_run(dataset, tmp_path):
         for name in segments:
             assert name not in out and (shm.path / name).exists()
         assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
-    assert last_step(run) == 150
+    assert last_step(run) == 600
