@@ -3,9 +3,12 @@ evaluated but not trained on, the run folder's record of its data, the Pile mixt
 that differ only in their data. Real training runs (subprocesses of the script), real StreamingDatasets."""
 from __future__ import annotations
 
+import functools
 import gc
+import itertools
 import math
 import re
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -148,9 +151,11 @@ def test_bad_stream_names_and_all_zero_weights_are_config_errors(datasets, tmp_p
         trained_sources(named_sources(cfg))
 
 
-def test_remote_streams_get_their_own_per_stream_val_cache(datasets, s3_process_env, tmp_path):
+def test_remote_streams_get_their_own_per_stream_val_cache(datasets, s3_process_env, tmp_path, monkeypatch):
     """Streaming refuses two live datasets that read one remote into the same local folder; the mixture's val
     already reads each stream's val split into ``data.cache``, so each stream's own val is cached beside it."""
+    from streaming.base.shared import prefix as shm_prefix
+
     from core.remote import upload_dir
     from core.streams import StreamSource
     from loaders.dataset import LoaderSettings, build_dataspec
@@ -164,10 +169,16 @@ def test_remote_streams_get_their_own_per_stream_val_cache(datasets, s3_process_
     data = build_data(_cfg(datasets, tmp_path, f"data.cache={cache}", f"data.streams.a.path={urls['a']}",
                            f"data.streams.b.path={urls['b']}"))
     assert set(data.stream_evals) == {"a", "b"}
-    # upstream, with the mixture's cache folder (checked before any loader ran: Streaming skips the check for
-    # datasets whose file locks exist, and those appear at their first iteration)
+    # upstream, with the mixture's cache folder. Streaming's look (``_check_and_find``) walks the prefixes from 0,
+    # stops at the first free one and skips those whose file locks exist in the temp folder: beside other pytest
+    # workers (a freed prefix below ours, their locks in the shared /tmp) it may never reach the mixture's. So the
+    # look starts at the mixture's prefix, before any loader ran, with the temp folder's locks out of sight.
+    monkeypatch.setattr(shm_prefix, "_each_prefix_int",
+                        functools.partial(itertools.count, data.eval.dataloader.dataset._shm_prefix_int))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-locks"))
     with pytest.raises(ValueError, match="Reused local directory"):
         build_dataspec([StreamSource(urls["a"])], "val", 4, LoaderSettings(shuffle=False), str(cache), False)
+    monkeypatch.undo()
     for spec in [data.eval, *data.stream_evals.values()]:
         assert len(next(iter(spec.dataloader))["sample_ids"]) == 4
     record = tmp_path / "inproc" / "data" / "b" / "metadata.json"
