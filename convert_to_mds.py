@@ -57,6 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--verify", metavar="DIR", help="check a converted dataset against the hashes and counts "
                                                    "recorded at write time, then exit")
+    p.add_argument("--num-tasks", type=int, metavar="T",
+                   help="cut the input files into T tasks (whole files, balanced by size; default with --task: one "
+                        "per GiB of input). Alone: convert every task here, then merge")
+    p.add_argument("--task", metavar="I", help="convert only task I (or I-J, a comma list, all) into OUT, for "
+                                               "--merge later; e.g. --task $SLURM_ARRAY_TASK_ID")
+    p.add_argument("--merge", metavar="DIR", help="join the finished tasks in DIR into one dataset (run once, when "
+                                                  "every task is done), then exit")
     return p.parse_args(argv)
 
 
@@ -75,12 +82,18 @@ def request_from(args: argparse.Namespace) -> ConvertRequest:
                           args.skip_bad, hf, args.overwrite, not args.no_progress, args.tokenizer_backend)
 
 
+def _alone(flag: str, args: argparse.Namespace) -> None:
+    """--verify DIR and --merge DIR read an output: no inputs or conversion arguments beside them."""
+    extra = [name for name, value in (("INPUT", args.inputs), ("--out", args.out), ("--task", args.task),
+                                      ("--num-tasks", args.num_tasks)) if value]
+    if extra:
+        raise OptionError(f"{flag} DIR takes no {' or '.join(extra)}; e.g. convert_to_mds.py {flag} DIR")
+
+
 def verify_main(args: argparse.Namespace) -> int:
     from conversion.verify import verify
 
-    extra = [flag for flag, value in (("INPUT", args.inputs), ("--out", args.out)) if value]
-    if extra:
-        raise OptionError(f"--verify DIR takes no {' or '.join(extra)}; e.g. convert_to_mds.py --verify DIR")
+    _alone("--verify", args)
     report = verify(args.verify)
     if report.ok:
         print(f"ok: {report.shards} shards, {report.samples} samples")
@@ -90,6 +103,28 @@ def verify_main(args: argparse.Namespace) -> int:
     print(f"error: {args.verify}: {len(report.problems)} problem(s) found; re-convert it with --overwrite",
           file=sys.stderr)
     return 2
+
+
+def merge_main(args: argparse.Namespace) -> int:
+    from conversion.tasks import merge
+
+    _alone("--merge", args)
+    conv = merge(args.merge)
+    print("merged: " + _summary(conv, args.merge))
+    return 0
+
+
+def tasks_main(args: argparse.Namespace) -> int:
+    from conversion.tasks import run_tasks
+
+    run = run_tasks(request_from(args), args.task, args.num_tasks)
+    did = f"{len(run.converted)} converted" + (f", {len(run.skipped)} already done" if run.skipped else "")
+    if run.merged is not None:
+        print(f"{run.num_tasks} tasks ({did}), merged: " + _summary(run.merged, args.out))
+    else:
+        print(f"tasks {args.task} of {run.num_tasks} in {args.out} ({did}); when all {run.num_tasks} are done: "
+              f"convert_to_mds.py --merge {args.out}")
+    return 0
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -126,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.verify is not None:
             return verify_main(args)
+        if args.merge is not None:
+            return merge_main(args)
+        if args.task is not None or args.num_tasks is not None:
+            return tasks_main(args)
         conv = run(request_from(args))
     except KeyboardInterrupt:
         fail(_interrupted(args.out or ""))

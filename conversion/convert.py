@@ -122,26 +122,43 @@ def convert(inputs: list[str], out: str, tokenizer: str, seq_len: int, val_fract
                               size_limit, workers, skip_bad=skip_bad, overwrite=overwrite, progress=progress)).metadata
 
 
-def run(req: ConvertRequest) -> Conversion:
-    """The whole conversion: checks, the already-done test, the atomic local conversion and the upload."""
+@dataclass(frozen=True)
+class Prepared:
+    """A request checked and resolved: the workers and encoder that run, the input files, the tokenizer, and the
+    record that makes two conversions the same."""
+
+    req: ConvertRequest
+    paths: list[Path]
+    tok: Tokenizer
+    record: dict
+
+
+def prepare(req: ConvertRequest) -> Prepared:
+    """Everything that can be checked before any input is read or output written."""
     check_options(req.seq_len, req.val_fraction, req.text_key, req.compression, req.size_limit)
     req = replace(req, workers=resolve_workers(req.workers))
     paths = _inputs(req)
     tok = load_tokenizer(req.tokenizer)
     # the encoder that runs, settled once (refused before anything is read or written)
     req = replace(req, tokenizer_backend=resolve_backend(tok, req.tokenizer_backend))
-    record = request_record(req, paths, tok)
+    return Prepared(req, paths, tok, request_record(req, paths, tok))
+
+
+def run(req: ConvertRequest) -> Conversion:
+    """The whole conversion: checks, the already-done test, the atomic local conversion and the upload."""
+    prep = prepare(req)
+    req, paths, tok, record = prep.req, prep.paths, prep.tok, prep.record
     if not _URL.match(req.out):
         out_dir = Path(req.out).expanduser()
         return already_converted(out_dir, record, req.group_by) or \
-            _convert_local(paths, out_dir, tok, record, req, req.overwrite)
+            convert_local(paths, out_dir, tok, record, req, req.overwrite)
     done = remote_already_converted(req.out, record, req.group_by)
     if done is not None:
         return done
     check_remote_output(req.out, req.overwrite)
     work = Path(tempfile.mkdtemp(prefix="convert_to_mds-"))
     try:
-        conv = _convert_local(paths, work / "dataset", tok, record, req, overwrite=False)
+        conv = convert_local(paths, work / "dataset", tok, record, req, overwrite=False)
         publish_remote(work / "dataset", req.out, req.overwrite, req.progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -156,7 +173,7 @@ def _inputs(req: ConvertRequest) -> list[Path]:
     return [] if req.hf is not None else expand_inputs(list(req.inputs))
 
 
-def _convert_local(paths: list[Path], out_dir: Path, tok: Tokenizer, record: dict, req: ConvertRequest,
+def convert_local(paths: list[Path], out_dir: Path, tok: Tokenizer, record: dict, req: ConvertRequest,
                    overwrite: bool) -> Conversion:
     """The atomic local conversion: ``out_dir.partial`` filled, then renamed to ``out_dir``."""
     check_output(out_dir, overwrite, paths)
@@ -224,7 +241,7 @@ def _recorded(meta: DatasetMetadata) -> dict:
     """The request record a finished dataset was made with (as :func:`request_record` builds it)."""
     return {"tokenizer": {k: v for k, v in meta.tokenizer.items() if k != "files"}, "seq_len": meta.seq_len,
             **{k: v for k, v in meta.source.items()
-               if k not in ("inputs", "group", "bad_records", "index_sha256", "tokenizer_backend")}}
+               if k not in ("inputs", "group", "bad_records", "index_sha256", "tokenizer_backend", "tasks")}}
 
 
 def already_converted(out_dir: Path, record: dict, group_by: str | None) -> Conversion | None:

@@ -146,6 +146,23 @@ def delete_prefix(url: str, first: Iterable[str] = (), up: Optional[Any] = None)
     return len(names)
 
 
+def delete_keys(url: str, names: Iterable[str]) -> None:
+    """Delete these objects (names relative to the prefix ``url``); absent ones are no error (S3's rule)."""
+    bucket, prefix = split_url(url)
+    names = list(names)
+    if not names:
+        return
+    up = _bare_uploader(url)
+    base = f"{prefix}/" if prefix else ""
+    try:
+        for i in range(0, len(names), _DELETE_BATCH):
+            _delete_keys(up.s3, bucket, [base + n for n in names[i:i + _DELETE_BATCH]])
+    except RemoteError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise RemoteError(f"cannot delete objects under {url}: {explain(url, e)}; {_hint()}") from None
+
+
 def _delete_keys(s3: Any, bucket: str, keys: list[str]) -> None:
     """One DeleteObjects call; per-key failures come back in the body, not as an exception."""
     resp = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
