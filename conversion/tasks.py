@@ -106,13 +106,14 @@ def parse_tasks(spec: str, num_tasks: int) -> list[int]:
     return chosen
 
 
-def difference(ours: dict, theirs: dict) -> str:
-    """The first argument two request records differ in, named as a user would (``--seq-len: 512 -> 1024``)."""
-    for key in sorted(set(ours) | set(theirs)):
-        if ours.get(key) != theirs.get(key):
+def difference(a: dict, b: dict, a_is: str, b_is: str) -> str:
+    """The first argument two request records differ in, named as a user would (``--seq-len 32 in task 0, 64
+    here``)."""
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
             if key == "input_files":
-                return "the input files (paths, sizes or modification times)"
-            return f"{ARGUMENT.get(key, key)}: {theirs.get(key)!r} there, {ours.get(key)!r} here"
+                return "the input files: paths, sizes or modification times"
+            return f"{ARGUMENT.get(key, key)} {a.get(key)!r} {a_is}, {b.get(key)!r} {b_is}"
     return "nothing"
 
 
@@ -316,9 +317,9 @@ def _check_same_request(store: Store, record: dict, overwrite: bool) -> dict[int
     done = done_records(store)
     for i, theirs in sorted(done.items()):
         if theirs.get("request") != record and not overwrite:
-            raise OutputExistsError(f"task {i} in {store.out} was converted with other arguments "
-                                    f"({difference(record, theirs.get('request') or {})}); use the same "
-                                    "arguments, or --overwrite to redo this command's tasks, or another --out")
+            differs = difference(theirs.get("request") or {}, record, "there", "here")
+            raise OutputExistsError(f"task {i} in {store.out} was converted with other arguments ({differs}); use the "
+                                    "same arguments, or --overwrite to redo this command's tasks, or another --out")
     return done
 
 
@@ -394,9 +395,9 @@ def _all_done(store: Store) -> dict[int, dict]:
     record = done[first]["request"]
     for i, d in sorted(done.items()):
         if d.get("request") != record:
+            differs = difference(d.get("request") or {}, record, f"in task {i}", f"in task {first}")
             raise OutputExistsError(f"--merge {store.out}: task {i} was converted with other arguments than task "
-                                    f"{first} ({difference(record, d.get('request') or {})}); redo it with the "
-                                    f"same arguments (--task {i} --overwrite)")
+                                    f"{first} ({differs}); redo it with the same arguments (--task {i} --overwrite)")
     total = record["num_tasks"]
     missing = [i for i in range(total) if i not in done]
     if missing:

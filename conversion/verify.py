@@ -38,6 +38,9 @@ def verify(root: str | Path) -> Report:
         _verify_dataset(root, report)
     elif (root / GROUPS_FILE).is_file():
         _verify_groups(root, report)
+    elif (root / "tasks").is_dir():
+        report.problems.append(f"{root}: a task output not merged yet (no {METADATA_FILE}); when every task is done: "
+                               f"convert_to_mds.py --merge {root}")
     elif root.is_dir():
         report.problems.append(f"{root}: no {METADATA_FILE} or {GROUPS_FILE}: not a finished convert_to_mds.py "
                                "output (a killed conversion leaves none)")
