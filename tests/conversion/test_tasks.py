@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import one_error, run_convert, start_convert, train_env, wait_until
+from tests.helpers import one_error, run_convert, script_cmd, start_convert, train_env, wait_until
 
 SEQ_LEN = 32
 COMMON = ("--tokenizer", "gpt2", "--seq-len", SEQ_LEN, "--val-fraction", "0.05", "--size-limit", 8192,
@@ -214,3 +216,23 @@ def test_bad_task_options_are_one_error_and_publish_nothing(inputs, tmp_path):
     assert run_convert(inputs / "part0.jsonl", "--out", plain, *COMMON).returncode == 0
     one_error(run_convert(inputs, "--out", plain, *COMMON, "--num-tasks", 2, "--task", 0),
               f"--out {plain} is not empty and holds no tasks/: not a task output")
+
+
+@pytest.mark.slow
+def test_ray_runs_the_tasks_on_a_local_cluster_then_merges(inputs, one_command, tmp_path):
+    """scripts/convert_ray.py on a local Ray cluster (127.0.0.1, started by the script: no RAY_ADDRESS)."""
+    out = tmp_path / "ds"
+    short = tempfile.mkdtemp(prefix="ray-")  # Ray's sockets live under TMPDIR: pytest's is past the 107-byte limit
+    env = {**train_env(), "TMPDIR": short, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        proc = subprocess.run(script_cmd("scripts/convert_ray.py", "--cpus-per-task", 1, "--", inputs, "--out", out,
+                                         *COMMON, "--num-tasks", 3), env=env, capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "3 tasks done on Ray; merging" in proc.stdout
+    assert _files(out) == _files(one_command)
+    one_error(subprocess.run(script_cmd("scripts/convert_ray.py", "--", inputs, "--out", out, *COMMON), env=env,
+                             capture_output=True, text=True), "convert_ray.py needs --num-tasks")
