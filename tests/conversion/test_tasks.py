@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import one_error, run_convert, script_cmd, start_convert, train_env, wait_until
+from tests.helpers import REPO, one_error, run_convert, script_cmd, start_convert, train_env, wait_until
 
 SEQ_LEN = 32
 COMMON = ("--tokenizer", "gpt2", "--seq-len", SEQ_LEN, "--val-fraction", "0.05", "--size-limit", 8192,
@@ -160,9 +160,16 @@ def test_two_machines_write_tasks_into_one_bucket_then_merge(inputs, one_command
 
 @pytest.mark.slow
 def test_one_task_run_twice_at_once_is_published_whole(inputs, one_command, tmp_path):
+    """Tasks 0 and 2 as SLURM array elements (scripts/slurm_convert.sbatch run by bash, as sbatch would), task 1 by
+    two commands at once."""
     out = tmp_path / "ds"
     for i in (0, 2):
-        assert run_convert(inputs, "--out", out, *COMMON, "--num-tasks", 3, "--task", i).returncode == 0
+        env = {**train_env(), "INPUTS": str(inputs), "OUT": str(out), "TASKS": "3", "SLURM_ARRAY_TASK_ID": str(i),
+               "SLURM_CPUS_PER_TASK": "1"}
+        proc = subprocess.run(["bash", str(REPO / "scripts" / "slurm_convert.sbatch"), *map(str, COMMON[:-1])],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"tasks {i} of 3 in {out} (1 converted)" in proc.stdout
     procs = _machines([(inputs, "--out", out, *COMMON, "--num-tasks", 3, "--task", 1)] * 2,
                       [train_env(), train_env()])  # the same machine, even: one TMPDIR
     assert all(p.returncode == 0 for p in procs), [p.stderr[-2000:] for p in procs]
