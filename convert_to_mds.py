@@ -83,11 +83,11 @@ def verify_main(args: argparse.Namespace) -> int:
         raise OptionError(f"--verify DIR takes no {' or '.join(extra)}; e.g. convert_to_mds.py --verify DIR")
     report = verify(args.verify)
     if report.ok:
-        print(f"ok: {report.shards} shards, {report.samples} samples")
+        print(report.summary())
         return 0
     for problem in report.problems:
         print(problem)
-    print(f"error: {args.verify}: {len(report.problems)} problem(s) found; re-convert it with --overwrite",
+    print(f"error: {args.verify}: {len(report.problems)} problem(s) found; {report.fix()}",
           file=sys.stderr)
     return 2
 
