@@ -96,11 +96,11 @@ def verify_main(args: argparse.Namespace) -> int:
     _alone("--verify", args)
     report = verify(args.verify)
     if report.ok:
-        print(f"ok: {report.shards} shards, {report.samples} samples")
+        print(report.summary())
         return 0
     for problem in report.problems:
         print(problem)
-    print(f"error: {args.verify}: {len(report.problems)} problem(s) found; re-convert it with --overwrite",
+    print(f"error: {args.verify}: {len(report.problems)} problem(s) found; {report.fix()}",
           file=sys.stderr)
     return 2
 

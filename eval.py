@@ -5,6 +5,7 @@
     python eval.py runs/pile --stream Github            # one stream of the run's data.streams mixture
     python eval.py runs/tiny/checkpoints/ep0-ba500-rank0.pt --max-batches 50
     python eval.py hf/gpt2 --hellaswag hellaswag_val.jsonl
+    python eval.py runs/tiny --data /data/c4-foundry --tokenizer gpt2   # a dataset made by llm-foundry
 
 SOURCE is a run folder (its latest checkpoint), a checkpoint file or sharded folder, or a Hugging Face folder.
 """
@@ -36,6 +37,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--split", default="val", help="dataset split (default: val)")
     parser.add_argument("--batch-size", type=int, help="samples per forward (default: the run's eval batch size)")
     parser.add_argument("--max-batches", type=int, help="stop after N batches (--hellaswag: N items); default all")
+    parser.add_argument("--tokenizer", help="the tokenizer of a --data dataset made by llm-foundry (it has no "
+                                            "metadata.json): gpt2, a folder...; default: the run's data.tokenizer")
     parser.add_argument("--cache", help="local folder for a remote dataset's shards (default: RUN/data_cache/eval)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present, else cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -48,8 +51,9 @@ def validate(args: argparse.Namespace) -> str | None:
         value = getattr(args, key)
         if value is not None and value <= 0:
             return f"--{key.replace('_', '-')} must be a positive integer, got {value}"
-    if args.hellaswag and (args.split != "val" or args.batch_size or args.cache):
-        return "--split, --batch-size and --cache are for dataset evaluation; --hellaswag takes none of them"
+    if args.hellaswag and (args.split != "val" or args.batch_size or args.cache or args.tokenizer):
+        return ("--split, --batch-size, --cache and --tokenizer are for dataset evaluation; --hellaswag takes none "
+                "of them")
     return None
 
 
@@ -79,7 +83,7 @@ def main(argv: list[str]) -> int:
         result = evaluate_choices(args.source, model, args.hellaswag, args.max_batches)
     else:
         result = evaluate_lm(args.source, model, args.data, args.stream, args.split, args.batch_size,
-                             args.max_batches, args.cache)
+                             args.max_batches, args.cache, args.tokenizer)
     print(report(result, args.json))
     return 0
 

@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     cfg = load_config(argv[0], argv[1:])  # config: checked before torch and Composer load, so a typo fails fast
-    check_local_datasets(cfg.data.roots())  # as is every local dataset folder
+    check_local_datasets(cfg.data.roots(), cfg.data.tokenizer)  # as is every local dataset folder
     return train(cfg)
 
 

@@ -4,6 +4,8 @@ Checks every shard against the size and hash Streaming's MDSWriter recorded in `
 ``index.json`` against the sha256 ``metadata.json`` recorded for it, and ``metadata.json`` against the index (samples
 per split, sample length, dtype, column). Every problem is collected, not just the first: a user repairing a copy
 wants the whole list. A ``--group-by`` output is verified group by group, and ``groups.json`` against the groups.
+A dataset made by llm-foundry (no ``metadata.json``, one ``tokens`` column) is checked as far as its ``index.json``
+files allow: every shard present, of the recorded size, and of the recorded hashes when it has any.
 """
 from __future__ import annotations
 
@@ -14,9 +16,16 @@ from pathlib import Path
 
 from conversion.groups import GROUPS_FILE, group_record, read_groups
 from core.errors import MetadataError
-from core.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, read_metadata
-
-INDEX_FILE = "index.json"
+from core.metadata import (
+    INDEX_FILE,
+    METADATA_FILE,
+    TOKENIZER_DIR,
+    TOKENIZER_KEY,
+    DatasetMetadata,
+    FoundrySplit,
+    foundry_splits,
+    read_metadata,
+)
 
 
 @dataclass
@@ -24,10 +33,27 @@ class Report:
     shards: int = 0
     samples: int = 0
     problems: list[str] = field(default_factory=list)
+    foundry: bool = False  # an llm-foundry dataset: no metadata.json to check the index files against
+    unhashed: int = 0  # its shards with no hash recorded (llm-foundry's converters record none by default)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def summary(self) -> str:
+        """The line printed when every check passed."""
+        line = f"ok: {self.shards} shards, {self.samples} samples"
+        if self.foundry:
+            sizes = f", {self.unhashed} of them by size only (no hash recorded)" if self.unhashed else ""
+            line += (f" (an llm-foundry dataset: no {METADATA_FILE}, so shards were checked against their "
+                     f"{INDEX_FILE} only{sizes}; training reads it with {TOKENIZER_KEY} naming its tokenizer)")
+        return line
+
+    def fix(self) -> str:
+        """What to do about the problems found."""
+        if self.foundry:
+            return "copy it again, or re-run llm-foundry's converter"
+        return "re-convert it with --overwrite"
 
 
 def verify(root: str | Path) -> Report:
@@ -41,6 +67,8 @@ def verify(root: str | Path) -> Report:
     elif (root / "tasks").is_dir():
         report.problems.append(f"{root}: a task output not merged yet (no {METADATA_FILE}); when every task is done: "
                                f"convert_to_mds.py --merge {root}")
+    elif foundry_splits(root):
+        _verify_foundry(root, foundry_splits(root), report)
     elif root.is_dir():
         report.problems.append(f"{root}: no {METADATA_FILE} or {GROUPS_FILE}: not a finished convert_to_mds.py "
                                "output (a killed conversion leaves none)")
@@ -79,6 +107,17 @@ def _verify_dataset(root: Path, report: Report) -> DatasetMetadata | None:
         if not (root / TOKENIZER_DIR / name).is_file():
             report.problems.append(f"{root / TOKENIZER_DIR / name}: missing (listed in {METADATA_FILE})")
     return meta
+
+
+def _verify_foundry(root: Path, splits: dict[str, FoundrySplit], report: Report) -> None:
+    """Every shard of every split against its index.json (the column's form is what found the dataset)."""
+    report.foundry = True
+    for name, split in splits.items():
+        for shard in split.index.get("shards", []):
+            _verify_shard(root / name, _file_of(shard), report)
+            report.shards += 1
+            report.unhashed += not _file_of(shard).get("hashes")
+        report.samples += split.samples
 
 
 def _verify_split(split: Path, meta: DatasetMetadata, report: Report) -> int | None:

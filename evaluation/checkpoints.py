@@ -116,6 +116,6 @@ def run_tokenizer(run_dir: str) -> Tokenizer:
     from loaders.dataset import dataset_tokenizer  # imports Streaming (seconds): only when a run's tokenizer is read
 
     cfg = load_run_config(run_dir)
-    return dataset_tokenizer(cfg.data.roots()[0], cfg.data.cache)
+    return dataset_tokenizer(cfg.data.roots()[0], cfg.data.cache, cfg.data.tokenizer)
 
 

@@ -33,6 +33,7 @@ from training.config import TrainConfig, load_run_config
 from training.resume.init_from import is_hf_folder
 from training.streams import build_mixture_eval, named_sources, trained_sources
 
+TOKENIZER_OPTION = "--tokenizer"  # eval.py's name for data.tokenizer
 EVAL_CACHE = "eval"  # under a run's data.cache: shards of remote datasets read by eval.py (not a live run's folder)
 DEFAULT_BATCH = 8
 
@@ -173,16 +174,21 @@ def lm_metrics(model: GPT, spec: DataSpec, token_bytes: torch.Tensor,
 
 
 def evaluate_lm(source: str, model: GPT, data: Optional[str], stream: Optional[str], split: str,
-                batch_size: Optional[int], max_batches: Optional[int], cache: Optional[str]) -> dict[str, Any]:
-    """Everything ``eval.py SOURCE [--data|--stream]`` does after loading the model; returns the report."""
+                batch_size: Optional[int], max_batches: Optional[int], cache: Optional[str],
+                tokenizer: Optional[str] = None) -> dict[str, Any]:
+    """Everything ``eval.py SOURCE [--data|--stream]`` does after loading the model; returns the report.
+    ``tokenizer`` (``--tokenizer``, else the run's ``data.tokenizer``) names an llm-foundry dataset's tokenizer."""
     run = find_run(source)
     target = choose_data(run, data, stream, cache)
-    metas = {s.path: fetch_metadata(s.path, target.cache) for s in target.sources}
+    if tokenizer is None and run is not None:
+        tokenizer = run.cfg.data.tokenizer
+    metas = {s.path: fetch_metadata(s.path, target.cache, tokenizer, TOKENIZER_OPTION) for s in target.sources}
     check_model_data(model, run, metas, split)
     if batch_size is None:  # the batch the run evaluated with: known to fit (a run with auto microbatches: ours)
         batch_size = (run.cfg.device_eval_batch_size or run.cfg.fixed_microbatch if run else None) or DEFAULT_BATCH
     spec = build_loader(target, list(metas.values()), split, batch_size, run)
-    token_bytes = torch.as_tensor(dataset_tokenizer(target.sources[0].path, target.cache).token_bytes())
+    tok = dataset_tokenizer(target.sources[0].path, target.cache, tokenizer, TOKENIZER_OPTION)
+    token_bytes = torch.as_tensor(tok.token_bytes())
     result = lm_metrics(model, spec, token_bytes, max_batches)
     return {"source": source, "data": target.label, "split": split, **result}
 

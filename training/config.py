@@ -35,6 +35,7 @@ class DataConfig:
     eval_num_workers: Optional[int] = None  # the val mixture's per rank; default min(num_workers, 2)
     train_split: str = "train"
     eval_split: str = "val"
+    tokenizer: Optional[str] = None  # an llm-foundry dataset's tokenizer (it has no metadata.json): gpt2, a folder...
 
     def roots(self) -> list[str]:
         """Every dataset root of the run: ``path``, or each stream's."""

@@ -105,17 +105,17 @@ def build_stream_evals(cfg: TrainConfig, named: dict[str, StreamSource], metas: 
               "(convert with --val-fraction > 0)")
     eval_settings = LoaderSettings(**{**settings.__dict__, "shuffle": False, "num_workers": 0})
     return {name: build_dataspec([StreamSource(src.path)], split, batch, eval_settings,
-                                 _eval_cache(src.path, cfg.data.cache), False)
+                                 _eval_cache(src.path, cfg.data.cache, cfg.data.tokenizer), False)
             for name, src in named.items() if name not in missing}
 
 
-def _eval_cache(path: str, cache: Optional[str]) -> Optional[str]:
+def _eval_cache(path: str, cache: Optional[str], tokenizer: Optional[str]) -> Optional[str]:
     """A remote stream's per-stream val gets its own cache folder: Streaming refuses two live datasets that read
     one remote into the same local folder ("Reused local directory"), and the mixture's val already does."""
     if not is_remote(path) or cache is None:
         return cache
     eval_cache = os.path.join(cache, EVAL_CACHE)
-    fetch_metadata(path, eval_cache)  # as for the mixture's cache: drops shards of a since re-converted dataset
+    fetch_metadata(path, eval_cache, tokenizer)  # as for the mixture's cache: drops shards of a re-converted dataset
     return eval_cache
 
 
@@ -130,16 +130,19 @@ def build_evaluators(overall: Optional[DataSpec], per_stream: dict[str, DataSpec
             for label, spec in labelled]
 
 
-def record_stream_metadata(run_dir: str, named: dict[str, StreamSource], cache: Optional[str]) -> None:
+def record_stream_metadata(run_dir: str, named: dict[str, StreamSource], cache: Optional[str],
+                           metas: Optional[dict[str, DatasetMetadata]] = None) -> None:
     """Copy each stream's ``metadata.json`` to ``{run_dir}/data/<name>/`` (rank 0), so that runs can be compared
-    later (``scripts/compare_runs.py``) without their datasets at hand."""
+    later (``scripts/compare_runs.py``) without their datasets at hand. An llm-foundry dataset has none: its
+    synthesized record (``metas``) is written instead, so that eval.py and compare.py know what the run read."""
     if dist.get_global_rank() != 0:
         return
     root = os.path.join(run_dir, "data")
     for name, src in named.items():
         dest = os.path.join(root, name, METADATA_FILE)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        write_atomic(dest, Path(local_dir(src.path, cache), METADATA_FILE).read_text(encoding="utf-8"))
+        made = Path(local_dir(src.path, cache), METADATA_FILE)
+        write_atomic(dest, made.read_text(encoding="utf-8") if made.is_file() else metas[name].to_json())
     for old in set(os.listdir(root)) - set(named):  # dropped on a resume: only weight-0 streams can be
         stale = os.path.join(root, old, METADATA_FILE)
         if os.path.isfile(stale):

@@ -156,11 +156,11 @@ def build_data(cfg: TrainConfig) -> RunData:
     mixture of the streams of nonzero weight, its val, and each stream's val (training/streams.py)."""
     named = named_sources(cfg)
     sources = trained_sources(named)
-    by_name = {name: fetch_metadata(s.path, cfg.data.cache) for name, s in named.items()}
+    by_name = {name: fetch_metadata(s.path, cfg.data.cache, cfg.data.tokenizer) for name, s in named.items()}
     metas = {s: by_name[name] for name, s in named.items() if s in sources}
     meta = check_compatible({named[name].path: m for name, m in by_name.items()})
-    record_stream_metadata(cfg.run_dir, named, cfg.data.cache)
-    tokenizer = dataset_tokenizer(sources[0].path, cfg.data.cache)
+    record_stream_metadata(cfg.run_dir, named, cfg.data.cache, by_name)
+    tokenizer = dataset_tokenizer(sources[0].path, cfg.data.cache, cfg.data.tokenizer)
     settings = LoaderSettings(
         shuffle=cfg.data.shuffle,
         shuffle_seed=cfg.seed if cfg.data.shuffle_seed is None else cfg.data.shuffle_seed,
