@@ -13,6 +13,7 @@ same bytes twice: a machine that finds its task done when it comes to publish dr
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -132,7 +133,8 @@ class Store:
         return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file()) \
             if base.is_dir() else []
 
-    def read(self, name: str) -> bytes | None:
+    def read(self, name: str, listed: bool = False) -> bytes | None:
+        """The file's bytes, None when absent (``listed``: it was just listed, so do not look for it again)."""
         try:
             return (self.root / name).read_bytes()
         except FileNotFoundError:
@@ -160,8 +162,11 @@ class Store:
             with contextlib.suppress(FileNotFoundError):  # another writer may have moved it first
                 os.rename(dest, aside)
             remove(aside)
-        with contextlib.suppress(FileExistsError, OSError):  # another writer's copy (the same bytes) went first
+        try:
             os.rename(local, dest)
+        except OSError as e:  # another writer's copy (the same bytes) went in first
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
 
     @contextlib.contextmanager
     def staging(self, i: int) -> Iterator[Path]:
@@ -193,8 +198,8 @@ class BucketStore(Store):
     def names(self, prefix: str) -> list[str]:
         return [f"{prefix}/{n}" for n in remote.list_keys(f"{self.url}/{prefix}")]
 
-    def read(self, name: str) -> bytes | None:
-        if name not in self.names(_parent(name)):
+    def read(self, name: str, listed: bool = False) -> bytes | None:
+        if not listed and name not in self.names(_parent(name)):
             return None
         with tempfile.TemporaryDirectory(prefix="convert_to_mds-") as tmp:
             self.fetch(name, Path(tmp) / "f")
@@ -300,7 +305,7 @@ def done_records(store: Store) -> dict[int, dict]:
         if base != DONE_FILE or not folder.isdigit():
             continue
         try:
-            record = json.loads(store.read(name) or b"null")
+            record = json.loads(store.read(name, listed=True) or b"null")
         except ValueError:
             raise MetadataError(f"{store.out}/{name} is not valid JSON; re-run that task "
                                 f"(--task {int(folder)})") from None
@@ -394,6 +399,10 @@ def _all_done(store: Store) -> dict[int, dict]:
     first = min(done)
     record = done[first]["request"]
     for i, d in sorted(done.items()):
+        if i >= record["num_tasks"]:
+            raise OutputExistsError(f"--merge {store.out}: task {i} is left from a conversion with --num-tasks "
+                                    f"{d.get('num_tasks')} (task {first} has {record['num_tasks']}); remove "
+                                    f"{TASKS_DIR}/{part(i)} and its partitions */{part(i)} from {store.out}")
         if d.get("request") != record:
             differs = difference(d.get("request") or {}, record, f"in task {i}", f"in task {first}")
             raise OutputExistsError(f"--merge {store.out}: task {i} was converted with other arguments than task "

@@ -203,6 +203,8 @@ def test_bad_task_options_are_one_error_and_publish_nothing(inputs, tmp_path):
               "--task 'x': give a task number")
     one_error(run_convert(inputs, "--out", out, *COMMON, "--num-tasks", 6),
               "--num-tasks 6 but the inputs are 5 file(s)")
+    one_error(run_convert("--hf-dataset", "someone/corpus", "--out", out, *COMMON, "--num-tasks", 2),
+              "--task / --num-tasks split input files; a --hf-dataset is one stream")
     assert not out.exists()
     assert run_convert(inputs, "--out", out, *COMMON, "--num-tasks", 3, "--task", "0,2").returncode == 0
     one_error(run_convert("--merge", out), "1 of 3 tasks not done (1: no tasks/IIIII/done.json)", "--task 1")
