@@ -34,6 +34,9 @@ from core import remote
 from core.errors import InputError, MetadataError, OptionError, OutputExistsError, RemoteError
 from core.files import remove, write_atomic
 from core.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, SplitStats
+from upstream import defer_streaming_vision
+
+defer_streaming_vision()  # before Streaming's first import (merge_index): its vision datasets are not needed here
 
 TASKS_DIR = "tasks"
 DONE_FILE = "done.json"
