@@ -9,18 +9,17 @@ it logged at that step.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from composer.core import DataSpec
 
+from callbacks.choices import picks
 from callbacks.metrics import eval_metrics
-from core.errors import EvalError, HellaSwagError
+from core.errors import EvalError
 from core.metadata import METADATA_FILE, DatasetMetadata, read_metadata
 from core.remote import is_remote
 from core.runs import CONFIG_FILE
@@ -28,6 +27,7 @@ from core.streams import StreamSource
 from core.tokenizer import Tokenizer
 from evaluation.checkpoints import resolve_checkpoint
 from gpt import GPT
+from loaders.choices import Item, encode_item, read_items
 from loaders.dataset import LoaderSettings, build_dataspec, dataset_tokenizer, fetch_metadata, has_split
 from training.config import TrainConfig, load_run_config
 from training.resume.init_from import is_hf_folder
@@ -193,90 +193,13 @@ def evaluate_lm(source: str, model: GPT, data: Optional[str], stream: Optional[s
     return {"source": source, "data": target.label, "split": split, **result}
 
 
-# ------------------------------------------------------------------------------------------ multiple choice (MC)
-
-
-@dataclass
-class Item:
-    """One multiple-choice question: which ending continues ``ctx``."""
-
-    ctx: str
-    endings: list[str]
-    label: int
-
-
-def read_items(path: str) -> list[Item]:
-    """HellaSwag's jsonl layout (other keys ignored); a bad line fails naming ``file:line``."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise HellaSwagError(f"cannot read {path} ({type(e).__name__}: {e})") from None
-    items = [_parse_item(line, f"{path}:{n}") for n, line in enumerate(lines, 1) if line.strip()]
-    if not items:
-        raise HellaSwagError(f"{path} holds no items; one JSON object per line: "
-                             '{"ctx": str, "endings": [str, ...], "label": int}')
-    return items
-
-
-def _parse_item(line: str, where: str) -> Item:
-    try:
-        d = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise HellaSwagError(f"{where}: not JSON ({e})") from None
-    if not isinstance(d, dict) or not {"ctx", "endings", "label"} <= set(d):
-        raise HellaSwagError(f"{where}: needs an object with keys ctx, endings, label")
-    ctx, endings, label = d["ctx"], d["endings"], d["label"]
-    if not isinstance(ctx, str) or not ctx:
-        raise HellaSwagError(f"{where}: ctx must be a non-empty string")
-    if not isinstance(endings, list) or not endings or not all(isinstance(e, str) and e for e in endings):
-        raise HellaSwagError(f"{where}: endings must be a non-empty list of non-empty strings")
-    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(endings):
-        raise HellaSwagError(f"{where}: label must be an int in [0, {len(endings)}), got {label!r}")
-    return Item(ctx, endings, label)
-
-
-def encode_item(item: Item, tokenizer: Tokenizer, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(E, L) rows ``ctx + " " + ending`` right-padded with 0, and a mask of the ending tokens.
-
-    A context too long for the model is cut on the left, by the same amount for every ending (each is judged
-    after the same context)."""
-    ctx = tokenizer.encode(item.ctx)
-    ends = [tokenizer.encode(" " + e) for e in item.endings]
-    room = block_size - max(len(e) for e in ends)
-    if room < 1:
-        raise HellaSwagError(f"an ending of {max(len(e) for e in ends)} tokens leaves no room for context in the "
-                             f"model's block_size {block_size}")
-    ctx = ctx[-room:]
-    width = len(ctx) + max(len(e) for e in ends)
-    tokens = torch.zeros(len(ends), width, dtype=torch.long)
-    mask = torch.zeros(len(ends), width, dtype=torch.bool)
-    for i, end in enumerate(ends):
-        tokens[i, :len(ctx) + len(end)] = torch.tensor(ctx + end)
-        mask[i, len(ctx):len(ctx) + len(end)] = True
-    return tokens, mask
-
-
-@torch.no_grad()
-def ending_losses(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed and mean cross-entropy (nats) of each row's ending tokens, all endings in one forward. Causal
-    attention means the right padding cannot change the ending positions; it is masked out of the sums."""
-    device = next(model.parameters()).device  # eval.py --device
-    tokens, mask = tokens.to(device), mask.to(device)
-    logits = model(tokens)[:, :-1]
-    targets, scored = tokens[:, 1:], mask[:, 1:]
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(targets)
-    total = (loss * scored).sum(1)
-    return total, total / scored.sum(1)
-
-
 def score_items(model: GPT, tokenizer: Tokenizer, items: list[Item]) -> dict[str, Any]:
-    """Karpathy's build-nanoGPT HellaSwag scoring: ``acc`` picks the ending of least summed loss, ``acc_norm``
-    of least loss per token (the figure usually quoted: it does not favour short endings)."""
+    """``acc`` and ``acc_norm`` over the items (see :func:`callbacks.choices.picks`)."""
     hits = hits_norm = 0
     for item in items:
-        total, mean = ending_losses(model, *encode_item(item, tokenizer, model.config.block_size))
-        hits += int(total.argmin()) == item.label
-        hits_norm += int(mean.argmin()) == item.label
+        pick, pick_norm = picks(model, *encode_item(item, tokenizer, model.config.block_size))
+        hits += pick == item.label
+        hits_norm += pick_norm == item.label
     return {"acc": hits / len(items), "acc_norm": hits_norm / len(items), "items": len(items)}
 
 

@@ -183,8 +183,9 @@ def unbatched_losses(model, tokenizer, item) -> list[tuple[float, float]]:
 
 @pytest.mark.slow
 def test_hellaswag_batched_scoring_matches_one_ending_at_a_time(run, capsys):
+    from callbacks.choices import ending_losses
     from evaluation.checkpoints import load_gpt, load_tokenizer_for
-    from evaluation.evaluate import encode_item, ending_losses, read_items
+    from loaders.choices import encode_item, read_items
 
     model, tokenizer = load_gpt(str(run)), load_tokenizer_for(str(run))
     items = read_items(str(HELLASWAG))
@@ -221,7 +222,7 @@ def test_hellaswag_trained_model_prefers_real_continuations(run, capsys):
 ])
 def test_hellaswag_malformed_line_names_file_and_line(tmp_path, line, problem):
     from core.errors import HellaSwagError
-    from evaluation.evaluate import read_items
+    from loaders.choices import read_items
 
     path = tmp_path / "mc.jsonl"
     path.write_text('{"ctx": "A", "endings": ["b", "c"], "label": 1}\n' + line + "\n")
