@@ -62,7 +62,7 @@ def report(result: dict, as_json: bool) -> str:
         return json.dumps(result)
     if "hellaswag" in result:
         return (f"{result['source']} on {result['hellaswag']}: acc_norm {result['acc_norm']:.4f}  "
-                f"acc {result['acc']:.4f}  ({result['items']} items)")
+                f"acc {result['acc']:.4f}  acc_norm_tokens {result['acc_norm_tokens']:.4f}  ({result['items']} items)")
     lines = [f"{result['source']} on {result['data']} ({result['split']} split)"]
     lines += [f"  {label:<18} {fmt.format(result[key])}" for key, label, fmt in METRICS]
     return "\n".join(lines)

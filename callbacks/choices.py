@@ -21,8 +21,13 @@ def ending_losses(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> tuple
     return total, total / scored.sum(1)
 
 
-def picks(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[int, int]:
-    """The ending picked by least summed loss (``acc``) and by least loss per token (``acc_norm``: it does not
-    favour short endings), as Karpathy's build-nanoGPT scores HellaSwag."""
+CHOICE_METRICS = ("acc", "acc_norm", "acc_norm_tokens")
+
+
+def picks(model: GPT, tokens: torch.Tensor, mask: torch.Tensor, chars: list[int]) -> dict[str, int]:
+    """The ending each rule picks: ``acc`` the least summed loss; ``acc_norm`` the least loss per character of the
+    ending (lm-evaluation-harness's ``acc_norm``, the figure leaderboards quote); ``acc_norm_tokens`` the least loss
+    per token (Karpathy's build-nanoGPT and llm.c). ``chars``: each ending's length in characters."""
     total, mean = ending_losses(model, tokens, mask)
-    return int(total.argmin()), int(mean.argmin())
+    per_char = total / torch.tensor(chars, dtype=total.dtype, device=total.device)
+    return {"acc": int(total.argmin()), "acc_norm": int(per_char.argmin()), "acc_norm_tokens": int(mean.argmin())}

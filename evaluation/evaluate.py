@@ -17,7 +17,7 @@ from typing import Any, Optional
 import torch
 from composer.core import DataSpec
 
-from callbacks.choices import picks
+from callbacks.choices import CHOICE_METRICS, picks
 from callbacks.metrics import eval_metrics
 from core.errors import EvalError
 from core.metadata import METADATA_FILE, DatasetMetadata, read_metadata
@@ -194,13 +194,13 @@ def evaluate_lm(source: str, model: GPT, data: Optional[str], stream: Optional[s
 
 
 def score_items(model: GPT, tokenizer: Tokenizer, items: list[Item]) -> dict[str, Any]:
-    """``acc`` and ``acc_norm`` over the items (see :func:`callbacks.choices.picks`)."""
-    hits = hits_norm = 0
+    """Each of :data:`callbacks.choices.CHOICE_METRICS` over the items (see :func:`callbacks.choices.picks`)."""
+    hits = dict.fromkeys(CHOICE_METRICS, 0)
     for item in items:
-        pick, pick_norm = picks(model, *encode_item(item, tokenizer, model.config.block_size))
-        hits += pick == item.label
-        hits_norm += pick_norm == item.label
-    return {"acc": hits / len(items), "acc_norm": hits_norm / len(items), "items": len(items)}
+        chosen = picks(model, *encode_item(item, tokenizer, model.config.block_size), [len(e) for e in item.endings])
+        for rule, pick in chosen.items():
+            hits[rule] += pick == item.label
+    return {**{rule: n / len(items) for rule, n in hits.items()}, "items": len(items)}
 
 
 def evaluate_choices(source: str, model: GPT, path: str, max_items: Optional[int]) -> dict[str, Any]:

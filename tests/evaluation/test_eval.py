@@ -191,17 +191,20 @@ def test_hellaswag_batched_scoring_matches_one_ending_at_a_time(run, capsys):
     items = read_items(str(HELLASWAG))
     assert any(len(set(map(len, i.endings))) > 1 for i in items)  # padding is in play
     assert any(len(tokenizer.encode(i.ctx)) + 10 > model.config.block_size for i in items)  # so is truncation
-    hits = hits_norm = 0
+    hits = dict.fromkeys(("acc", "acc_norm", "acc_norm_tokens"), 0)
     for item in items:
         total, mean = ending_losses(model, *encode_item(item, tokenizer, model.config.block_size))
         expected = unbatched_losses(model, tokenizer, item)
         assert total.tolist() == pytest.approx([s for s, _ in expected], rel=1e-4, abs=1e-4)
         assert mean.tolist() == pytest.approx([m for _, m in expected], rel=1e-4, abs=1e-4)
-        hits += min(range(len(expected)), key=lambda i: expected[i][0]) == item.label
-        hits_norm += min(range(len(expected)), key=lambda i: expected[i][1]) == item.label
+        endings = range(len(expected))
+        hits["acc"] += min(endings, key=lambda i: expected[i][0]) == item.label
+        # lm-evaluation-harness's acc_norm: log-likelihood per character of the ending
+        hits["acc_norm"] += min(endings, key=lambda i: expected[i][0] / len(item.endings[i])) == item.label
+        hits["acc_norm_tokens"] += min(endings, key=lambda i: expected[i][1]) == item.label  # build-nanoGPT's
     result = eval_json(capsys, run, "--hellaswag", HELLASWAG)
     assert result["items"] == len(items) == 8
-    assert (result["acc"], result["acc_norm"]) == (hits / len(items), hits_norm / len(items))
+    assert {k: result[k] for k in hits} == {k: n / len(items) for k, n in hits.items()}
 
 
 @pytest.mark.slow
