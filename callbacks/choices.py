@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchmetrics import Metric
 
 from gpt import GPT
 
@@ -31,3 +32,38 @@ def picks(model: GPT, tokens: torch.Tensor, mask: torch.Tensor, chars: list[int]
     total, mean = ending_losses(model, tokens, mask)
     per_char = total / torch.tensor(chars, dtype=total.dtype, device=total.device)
     return {"acc": int(total.argmin()), "acc_norm": int(per_char.argmin()), "acc_norm_tokens": int(mean.argmin())}
+
+
+def pick_batch(model: GPT, items: list) -> torch.Tensor:
+    """(N, len(CHOICE_METRICS)) endings picked for a batch of encoded items (loaders.choices.EncodedItem), each item
+    in its own forward: the same shapes, so the same numbers, as ``eval.py --hellaswag``."""
+    rows = [picks(model, item.tokens, item.mask, item.chars) for item in items]
+    return torch.tensor([[row[rule] for rule in CHOICE_METRICS] for row in rows], dtype=torch.long)
+
+
+class ChoiceAccuracy(Metric):
+    """Share of items whose ending picked by one rule (``acc``, ``acc_norm``, ``acc_norm_tokens``) is the label;
+    counts summed over ranks. Padding items (``valid`` False) are not counted."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, rule: str, dist_sync_on_step: bool = False):
+        super().__init__(dist_sync_on_step=dist_sync_on_step)
+        self.column = CHOICE_METRICS.index(rule)
+        self.add_state("hits", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("items", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, chosen: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> None:
+        valid = valid.to(chosen.device)
+        self.hits += ((chosen[:, self.column] == labels.to(chosen.device)) & valid).sum()
+        self.items += valid.sum()
+
+    def compute(self) -> torch.Tensor:
+        return self.hits.double() / self.items.clamp_min(1)
+
+
+def choice_metrics() -> dict[str, Metric]:
+    """The metrics of a multiple-choice evaluator, keyed by the names they are logged under
+    (``metrics/<task>/acc``...)."""
+    return {rule: ChoiceAccuracy(rule) for rule in CHOICE_METRICS}

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from core.errors import ConfigError, RunFolderError
@@ -133,6 +133,18 @@ class SpikeConfig:
 
 
 @dataclass
+class EvalTaskConfig:
+    """A multiple-choice file in HellaSwag's jsonl layout scored during training (callbacks/choices.py), logged as
+    ``metrics/<name>/acc``, ``acc_norm`` and ``acc_norm_tokens``; the same items and scores as ``eval.py
+    --hellaswag`` on the checkpoint."""
+
+    name: str = MISSING  # the metric prefix: letters, digits, '.', '_' and '-'
+    path: str = MISSING  # a .jsonl file or an s3:// object
+    max_items: Optional[int] = None  # the first N items (None: all)
+    interval: Optional[str] = None  # how often (e.g. 500ba); default: eval_interval
+
+
+@dataclass
 class TrainConfig:
     run_name: Optional[str] = None  # set it to get autoresume: re-running continues from the latest checkpoint
     runs_root: str = "runs"
@@ -156,6 +168,7 @@ class TrainConfig:
     eval_interval: str = "500ba"
     eval_subset_num_batches: int = -1  # -1: the whole val split
     eval_per_stream: bool = True  # data.streams: also evaluate each stream's val alone (metrics/val/<name>/...)
+    eval_tasks: list[EvalTaskConfig] = field(default_factory=list)  # multiple-choice files scored while training
     save_interval: str = "1000ba"
     save_num_checkpoints_to_keep: int = 3
     save_folder: Optional[str] = None  # default: {runs_root}/{run_name}/checkpoints
@@ -223,6 +236,9 @@ def load_config(yaml_path: Optional[str], overrides: Sequence[str] = ()) -> Trai
         raise ConfigError(f"config key {e.full_key!r}: {e.msg.splitlines()[0]}") from None
     except OmegaConfBaseException as e:
         raise ConfigError(f"bad config: {str(e).splitlines()[0]}") from None
+    except TypeError as e:  # a list's item set by index (eval_tasks.0.path=...): OmegaConf cannot merge that
+        raise ConfigError(f"bad config: {e}; a list is set whole, e.g. "
+                          "eval_tasks='[{name: hellaswag, path: hellaswag_val.jsonl}]'") from None
     assert isinstance(cfg, TrainConfig)
     validate(cfg)
     return cfg
@@ -275,7 +291,9 @@ def _load_yaml(path: str):
 def _unknown_key_message(e: ConfigKeyError) -> str:
     key = e.full_key or str(e.key)
     parent = key.rsplit(".", 1)[0] if "." in key else ""
-    cls = _dataclass_at(parent)
+    if getattr(e, "object_type", None) is EvalTaskConfig and not parent:  # a list item: OmegaConf loses its path
+        key, parent = f"eval_tasks.<i>.{key}", "eval_tasks.<i>"
+    cls = _dataclass_at(parent.replace("<i>", "0"))
     valid = ", ".join(f.name for f in dataclasses.fields(cls)) if cls else "?"
     where = f"under '{parent}'" if parent else "at top level"
     return f"unknown config key {key!r}; valid keys {where}: {valid}"
@@ -289,6 +307,8 @@ def _dataclass_at(dotted: str) -> Optional[type]:
             cls = _field_type(fields[part])
         elif cls is DataConfig or cls is StreamSource:
             cls = StreamSource  # data.streams.<name>.<key>
+        elif part == "eval_tasks" or (cls is EvalTaskConfig and part.isdigit()):
+            cls = EvalTaskConfig  # eval_tasks.<i>.<key>
         else:
             return None
     return cls
@@ -298,7 +318,8 @@ def _field_type(f: dataclasses.Field) -> Any:
     t = f.type
     if isinstance(t, str):
         t = {c.__name__: c for c in (DataConfig, ModelConfig, OptimizerConfig, SchedulerConfig,
-                                     WandbConfig, StreamSource, FSDPConfig, SpikeConfig, CompileConfig)}.get(t, t)
+                                     WandbConfig, StreamSource, FSDPConfig, SpikeConfig, CompileConfig,
+                                     EvalTaskConfig)}.get(t, t)
     return t
 
 
@@ -309,6 +330,7 @@ def validate(cfg: TrainConfig) -> None:
     _validate_ranges(cfg)
     _validate_choices(cfg)
     _validate_times(cfg)
+    _validate_eval_tasks(cfg)
     _validate_run_lock(cfg)
 
 
@@ -463,19 +485,40 @@ TIMES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
 def _validate_times(cfg: TrainConfig) -> None:
     """Each time string parsed as Composer will parse it, in a unit that key accepts (a bare ``5`` or ``5sec``
     would be wall-clock time: not reproducible), and positive."""
+    for key, units, zero_ok in TIMES:
+        _check_time(key, _value(cfg, key), units, zero_ok)
+
+
+def _check_time(key: str, text: Optional[str], units: tuple[str, ...], zero_ok: bool) -> None:
     from composer.core import Time  # the parser Composer will use
 
-    for key, units, zero_ok in TIMES:
-        text = _value(cfg, key)
-        if text is None:
-            continue
-        try:
-            t = Time.from_timestring(str(text))
-        except (ValueError, TypeError):
-            t = None
-        if t is None or t.unit.value not in units or t.value < 0 or (t.value == 0 and not zero_ok):
-            sign = "a duration >= 0" if zero_ok else "a positive duration"
-            raise ConfigError(f"{key}={text!r} is not {sign} in {', '.join(units)}; use e.g. 500{units[0]}")
+    if text is None:
+        return
+    try:
+        t = Time.from_timestring(str(text))
+    except (ValueError, TypeError):
+        t = None
+    if t is None or t.unit.value not in units or t.value < 0 or (t.value == 0 and not zero_ok):
+        sign = "a duration >= 0" if zero_ok else "a positive duration"
+        raise ConfigError(f"{key}={text!r} is not {sign} in {', '.join(units)}; use e.g. 500{units[0]}")
+
+
+def _validate_eval_tasks(cfg: TrainConfig) -> None:
+    """Names usable as metric keys and unique, item counts positive, intervals as eval_interval's."""
+    seen: set[str] = set()
+    for i, task in enumerate(cfg.eval_tasks):
+        key = f"eval_tasks.{i}"
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", task.name or "") or task.name in seen:
+            raise ConfigError(f"{key}.name={task.name!r}: give each task a distinct name of letters, digits, '.', "
+                              "'_' and '-' (it names metrics/<name>/acc)")
+        if task.name in ("val", "train") or task.name.startswith("val/"):
+            raise ConfigError(f"{key}.name={task.name!r} is taken by the val metrics; choose another name")
+        seen.add(task.name)
+        if not task.path:
+            raise ConfigError(f"{key}.path is empty; give a .jsonl file (or s3:// object) of multiple-choice items")
+        if task.max_items is not None and task.max_items < 1:
+            raise ConfigError(f"{key}.max_items={task.max_items}: give a positive number, or null for all items")
+        _check_time(f"{key}.interval", task.interval, ("ba", "ep", "dur"), False)
 
 
 def to_yaml(cfg: TrainConfig) -> str:

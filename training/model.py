@@ -13,6 +13,7 @@ import torch.utils.checkpoint
 from composer.models import ComposerModel
 from torchmetrics import Metric
 
+from callbacks.choices import ChoiceAccuracy, choice_metrics, pick_batch
 from callbacks.metrics import eval_metrics
 from gpt import GPT, GPTConfig
 
@@ -29,6 +30,7 @@ class ComposerGPT(ComposerModel):
         self.config = config
         self._flops_per_token: dict[int, int] = {}  # by sequence length: the batches', not block_size
         self.val_metrics = eval_metrics(token_bytes)
+        self.choice_metrics = choice_metrics()
         # precision=amp_bf16 on CPU (set by training/trainer.py): Composer 0.32.1 trains only fp32 on CPU, so the
         # forward autocasts itself. Parameters, gradients, optimizer and the cross-entropy stay fp32, as with AMP.
         self.cpu_autocast_dtype: Optional[torch.dtype] = None
@@ -44,16 +46,28 @@ class ComposerGPT(ComposerModel):
         return F.cross_entropy(outputs.flatten(0, 1).float(), batch["labels"].flatten())
 
     def eval_forward(self, batch: dict[str, torch.Tensor], outputs: Optional[Any] = None) -> torch.Tensor:
+        if "choices" in batch:  # an eval_tasks item batch (loaders/choices.py): the ending each rule picks
+            return self._pick(batch["choices"])
         outputs = outputs if outputs is not None else self.forward(batch)
         # every val metric in fp32 (a bf16 sum of per-token losses would round at the 3rd digit)
         return outputs if self.cpu_autocast_dtype is None else outputs.float()
 
+    def _pick(self, items: list) -> torch.Tensor:
+        if self.cpu_autocast_dtype is None:
+            return pick_batch(self.model, items)
+        with torch.autocast("cpu", dtype=self.cpu_autocast_dtype):
+            return pick_batch(self.model, items)
+
     def get_metrics(self, is_train: bool = False) -> dict[str, Metric]:
-        # Training logs its loss every step already; per-step train metrics would cost a sync each step.
-        return {} if is_train else self.val_metrics
+        # Training logs its loss every step already; per-step train metrics would cost a sync each step. Each
+        # evaluator names its own: the language-model ones (val) or the multiple-choice ones (eval_tasks).
+        return {} if is_train else {**self.val_metrics, **self.choice_metrics}
 
     def update_metric(self, batch: dict[str, torch.Tensor], outputs: torch.Tensor, metric: Metric) -> None:
-        metric.update(outputs, batch["labels"])
+        if isinstance(metric, ChoiceAccuracy):
+            metric.update(outputs, batch["labels"], batch["valid"])
+        else:
+            metric.update(outputs, batch["labels"])
 
     def flops_per_batch(self, batch: dict[str, torch.Tensor]) -> int:
         """Training FLOPs (forward + backward) of one batch, for SpeedMonitor's FLOP/s and MFU. Attention FLOPs grow

@@ -21,7 +21,7 @@ from composer.core import DataSpec
 from composer.optim import CosineAnnealingWithWarmupScheduler, DecoupledAdamW
 from composer.utils import FSDP2Config, dist, reproducibility
 
-from callbacks.console import ConsoleSummaryLogger
+from callbacks.console import ConsoleSummaryLogger, EvalCost
 from callbacks.jsonl_logger import JSONLinesLogger
 from callbacks.sample_ids import SampleIdLogger
 from callbacks.samples import SampleLogger
@@ -31,8 +31,10 @@ from core.metadata import DatasetMetadata
 from core.runs import METRICS_FILE
 from core.streams import StreamSource
 from core.tokenizer import Tokenizer
+from loaders.choices import Item
 from loaders.dataset import LoaderSettings, build_dataspec, check_compatible, dataset_tokenizer, fetch_metadata
 from loaders.shm import clean_stale_shared_memory
+from training.choices import build_choice_evaluators, read_eval_tasks
 from training.compile import CompileTimer, apply_compile, describe_compile
 from training.config import AUTO, TrainConfig, plain_config, to_yaml, write_run_config
 from training.model import ComposerGPT, checkpoint_blocks
@@ -75,6 +77,7 @@ class RunData:
     eval: Optional[DataSpec]
     device_batch_size: int
     stream_evals: dict[str, DataSpec] = field(default_factory=dict)  # a mixture's val per stream, by name
+    eval_tasks: dict[str, list[Item]] = field(default_factory=dict)  # eval_tasks' multiple-choice items, by name
 
 
 def init_distributed(cfg: TrainConfig) -> str:
@@ -156,6 +159,7 @@ def build_data(cfg: TrainConfig) -> RunData:
     mixture of the streams of nonzero weight, its val, and each stream's val (training/streams.py)."""
     named = named_sources(cfg)
     sources = trained_sources(named)
+    eval_tasks = read_eval_tasks(cfg)  # a bad multiple-choice file fails here, before any loader starts
     by_name = {name: fetch_metadata(s.path, cfg.data.cache, cfg.data.tokenizer) for name, s in named.items()}
     metas = {s: by_name[name] for name, s in named.items() if s in sources}
     meta = check_compatible({named[name].path: m for name, m in by_name.items()})
@@ -176,7 +180,7 @@ def build_data(cfg: TrainConfig) -> RunData:
     eval_batch = cfg.device_eval_batch_size or cfg.fixed_microbatch or batch  # auto: split by Composer (auto)
     eval_spec = build_mixture_eval(cfg, sources, list(metas.values()), eval_batch, settings)
     stream_evals = build_stream_evals(cfg, named, by_name, eval_batch, settings)
-    return RunData(meta, metas, tokenizer, train, eval_spec, batch, stream_evals)
+    return RunData(meta, metas, tokenizer, train, eval_spec, batch, stream_evals, eval_tasks)
 
 
 def build_model(cfg: TrainConfig, data: RunData, resuming: bool = False, device: str = "cpu") -> ComposerGPT:
@@ -263,6 +267,7 @@ def build_loggers(cfg: TrainConfig) -> list:
 def build_callbacks(cfg: TrainConfig, device: str) -> list:
     peak, _ = resolve_peak(cfg.peak_flops, device, cfg.precision)
     return [
+        EvalCost(),
         SpeedMonitor(window_size=cfg.speed_window, gpu_flops_available=peak, time_unit="seconds"),
         LRMonitor(),
         OptimizerMonitor(log_optimizer_metrics=False, batch_log_interval=10),  # grad norms every 10 steps
@@ -274,8 +279,9 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
     """Composer does the loop, checkpointing and autoresume; we hand it everything built above."""
     optimizer = build_optimizer(cfg, model, device)
     scheduler = CosineAnnealingWithWarmupScheduler(t_warmup=cfg.scheduler.t_warmup, alpha_f=cfg.scheduler.alpha_f)
-    evaluators = build_evaluators(data.eval, data.stream_evals, list(model.get_metrics(is_train=False)),
+    evaluators = build_evaluators(data.eval, data.stream_evals, list(model.val_metrics),
                                   microbatch=AUTO if cfg.fixed_microbatch is None else None)
+    evaluators += build_choice_evaluators(cfg, data.eval_tasks, data.tokenizer, model.config.block_size)
     algorithms = [] if cfg.grad_clip_norm <= 0 else [
         GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm)
     ]

@@ -219,9 +219,10 @@ def test_hellaswag_trained_model_prefers_real_continuations(run, capsys):
     ("{not json", "not JSON"),
     ('{"ctx": "A", "endings": ["b", "c"]}', "keys ctx, endings, label"),
     ('{"ctx": "A", "endings": ["b", "c"], "label": 2}', "label must be an int in [0, 2), got 2"),
-    ('{"ctx": "A", "endings": [], "label": 0}', "endings must be a non-empty list"),
-    ('{"ctx": "A", "endings": ["b", 3], "label": 0}', "endings must be a non-empty list"),
-    ('{"ctx": "A", "endings": "bc", "label": 0}', "endings must be a non-empty list"),
+    ('{"ctx": "A", "endings": [], "label": 0}', "endings must be a list of at least 2 non-empty strings"),
+    ('{"ctx": "A", "endings": ["b", 3], "label": 0}', "endings must be a list of at least 2 non-empty strings"),
+    ('{"ctx": "A", "endings": "bc", "label": 0}', "endings must be a list of at least 2 non-empty strings"),
+    ('{"ctx": "A", "endings": ["b"], "label": 0}', "endings must be a list of at least 2 non-empty strings"),
 ])
 def test_hellaswag_malformed_line_names_file_and_line(tmp_path, line, problem):
     from core.errors import HellaSwagError
