@@ -73,6 +73,17 @@ def val_curves(rows: list[dict], metric: str) -> dict[str, list[tuple[int, float
 
 
 
+def choice_curves(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """``{"<task> acc_norm": [(step, value)]}``: each multiple-choice task's ``acc_norm`` (``eval_tasks``)."""
+    pattern = re.compile(r"^metrics/([^/]+)/acc_norm$")
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if (m := pattern.match(key)) and m.group(1) != VAL_LABEL and isinstance(value, (int, float)):
+                curves.setdefault(f"{m.group(1)} acc_norm", []).append((row["step"], value))
+    return curves
+
+
 def ema(values: list[float], beta: float = 0.9) -> list[float]:
     """Exponential moving average: per-step train loss is noisy."""
     out: list[float] = []
@@ -82,8 +93,9 @@ def ema(values: list[float], beta: float = 0.9) -> list[float]:
 
 
 def panels(run_dirs: Sequence[str], metric: str = "LanguageCrossEntropy") -> dict[str, dict[str, list]]:
-    """``{panel: {run: [(step, value)]}}``: "train" (the smoothed train loss), then "val" (each run's mixture) and
-    "val/<stream>" (each stream alone), in that order; what :func:`plot_runs` draws."""
+    """``{panel: {run: [(step, value)]}}``: "train" (the smoothed train loss), then "val" (each run's mixture),
+    "val/<stream>" (each stream alone) and "<task> acc_norm" (each eval_tasks file), in that order; what
+    :func:`plot_runs` draws."""
     runs = {label: read_metrics(d) for label, d in run_labels(run_dirs).items()}
     out: dict[str, dict[str, list]] = {"train": {}}
     for run, rows in runs.items():
@@ -92,6 +104,9 @@ def panels(run_dirs: Sequence[str], metric: str = "LanguageCrossEntropy") -> dic
     curves = {run: val_curves(rows, metric) for run, rows in runs.items()}
     for label in sorted({label for c in curves.values() for label in c}, key=lambda x: (x != VAL_LABEL, x)):
         out[label] = {run: c[label] for run, c in curves.items() if label in c}
+    choices = {run: choice_curves(rows) for run, rows in runs.items()}
+    for label in sorted({label for c in choices.values() for label in c}):
+        out[label] = {run: c[label] for run, c in choices.items() if label in c}
     return out
 
 
@@ -112,7 +127,7 @@ def plot_runs(run_dirs: Sequence[str], out_png: str, metric: str = "LanguageCros
             if points:
                 ax.plot(*zip(*points), "-" if panel == "train" else "o-", color=colors[run], label=run, ms=3)
         title = {"train": "train loss (smoothed)", VAL_LABEL: f"val (each run's mixture) {metric}"}
-        ax.set_title(title.get(panel, f"{panel} {metric}"), fontsize=10)
+        ax.set_title(title.get(panel, panel if panel.endswith(" acc_norm") else f"{panel} {metric}"), fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -1,8 +1,10 @@
 """`make demo`: build a small byte-level MDS from this Python's standard library, train yamls/tiny.yaml on
-CPU, then print the final val loss, bits/byte and a sample, and draw the loss curve. Needs no network."""
+CPU while scoring a next-line multiple-choice task made from the same corpus, then print the final val loss,
+bits/byte, the task's accuracy by step and a sample, and draw the curves. Needs no network."""
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import sysconfig
@@ -19,8 +21,11 @@ from sampling import sample_text  # noqa: E402
 
 CORPUS_MB = 6
 DATA = ROOT / "data" / "demo"
+SOURCE = ROOT / "data" / "demo_src"
 RUNS = ROOT / "runs"
 VAL_KEY = "metrics/val/LanguageCrossEntropy"
+CHOICE_KEY = "metrics/next_line/acc_norm"
+CHOICE_ITEMS = 200
 
 
 def stdlib_corpus(out: Path, limit_mb: int = CORPUS_MB) -> Path:
@@ -39,6 +44,23 @@ def stdlib_corpus(out: Path, limit_mb: int = CORPUS_MB) -> Path:
     return out
 
 
+def next_line_items(corpus: Path, out: Path, count: int = CHOICE_ITEMS, seed: int = 0) -> Path:
+    """A multiple-choice file from the corpus (HellaSwag's layout): three lines of code, then their real next line
+    among three lines drawn from elsewhere. A model that learns Python picks the real one more often than 1 in 4."""
+    rng = random.Random(seed)
+    lines = [line for doc in corpus.read_text(encoding="utf-8").splitlines()
+             for line in json.loads(doc)["text"].splitlines()]
+    usable = [i for i in range(3, len(lines)) if 8 <= len(lines[i].strip()) <= 40
+              and 0 < len("\n".join(lines[i - 3:i])) <= 80]
+    with open(out, "w", encoding="utf-8") as f:
+        for i in rng.sample(usable, count):
+            fakes = [lines[j].strip() for j in rng.sample(usable, 3)]
+            label = rng.randrange(4)
+            endings = fakes[:label] + [lines[i].strip()] + fakes[label:]
+            f.write(json.dumps({"ctx": "\n".join(lines[i - 3:i]) + "\n", "endings": endings, "label": label}) + "\n")
+    return out
+
+
 def precision_line(run_dir: Path) -> str:
     """What tiny.yaml's ``precision: auto`` chose for this machine, and the times it chose by."""
     path = run_dir / PRECISION_FILE
@@ -49,11 +71,15 @@ def precision_line(run_dir: Path) -> str:
 
 
 def main() -> int:
+    corpus = SOURCE / "stdlib.jsonl"
+    if not corpus.exists():
+        stdlib_corpus(corpus)
     if not (DATA / "metadata.json").exists():
-        corpus = stdlib_corpus(ROOT / "data" / "demo_src" / "stdlib.jsonl")
         convert([str(corpus)], str(DATA), tokenizer="bytes", seq_len=128, val_fraction=0.02, overwrite=True)
+    items = next_line_items(corpus, SOURCE / "next_line.jsonl")
     cmd = [sys.executable, str(ROOT / "gpt_pile_composer.py"), str(ROOT / "yamls" / "tiny.yaml"),
-           f"data.path={DATA}", f"runs_root={RUNS}", *sys.argv[1:]]
+           f"data.path={DATA}", f"runs_root={RUNS}", f"eval_tasks=[{{name: next_line, path: {items}}}]",
+           *sys.argv[1:]]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     run_dir = RUNS / "tiny"
@@ -66,6 +92,8 @@ def main() -> int:
     print(f"final val loss   {last_val[VAL_KEY]:.4f} nats/token (step {last_val['step']})")
     print(f"final val bpb    {last_val['metrics/val/BitsPerByte']:.4f} bits/byte")
     print(f"precision        {precision_line(run_dir)}")
+    scores = ", ".join(f"{r['step']}: {r[CHOICE_KEY]:.2f}" for r in rows if CHOICE_KEY in r)
+    print(f"next-line choice acc_norm by step {scores}  (chance 0.25; {CHOICE_ITEMS} items)")
     print(f"loss curve       {png}")
     print(f"sample           (prompt 'def ', temperature 0.8, top-k 40)\n{'-' * 72}\n{text}\n{'-' * 72}")
     return 0

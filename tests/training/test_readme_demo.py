@@ -88,6 +88,13 @@ def test_make_demo_end_to_end(tmp_path):
     assert chosen, out[-2000:]
     assert json.loads((run / "precision.json").read_text())["precision"] == chosen.group(1)
     assert f"\nprecision: {chosen.group(1)}\n" in (run / "config.yaml").read_text()
+    # the next-line multiple-choice task, scored at each eval (eval_tasks) and printed by step
+    scores = {r["step"]: r["metrics/next_line/acc_norm"] for r in rows if "metrics/next_line/acc_norm" in r}
+    assert sorted(scores) == [20, 40]
+    shown = re.search(r"^next-line choice acc_norm by step (.*)  \(chance 0.25; 200 items\)$", out, re.M)
+    assert shown and shown.group(1) == ", ".join(f"{k}: {v:.2f}" for k, v in sorted(scores.items())), out[-2000:]
+    items = [json.loads(line) for line in (repo / "data" / "demo_src" / "next_line.jsonl").read_text().splitlines()]
+    assert len(items) == 200 and all(len(i["endings"]) == 4 for i in items)
     png = run / "loss.png"
     assert re.search(rf"^loss curve +{re.escape(str(png))}$", out, re.M)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
