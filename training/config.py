@@ -89,6 +89,14 @@ class WandbConfig:
 
 
 @dataclass
+class TensorboardConfig:
+    """Composer's TensorboardLogger, writing to ``{run_dir}/tensorboard`` (callbacks/tensorboard.py): one point per
+    step, keyed as in metrics.jsonl; a resumed run purges the steps it redoes."""
+
+    enabled: bool = False
+
+
+@dataclass
 class FSDPConfig:
     """Options for ``parallelism=fsdp`` (Composer's FSDP2: each transformer block is its own shard unit)."""
 
@@ -156,6 +164,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    tensorboard: TensorboardConfig = field(default_factory=TensorboardConfig)
     parallelism: str = "ddp"  # ddp | fsdp (with options under fsdp:)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     activation_checkpointing: bool = False  # recompute each block's activations in backward (ddp and fsdp)

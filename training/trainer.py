@@ -26,6 +26,7 @@ from callbacks.jsonl_logger import JSONLinesLogger
 from callbacks.sample_ids import SampleIdLogger
 from callbacks.samples import SampleLogger
 from callbacks.spike import SpikeDetected, SpikeRecovery
+from callbacks.tensorboard import TENSORBOARD_DIR, TensorBoardLogger
 from core.errors import ConfigError
 from core.metadata import DatasetMetadata
 from core.runs import METRICS_FILE
@@ -261,6 +262,8 @@ def build_loggers(cfg: TrainConfig) -> list:
                 init_kwargs=init_kwargs,
             )
         )
+    if cfg.tensorboard.enabled:  # rank 0 writes; a resume purges the steps it redoes (callbacks/tensorboard.py)
+        loggers.append(TensorBoardLogger(os.path.join(cfg.run_dir, TENSORBOARD_DIR)))
     return loggers
 
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 from composer import Trainer
 from composer.callbacks import CheckpointSaver
 from composer.core import Callback, State
-from composer.loggers import Logger, WandBLogger
+from composer.loggers import Logger, TensorboardLogger, WandBLogger
 from composer.utils import checkpoint, collect_env, parse_uri, reproducibility
 from composer.utils import dist as composer_dist
 
@@ -55,6 +55,35 @@ class WandBLoggerNoArtifacts(WandBLogger):
     def download_file(self, remote_file_name: str, destination: str, overwrite: bool = False,
                       progress_bar: bool = True) -> None:
         raise FileNotFoundError(f"{remote_file_name}: checkpoints are not kept in wandb")
+
+
+class TensorboardLoggerAtFitStart(TensorboardLogger):
+    """Composer 0.32.1 bug: TensorboardLogger opens its SummaryWriter (and so an event file) at INIT on every rank,
+    ``rank_zero_only`` or not, and before autoresume loads the checkpoint, so it cannot be told the step a resumed
+    run redoes from (SummaryWriter's ``purge_step`` is read when the writer opens its first file).
+
+    Open the writer at FIT_START instead, after the load, on global rank 0 only, in ``log_dir`` itself (not
+    ``log_dir/run_name``), with ``purge_step`` = :meth:`purge_step`; a later FIT_START in the same process (a
+    loss-spike rollback's second ``fit``) closes it and opens the next file with its own purge step. Its writer
+    thread's periodic flush stays off, as Composer has it: subclasses flush when they choose."""
+
+    def init(self, state: State, logger: Logger) -> None:
+        self.run_name = state.run_name  # no writer yet: the checkpoint is not loaded
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        if composer_dist.get_global_rank() != 0:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.writer is not None:
+            self.writer.close()
+        assert self.log_dir is not None, "give log_dir"
+        self.writer = SummaryWriter(log_dir=self.log_dir, purge_step=self.purge_step(state),
+                                    flush_secs=365 * 24 * 3600)
+
+    def purge_step(self, state: State) -> Optional[int]:
+        """The step from which TensorBoard's readers drop what earlier event files hold (None: nothing)."""
+        return None
 
 
 class RestoreRNGOnResume(Callback):

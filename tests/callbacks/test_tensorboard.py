@@ -1,0 +1,93 @@
+"""README "TensorBoard": `tensorboard.enabled=true` writes `{run_dir}/tensorboard`, one point per step as in
+metrics.jsonl; a run killed with SIGKILL and re-run with the same command shows in TensorBoard as one run, each step
+once, with the losses of an uninterrupted run. Read back with TensorBoard's own reader (EventAccumulator, which
+applies the purges a resumed run writes), and raw (event_file_loader) to see what the purge hides.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from callbacks.tensorboard import scalar
+from tests.helpers import LOSS, kill_when, last_step, losses, metrics_rows, run_train, start_train, tiny_args
+
+pytestmark = pytest.mark.slow  # every test here trains real runs
+
+EVAL_LOSS = "metrics/val/LanguageCrossEntropy"
+
+
+def tb_args(ds: Path, runs: Path, name: str, *extra: str) -> list[str]:
+    """A model big enough that a step takes tens of ms (a kill lands between two checkpoints); eval at each
+    checkpoint, so the checkpoint's step holds an eval that a resume must keep."""
+    return tiny_args(ds, runs, f"run_name={name}", "tensorboard.enabled=true", "model.n_layer=2", "model.n_head=4",
+                     "model.n_embd=128", "global_train_batch_size=16", "device_train_microbatch_size=16",
+                     "max_duration=30ba", "save_interval=10ba", "eval_interval=10ba", *extra)
+
+
+def tensorboard_view(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} as TensorBoard shows the run (purges applied), every point kept."""
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={SCALARS: 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def raw_steps(run_dir: Path, tag: str) -> list[int]:
+    """The steps of ``tag`` in every event file, nothing purged."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    steps = []
+    for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            if event.HasField("summary"):
+                steps += [event.step for v in event.summary.value if v.tag == tag]
+    return steps
+
+
+def assert_view_is_metrics_jsonl(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Each tag TensorBoard shows: the same steps (each once) and values (1e-6) as the key in metrics.jsonl; but
+    Composer's ``time/*`` counters, which it logs again at FIT_END: metrics.jsonl keeps that last value of the
+    last step, TensorBoard (which cannot replace a point) the first."""
+    view = tensorboard_view(run_dir)
+    rows = metrics_rows(run_dir)
+    assert LOSS in view and EVAL_LOSS in view, sorted(view)
+    for tag, points in view.items():
+        expected = [(r["step"], scalar(r[tag])) for r in rows if tag in r and scalar(r[tag]) is not None]
+        assert [s for s, _ in points] == [s for s, _ in expected], tag
+        if tag.startswith("time/"):
+            points, expected = points[:-1], expected[:-1]
+        assert [v for _, v in points] == pytest.approx([v for _, v in expected], rel=1e-6, abs=1e-6), tag
+    return view
+
+
+def test_tensorboard_holds_the_losses_of_metrics_jsonl(dataset, tmp_path):
+    run = tmp_path / "t"
+    run_train(tb_args(dataset, tmp_path, "t"))
+    view = assert_view_is_metrics_jsonl(run)
+    assert [s for s, _ in view[LOSS]] == list(range(1, 31))
+    assert [s for s, _ in view[EVAL_LOSS]] == [10, 20, 30]
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1  # one file per process, one rank
+
+
+def test_sigkill_and_rerun_show_each_step_once_with_the_uninterrupted_losses(dataset, tmp_path):
+    run_train(tb_args(dataset, tmp_path / "ref", "a"))
+    reference = losses(tmp_path / "ref" / "a")
+
+    run = tmp_path / "b"
+    args = tb_args(dataset, tmp_path, "b")
+    kill_when(start_train(args, tmp_path / "b.first.log"), lambda: last_step(run) >= 15)  # after checkpoint 10
+    killed_steps = raw_steps(run, LOSS)
+    assert max(killed_steps) > 10, "the killed run wrote steps past its checkpoint (what the purge must hide)"
+    run_train(args)
+
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    raw = Counter(raw_steps(run, LOSS))
+    assert any(n == 2 for n in raw.values()), "steps 11.. are in both files"
+    view = assert_view_is_metrics_jsonl(run)
+    steps = [s for s, _ in view[LOSS]]
+    assert steps == list(range(1, 31))  # each step once, 1..N
+    assert [v for _, v in view[LOSS]] == pytest.approx([reference[s] for s in steps], rel=1e-6, abs=1e-6)
+    assert [s for s, _ in view[EVAL_LOSS]] == [10, 20, 30]  # the checkpoint's eval kept, none twice
