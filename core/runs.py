@@ -4,7 +4,8 @@ Training writes ``config.yaml`` (the resolved config: read back by ``training.co
 ``model.json`` (the GPT's shape: ``training.resume.checkpoints``), ``precision.json`` (what ``precision: auto``
 chose at the run's first start: ``training.precision``), ``metrics.jsonl`` (one JSON row per step:
 :func:`read_metrics`), ``rollbacks.jsonl`` (one JSON row per loss-spike rollback: ``callbacks.spike``),
-``data/<stream>/metadata.json`` and ``checkpoints/``.
+``data/<stream>/metadata.json``, ``checkpoints/`` and, with ``tensorboard.enabled``, ``tensorboard/`` (TensorBoard's
+event files: ``callbacks.tensorboard``).
 """
 from __future__ import annotations
 

@@ -327,8 +327,8 @@ def _field_type(f: dataclasses.Field) -> Any:
     t = f.type
     if isinstance(t, str):
         t = {c.__name__: c for c in (DataConfig, ModelConfig, OptimizerConfig, SchedulerConfig,
-                                     WandbConfig, StreamSource, FSDPConfig, SpikeConfig, CompileConfig,
-                                     EvalTaskConfig)}.get(t, t)
+                                     WandbConfig, TensorboardConfig, StreamSource, FSDPConfig, SpikeConfig,
+                                     CompileConfig, EvalTaskConfig)}.get(t, t)
     return t
 
 

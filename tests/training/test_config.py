@@ -164,3 +164,14 @@ def test_auto_microbatch_with_fsdp_is_refused():
 def test_amp_fp16_is_a_valid_config():
     """For a GPU; on CPU the run refuses it at start (test_train.py)."""
     assert load_config(str(TINY_YAML), ["precision=amp_fp16"]).precision == "amp_fp16"
+
+
+def test_tensorboard_is_off_by_default_and_a_typo_under_it_lists_the_valid_keys(tmp_path):
+    assert load_config(str(TINY_YAML), []).tensorboard.enabled is False
+    assert load_config(str(TINY_YAML), ["tensorboard.enabled=true"]).tensorboard.enabled is True
+    with pytest.raises(ConfigError, match=r"unknown config key 'tensorboard.enable'.*valid keys.*: enabled"):
+        load_config(str(TINY_YAML), ["tensorboard.enable=true"])
+    yaml = tmp_path / "tb.yaml"
+    yaml.write_text(TINY_YAML.read_text() + "tensorboard:\n  enabled: true\n  logdir: x\n")
+    with pytest.raises(ConfigError, match=r"'tensorboard.logdir'.*: enabled"):
+        load_config(str(yaml), [])
