@@ -91,3 +91,19 @@ def test_sigkill_and_rerun_show_each_step_once_with_the_uninterrupted_losses(dat
     assert steps == list(range(1, 31))  # each step once, 1..N
     assert [v for _, v in view[LOSS]] == pytest.approx([reference[s] for s in steps], rel=1e-6, abs=1e-6)
     assert [s for s, _ in view[EVAL_LOSS]] == [10, 20, 30]  # the checkpoint's eval kept, none twice
+
+
+def test_a_loss_spike_rollback_shows_each_step_once(dataset, tmp_path):
+    """A spike on a sample of batch 14 (tests/helpers.py's spike launcher): the run goes back to checkpoint 12 in
+    the same process; its second fit's event file purges the abandoned step 13."""
+    spike_args = ("model.dropout=0.1", "max_duration=22ba", "save_interval=4ba", "eval_interval=1000ba",
+                  "log_sample_ids=true", "spike.window=5", "spike.patience=1", "spike.skip_batches=2")
+    run_train(tiny_args(dataset, tmp_path, "run_name=ref", *spike_args))
+    sample = metrics_rows(tmp_path / "ref")[13]["data/sample_ids"][0]  # row 14: a sample of batch 14
+    run = tmp_path / "spk"
+    out = run_train(tiny_args(dataset, tmp_path, "run_name=spk", "tensorboard.enabled=true", *spike_args),
+                    spike=(sample, 50.0)).stdout
+    assert "loss spike at step 14" in out and "rolled back to ep0-ba12" in out
+    assert Counter(raw_steps(run, LOSS))[13] == 2  # written before the spike, and again after the rollback
+    view = assert_view_is_metrics_jsonl(run)  # the rows metrics.jsonl keeps, after the rollback
+    assert [s for s, _ in view[LOSS]] == list(range(1, 23))
