@@ -13,19 +13,22 @@ TensorBoard's readers drop what earlier files hold from step N + 1 on, which thi
 shows one run, each step once. Only numbers are written (no text, lists or Composer's per-eval ``add_hparams``).
 
 A tag logged again for a step already written (Composer re-logs the ``time/*`` counters at FIT_END, after the
-last step's row) is not written twice: TensorBoard cannot replace a point, so it keeps the first value, where
-metrics.jsonl, which rewrites its last row, keeps the last. A new tag for that step (an epoch-end eval) is written.
+last step's row; a resumed run redoes the epoch-end eval of a checkpoint on an epoch's last batch) is not written
+twice: TensorBoard cannot replace a point, so it keeps the first value, where metrics.jsonl, which rewrites its
+last row, keeps the last. A new tag for that step (an epoch-end eval) is written.
 """
 from __future__ import annotations
 
 import numbers
 import os
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from composer.core import State
 from composer.loggers import Logger
 
+from core.runs import read_metrics
 from upstream.composer import TensorboardLoggerAtFitStart
 
 TENSORBOARD_DIR = "tensorboard"  # inside the run folder
@@ -47,8 +50,9 @@ def scalar(value: Any) -> Optional[float]:
 class TensorBoardLogger(TensorboardLoggerAtFitStart):
     """Rank 0 writes every numeric metric to ``log_dir`` at the step of the batch it describes."""
 
-    def __init__(self, log_dir: str | os.PathLike):
+    def __init__(self, log_dir: str | os.PathLike, metrics_path: Optional[str | os.PathLike] = None):
         super().__init__(log_dir=str(log_dir), rank_zero_only=True)
+        self.metrics_path = None if metrics_path is None else Path(metrics_path)
         self._pending: dict[str, float] = {}
         self._written: tuple[int, set[str]] = (-1, set())  # the last step written, and its tags
 
@@ -58,7 +62,17 @@ class TensorBoardLogger(TensorboardLoggerAtFitStart):
     def fit_start(self, state: State, logger: Logger) -> None:
         super().fit_start(state, logger)
         self._pending = {}  # an abandoned batch's (a rollback): not written
-        self._written = (-1, set())
+        step = int(state.timestamp.batch)
+        self._written = (step, self._tags_written_at(step))
+
+    def _tags_written_at(self, step: int) -> set[str]:
+        """The tags an earlier process (or fit) wrote for ``step``, the step this fit starts from, which the purge
+        keeps: those of metrics.jsonl's row ``step`` (written at the same events, just before ours). A late metric
+        of that step that this fit logs again (the epoch-end eval of a checkpoint on an epoch's last batch) is then
+        not written twice."""
+        if self.writer is None or step == 0 or self.metrics_path is None or not self.metrics_path.is_file():
+            return set()
+        return {tag for row in read_metrics(self.metrics_path) if row.get("step") == step for tag in row} - {"step"}
 
     def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
         del step  # keyed by the batch in flight, see the module docstring

@@ -263,7 +263,8 @@ def build_loggers(cfg: TrainConfig) -> list:
             )
         )
     if cfg.tensorboard.enabled:  # rank 0 writes; a resume purges the steps it redoes (callbacks/tensorboard.py)
-        loggers.append(TensorBoardLogger(os.path.join(cfg.run_dir, TENSORBOARD_DIR)))
+        loggers.append(TensorBoardLogger(os.path.join(cfg.run_dir, TENSORBOARD_DIR),
+                                         os.path.join(cfg.run_dir, METRICS_FILE)))
     return loggers
 
 

@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 
 from callbacks.tensorboard import scalar
-from tests.helpers import LOSS, kill_when, last_step, losses, metrics_rows, run_train, start_train, tiny_args
+from tests.helpers import (
+    LOSS,
+    kill_when,
+    last_step,
+    losses,
+    make_dataset,
+    metrics_rows,
+    rows_by_step,
+    run_train,
+    start_train,
+    tiny_args,
+)
 
 pytestmark = pytest.mark.slow  # every test here trains real runs
 
@@ -72,6 +83,15 @@ def test_tensorboard_holds_the_losses_of_metrics_jsonl(dataset, tmp_path):
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1  # one file per process, one rank
 
 
+def test_two_ranks_write_one_event_file(dataset, tmp_path):
+    run = tmp_path / "ddp"
+    run_train(tiny_args(dataset, tmp_path, "run_name=ddp", "tensorboard.enabled=true", "max_duration=6ba",
+                        "eval_interval=6ba", "save_interval=6ba"), nproc=2)
+    assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) == 1  # rank 0's; Composer's: one a rank
+    view = assert_view_is_metrics_jsonl(run)
+    assert [s for s, _ in view[LOSS]] == list(range(1, 7))
+
+
 def test_sigkill_and_rerun_show_each_step_once_with_the_uninterrupted_losses(dataset, tmp_path):
     run_train(tb_args(dataset, tmp_path / "ref", "a"))
     reference = losses(tmp_path / "ref" / "a")
@@ -107,3 +127,23 @@ def test_a_loss_spike_rollback_shows_each_step_once(dataset, tmp_path):
     assert Counter(raw_steps(run, LOSS))[13] == 2  # written before the spike, and again after the rollback
     view = assert_view_is_metrics_jsonl(run)  # the rows metrics.jsonl keeps, after the rollback
     assert [s for s, _ in view[LOSS]] == list(range(1, 23))
+
+
+def test_a_resume_that_redoes_the_epoch_end_eval_writes_it_once(tmp_path, shakespeare_text):
+    """A checkpoint on an epoch's last batch E, eval at each epoch's end: killed after that eval was written, the
+    re-run resumes from E and evaluates again at E's epoch end; TensorBoard holds that eval once."""
+    from core.metadata import read_metadata
+
+    ds = make_dataset(tmp_path / "small", shakespeare_text[:30_000], seq_len=32)
+    epoch = read_metadata(ds).splits["train"].samples // 8  # batches of an epoch (8 a batch, the last dropped)
+    run = tmp_path / "ep"
+    args = tb_args(ds, tmp_path, "ep", "model.n_embd=64", "global_train_batch_size=8",
+                   "device_train_microbatch_size=8", "max_duration=2ep", "eval_interval=1ep",
+                   f"save_interval={epoch}ba", "save_num_checkpoints_to_keep=-1")
+    kill_when(start_train(args, tmp_path / "ep.first.log"),
+              lambda: last_step(run) >= epoch + 2 and EVAL_LOSS in rows_by_step(run).get(epoch, {}))
+    assert epoch in [s for s, _ in tensorboard_view(run)[EVAL_LOSS]]  # the killed run wrote it
+    run_train(args)
+    view = assert_view_is_metrics_jsonl(run)
+    assert [s for s, _ in view[EVAL_LOSS]] == [epoch, 2 * epoch]
+    assert [s for s, _ in view[LOSS]] == list(range(1, 2 * epoch + 1))
