@@ -124,9 +124,17 @@ class KVCache:
     starts it over (a fresh prefill of the last block_size tokens) when it is full.
     """
 
-    def __init__(self, config: GPTConfig) -> None:
-        self.layers = [LayerKV(config.block_size) for _ in range(config.n_layer)]
+    def __init__(self, config: GPTConfig, size: int | None = None) -> None:
+        """``size``: the positions to hold, when fewer than block_size will ever be (smaller buffers)."""
+        self.layers = [LayerKV(size or config.block_size) for _ in range(config.n_layer)]
         self.length = 0  # positions filled: the position of the next token
+
+    def broadcast(self, batch: int) -> None:
+        """A cache filled for one sequence becomes ``batch`` copies of it (several continuations of one prefix)."""
+        for layer in self.layers:
+            assert layer.k is not None and layer.v is not None and layer.k.shape[0] == 1
+            layer.k = layer.k.expand(batch, -1, -1, -1).contiguous()
+            layer.v = layer.v.expand(batch, -1, -1, -1).contiguous()
 
     def reset(self) -> None:
         """Forget the cached tokens (the buffers are kept and overwritten)."""
