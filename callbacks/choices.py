@@ -46,7 +46,7 @@ def _after_context(model: GPT, inputs: torch.Tensor, start: int) -> torch.Tensor
     in one forward, then every row's ending after it, through a KV cache broadcast to the E rows."""
     rows, width = inputs.shape
     cache = KVCache(model.config, size=width)
-    last = model(inputs[:1, :start], cache)[:, -1:].expand(rows, -1, -1)  # predicts each ending's first token
+    last = model(inputs[:1, :start], cache, last_only=True).expand(rows, -1, -1)  # predicts each ending's first token
     if width == start:  # one-token endings only
         return last
     cache.broadcast(rows)
