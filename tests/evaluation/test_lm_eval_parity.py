@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.evaluation.test_eval import HELLASWAG, dataset, eval_json, run  # noqa: F401 (module fixtures)
+from tests.evaluation.test_eval import HELLASWAG, dataset, eval_error, eval_json, run  # noqa: F401 (fixtures)
 
 TASK = "parity_mc"
 TASK_YAML = """\
@@ -72,3 +72,7 @@ def test_eval_hellaswag_matches_lm_evaluation_harness_item_by_item(run, tmp_path
             (sample["target"], bool(sample["acc"]), bool(sample["acc_norm"])), sample["doc_id"]
     for rule in ("acc", "acc_norm"):
         assert report[rule] == pytest.approx(sum(s[rule] for s in theirs) / len(theirs))
+
+
+def test_per_item_goes_with_hellaswag(tmp_path, capsys):
+    assert "--per-item goes with --hellaswag" in eval_error(capsys, tmp_path / "run", "--per-item", tmp_path / "o")
