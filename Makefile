@@ -48,11 +48,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest $(XDIST) -m "not slow" tests
 
-# Every benchmark in turn (~25 min on 2 cores; run on a quiet machine: see BENCHMARKS.md). One alone:
+# Every benchmark in turn (~30 min on 2 cores; run on a quiet machine: see BENCHMARKS.md). One alone:
 #   make bench BENCH=train_throughput    (or nanogpt_parity, resume_latency, node_resume_latency, spike_overhead,
-#                                         convert_throughput, loader_throughput)
+#                                         convert_throughput, loader_throughput, eval_throughput)
 BENCH ?= nanogpt_parity resume_latency node_resume_latency spike_overhead convert_throughput train_throughput \
-	loader_throughput
+	loader_throughput eval_throughput
 bench: $(STAMP)
 	set -e; for b in $(BENCH); do echo "== bench/$$b.py"; $(PY) bench/$$b.py; done
 

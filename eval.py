@@ -5,6 +5,7 @@
     python eval.py runs/pile --stream Github            # one stream of the run's data.streams mixture
     python eval.py runs/tiny/checkpoints/ep0-ba500-rank0.pt --max-batches 50
     python eval.py hf/gpt2 --hellaswag hellaswag_val.jsonl
+    python eval.py hf/gpt2 --hellaswag hellaswag_val.jsonl --per-item scores.jsonl   # each item's losses, picks
     python eval.py runs/tiny --data /data/c4-foundry --tokenizer gpt2   # a dataset made by llm-foundry
 
 SOURCE is a run folder (its latest checkpoint), a checkpoint file or sharded folder, or a Hugging Face folder.
@@ -34,6 +35,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                      "default: the run's own data")
     what.add_argument("--stream", help="a stream of the run's data.streams mixture, by name")
     what.add_argument("--hellaswag", metavar="FILE.jsonl", help='multiple choice: lines {"ctx", "endings", "label"}')
+    parser.add_argument("--per-item", metavar="OUT.jsonl", help="--hellaswag: also write each item's ending losses "
+                                                                "and picks, one line per item")
     parser.add_argument("--split", default="val", help="dataset split (default: val)")
     parser.add_argument("--batch-size", type=int, help="samples per forward (default: the run's eval batch size)")
     parser.add_argument("--max-batches", type=int, help="stop after N batches (--hellaswag: N items); default all")
@@ -54,6 +57,8 @@ def validate(args: argparse.Namespace) -> str | None:
     if args.hellaswag and (args.split != "val" or args.batch_size or args.cache or args.tokenizer):
         return ("--split, --batch-size, --cache and --tokenizer are for dataset evaluation; --hellaswag takes none "
                 "of them")
+    if args.per_item and not args.hellaswag:
+        return "--per-item goes with --hellaswag"
     return None
 
 
@@ -80,7 +85,7 @@ def main(argv: list[str]) -> int:
     device = pick_device(args.device)  # before the weights load
     model = load_gpt(args.source).to(device).eval()
     if args.hellaswag:
-        result = evaluate_choices(args.source, model, args.hellaswag, args.max_batches)
+        result = evaluate_choices(args.source, model, args.hellaswag, args.max_batches, args.per_item)
     else:
         result = evaluate_lm(args.source, model, args.data, args.stream, args.split, args.batch_size,
                              args.max_batches, args.cache, args.tokenizer)

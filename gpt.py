@@ -124,9 +124,17 @@ class KVCache:
     starts it over (a fresh prefill of the last block_size tokens) when it is full.
     """
 
-    def __init__(self, config: GPTConfig) -> None:
-        self.layers = [LayerKV(config.block_size) for _ in range(config.n_layer)]
+    def __init__(self, config: GPTConfig, size: int | None = None) -> None:
+        """``size``: the positions to hold, when fewer than block_size will ever be (smaller buffers)."""
+        self.layers = [LayerKV(size or config.block_size) for _ in range(config.n_layer)]
         self.length = 0  # positions filled: the position of the next token
+
+    def broadcast(self, batch: int) -> None:
+        """A cache filled for one sequence becomes ``batch`` copies of it (several continuations of one prefix)."""
+        for layer in self.layers:
+            assert layer.k is not None and layer.v is not None and layer.k.shape[0] == 1
+            layer.k = layer.k.expand(batch, -1, -1, -1).contiguous()
+            layer.v = layer.v.expand(batch, -1, -1, -1).contiguous()
 
     def reset(self) -> None:
         """Forget the cached tokens (the buffers are kept and overwritten)."""
@@ -252,8 +260,9 @@ class GPT(nn.Module):
             # Needed for meta-device init: torch's own LayerNorm init only ran on the meta tensors.
             module.reset_parameters()
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits for every position of ``idx``; the caller computes the loss.
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+        """Logits for every position of ``idx``; the caller computes the loss. ``last_only``: the last position's
+        only, (B, 1, V) (a prefill whose other logits nobody reads: the vocab matmul is ~30 % of GPT-2 small's).
 
         With a ``cache``, ``idx`` holds the tokens that follow the ``cache.length`` cached ones: they are placed at
         positions ``cache.length ..``, attend to the cached tokens too, and are added to the cache.
@@ -278,6 +287,8 @@ class GPT(nn.Module):
             x = block(x, None if cache is None else cache.layers[i], start)  # (B, T, C)
         if cache is not None:
             cache.length += T
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
         x = self.transformer.ln_f(x)  # (B, T, C)
         V = self.config.vocab_size
         if x.device.type == "cpu":

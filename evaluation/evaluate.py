@@ -9,17 +9,19 @@ it logged at that step.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from composer.core import DataSpec
 
-from callbacks.choices import CHOICE_METRICS, picks
+from callbacks.choices import CHOICE_METRICS, choose, ending_losses
 from callbacks.metrics import eval_metrics
 from core.errors import EvalError
+from core.files import write_atomic
 from core.metadata import METADATA_FILE, DatasetMetadata, read_metadata
 from core.remote import is_remote
 from core.runs import CONFIG_FILE
@@ -193,18 +195,34 @@ def evaluate_lm(source: str, model: GPT, data: Optional[str], stream: Optional[s
     return {"source": source, "data": target.label, "split": split, **result}
 
 
-def score_items(model: GPT, tokenizer: Tokenizer, items: list[Item]) -> dict[str, Any]:
-    """Each of :data:`callbacks.choices.CHOICE_METRICS` over the items (see :func:`callbacks.choices.picks`)."""
-    hits = dict.fromkeys(CHOICE_METRICS, 0)
+def item_scores(model: GPT, tokenizer: Tokenizer, items: list[Item]) -> Iterator[dict[str, Any]]:
+    """Per item: each ending's summed loss (nats; lm-evaluation-harness's log-likelihood is its negative), its
+    tokens and characters, and the ending each rule of :data:`callbacks.choices.CHOICE_METRICS` picks."""
     for item in items:
-        chosen = picks(model, *encode_item(item, tokenizer, model.config.block_size), [len(e) for e in item.endings])
-        for rule, pick in chosen.items():
-            hits[rule] += pick == item.label
+        tokens, mask = encode_item(item, tokenizer, model.config.block_size)
+        chars = [len(e) for e in item.endings]
+        total, mean = ending_losses(model, tokens, mask, share_context=True)
+        yield {"label": item.label, "losses": total.tolist(), "tokens": mask.sum(1).tolist(), "chars": chars,
+               **choose(total, mean, chars)}
+
+
+def score_items(model: GPT, tokenizer: Tokenizer, items: list[Item],
+                per_item: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
+    """Each of :data:`callbacks.choices.CHOICE_METRICS` over the items (see :func:`callbacks.choices.picks`);
+    ``per_item``, a list: each item's :func:`item_scores` appended to it."""
+    hits = dict.fromkeys(CHOICE_METRICS, 0)
+    for scores in item_scores(model, tokenizer, items):
+        for rule in CHOICE_METRICS:
+            hits[rule] += scores[rule] == scores["label"]
+        if per_item is not None:
+            per_item.append(scores)
     return {**{rule: n / len(items) for rule, n in hits.items()}, "items": len(items)}
 
 
-def evaluate_choices(source: str, model: GPT, path: str, max_items: Optional[int]) -> dict[str, Any]:
-    """Everything ``eval.py SOURCE --hellaswag FILE`` does after loading the model; returns the report."""
+def evaluate_choices(source: str, model: GPT, path: str, max_items: Optional[int],
+                     per_item: Optional[str] = None) -> dict[str, Any]:
+    """Everything ``eval.py SOURCE --hellaswag FILE [--per-item OUT.jsonl]`` does after loading the model; returns
+    the report. ``per_item``: a jsonl file written with one line of :func:`item_scores` per item, in order."""
     from evaluation.checkpoints import load_tokenizer_for
 
     items = read_items(path)[:max_items]
@@ -212,4 +230,8 @@ def evaluate_choices(source: str, model: GPT, path: str, max_items: Optional[int
     if tokenizer.vocab_size != model.config.vocab_size:
         raise EvalError(f"the tokenizer of {source} has {tokenizer.vocab_size} ids but its model "
                         f"{model.config.vocab_size}: the model and tokenizer do not belong together")
-    return {"source": source, "hellaswag": path, **score_items(model, tokenizer, items)}
+    rows: list[dict[str, Any]] = []
+    result = score_items(model, tokenizer, items, rows)
+    if per_item is not None:
+        write_atomic(per_item, "".join(json.dumps({"item": i, **row}) + "\n" for i, row in enumerate(rows)))
+    return {"source": source, "hellaswag": path, **result}

@@ -66,24 +66,38 @@ def _parse_item(line: str, where: str) -> Item:
 
 
 def encode_item(item: Item, tokenizer: Tokenizer, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(E, L) rows ``ctx + " " + ending`` right-padded with 0, and a mask of the ending tokens.
+    """(E, L) rows ``ctx + " " + ending`` right-padded with 0, and a mask of the ending tokens; the model reads each
+    row but its last token (so ``L <= block_size + 1``).
 
-    A context too long for the model is cut on the left, by the same amount for every ending (each is judged
-    after the same context)."""
-    ctx = tokenizer.encode(item.ctx)
-    ends = [tokenizer.encode(" " + e) for e in item.endings]
-    room = block_size - max(len(e) for e in ends)
-    if room < 1:
-        raise HellaSwagError(f"an ending of {max(len(e) for e in ends)} tokens leaves no room for context in the "
-                             f"model's block_size {block_size}")
-    ctx = ctx[-room:]
-    width = len(ctx) + max(len(e) for e in ends)
-    tokens = torch.zeros(len(ends), width, dtype=torch.long)
-    mask = torch.zeros(len(ends), width, dtype=torch.bool)
-    for i, end in enumerate(ends):
-        tokens[i, :len(ctx) + len(end)] = torch.tensor(ctx + end)
-        mask[i, len(ctx):len(ctx) + len(end)] = True
+    Encoded as lm-evaluation-harness encodes a (context, continuation) pair (its ``_encode_pair``), so that both
+    score the same tokens (tests/evaluation/test_lm_eval_parity.py): whitespace at the end of the context moves
+    into the ending, the ending's tokens are those of ``ctx + " " + ending`` after the context's own (an empty
+    context is the EOS token), and a row too long for the model keeps its last ``block_size + 1`` tokens (the
+    context is cut on the left, each row by what its own ending needs)."""
+    ctx, ends = _encode_pair(item, tokenizer)
+    longest = max(len(e) for e in ends)
+    if longest > block_size:
+        raise HellaSwagError(f"an ending of {longest} tokens leaves no room for context in the model's block_size "
+                             f"{block_size}")
+    rows = [(ctx + end)[-(block_size + 1):] for end in ends]
+    tokens = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+    mask = torch.zeros_like(tokens, dtype=torch.bool)
+    for i, (row, end) in enumerate(zip(rows, ends)):
+        tokens[i, :len(row)] = torch.tensor(row)
+        mask[i, len(row) - len(end):len(row)] = True
     return tokens, mask
+
+
+def _encode_pair(item: Item, tokenizer: Tokenizer) -> tuple[list[int], list[list[int]]]:
+    """The context's ids and each ending's, as lm-evaluation-harness's ``_encode_pair`` splits them."""
+    ctx = item.ctx.rstrip()
+    moved = item.ctx[len(ctx):]  # the context's trailing whitespace starts every ending
+    ctx_ids = tokenizer.encode(ctx) if ctx else [tokenizer.eos_id]
+    ends = []
+    for ending in item.endings:
+        whole = tokenizer.encode(ctx + moved + " " + ending)
+        ends.append(whole[len(ctx_ids):] if ctx else whole)
+    return ctx_ids, ends
 
 
 # --------------------------------------------------------------------------------------- items during training

@@ -165,18 +165,18 @@ def test_eval_refuses_a_dataset_of_another_tokenizer(run, tmp_path, shakespeare_
 
 
 def unbatched_losses(model, tokenizer, item) -> list[tuple[float, float]]:
-    """(summed, mean) loss of each ending's tokens: one plain forward per ending, the context cut on the left so
-    that the longest ending fits in block_size."""
-    ctx = tokenizer.encode(item.ctx)
-    ends = [tokenizer.encode(" " + e) for e in item.endings]
-    room = model.config.block_size - max(len(e) for e in ends)
-    ctx = ctx[max(0, len(ctx) - room):]
+    """(summed, mean) loss of each ending's tokens: one plain forward per ending, as lm-evaluation-harness's ``hf``
+    model scores a (context, " " + ending) pair: the context's trailing whitespace moved into the ending, the row's
+    last block_size + 1 tokens kept."""
+    ctx = item.ctx.rstrip()
+    moved = item.ctx[len(ctx):]
     out = []
-    for end in ends:
-        ids = torch.tensor([ctx + end])
+    for ending in item.endings:
+        cont = tokenizer.encode(moved + " " + ending)
+        ids = torch.tensor([(tokenizer.encode(ctx) + cont)[-(model.config.block_size + 1):]])
         with torch.no_grad():
-            logp = F.log_softmax(model(ids)[0, :-1].float(), dim=-1)
-        nll = -logp[torch.arange(len(ctx) - 1, ids.shape[1] - 1), torch.tensor(end)]
+            logp = F.log_softmax(model(ids[:, :-1])[0].float(), dim=-1)
+        nll = -logp[torch.arange(ids.shape[1] - 1 - len(cont), ids.shape[1] - 1), ids[0, -len(cont):]]
         out.append((nll.sum().item(), nll.mean().item()))
     return out
 
@@ -191,12 +191,14 @@ def test_hellaswag_batched_scoring_matches_one_ending_at_a_time(run, capsys):
     items = read_items(str(HELLASWAG))
     assert any(len(set(map(len, i.endings))) > 1 for i in items)  # padding is in play
     assert any(len(tokenizer.encode(i.ctx)) + 10 > model.config.block_size for i in items)  # so is truncation
+    assert any(i.ctx != i.ctx.rstrip() for i in items)  # and the context's trailing space moving into the endings
     hits = dict.fromkeys(("acc", "acc_norm", "acc_norm_tokens"), 0)
     for item in items:
-        total, mean = ending_losses(model, *encode_item(item, tokenizer, model.config.block_size))
         expected = unbatched_losses(model, tokenizer, item)
-        assert total.tolist() == pytest.approx([s for s, _ in expected], rel=1e-4, abs=1e-4)
-        assert mean.tolist() == pytest.approx([m for _, m in expected], rel=1e-4, abs=1e-4)
+        for share_context in (False, True):  # a training run's evaluators; eval.py (the context once, KV cache)
+            total, mean = ending_losses(model, *encode_item(item, tokenizer, model.config.block_size), share_context)
+            assert total.tolist() == pytest.approx([s for s, _ in expected], rel=1e-4, abs=1e-4)
+            assert mean.tolist() == pytest.approx([m for _, m in expected], rel=1e-4, abs=1e-4)
         endings = range(len(expected))
         hits["acc"] += min(endings, key=lambda i: expected[i][0]) == item.label
         # lm-evaluation-harness's acc_norm: log-likelihood per character of the ending

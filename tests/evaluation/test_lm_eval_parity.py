@@ -1,0 +1,78 @@
+"""eval.py --hellaswag against lm-evaluation-harness (the community's yardstick), item by item: the same export of a
+trained run, scored by eval.py and by the harness's own ``hf`` model through a local multiple-choice task that reads
+the same jsonl. Both must pick the same ending under acc and acc_norm for every item, and every ending's
+log-likelihood must be minus our summed loss. Offline: nothing is downloaded (the task reads a local file)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.evaluation.test_eval import HELLASWAG, dataset, eval_error, eval_json, run  # noqa: F401 (fixtures)
+
+TASK = "parity_mc"
+TASK_YAML = """\
+task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {items}
+  cache_dir: {cache}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{ctx}}}}"
+doc_to_choice: "{{{{endings}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+def harness_samples(export: Path, items: Path, tmp: Path) -> list[dict]:
+    """lm-evaluation-harness's per-item records (``log_samples``) for ``items`` under its ``hf`` model, in order."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    tasks = tmp / "tasks"
+    tasks.mkdir()
+    (tasks / f"{TASK}.yaml").write_text(TASK_YAML.format(task=TASK, items=json.dumps(str(items)),
+                                                         cache=json.dumps(str(tmp / "datasets-cache"))))
+    out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={export},dtype=float32", device="cpu",
+                                  batch_size=1, tasks=[TASK], task_manager=TaskManager(include_path=str(tasks)),
+                                  log_samples=True)
+    return sorted(out["samples"][TASK], key=lambda s: s["doc_id"])
+
+
+@pytest.mark.slow
+def test_eval_hellaswag_matches_lm_evaluation_harness_item_by_item(run, tmp_path, capsys, hf_offline,  # noqa: F811
+                                                                   monkeypatch):
+    import export_hf
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # nothing of the harness's lands in the user's cache
+    export = tmp_path / "hf"
+    assert export_hf.main([str(run), str(export)]) == 0
+    capsys.readouterr()
+    lines = HELLASWAG.read_text().splitlines()
+    assert any(json.loads(line)["ctx"] != json.loads(line)["ctx"].rstrip() for line in lines)  # whitespace moves
+    ours_file = tmp_path / "ours.jsonl"
+    report = eval_json(capsys, export, "--hellaswag", HELLASWAG, "--per-item", ours_file)
+    ours = [json.loads(line) for line in ours_file.read_text().splitlines()]
+    theirs = harness_samples(export, HELLASWAG, tmp_path)
+    assert len(ours) == len(theirs) == report["items"] == len(lines)
+    for mine, sample in zip(ours, theirs):
+        loglik = [float(ll) for ll, _greedy in sample["filtered_resps"]]
+        assert [-loss for loss in mine["losses"]] == pytest.approx(loglik, abs=1e-4), sample["doc_id"]
+        assert (mine["label"], mine["acc"] == mine["label"], mine["acc_norm"] == mine["label"]) == \
+            (sample["target"], bool(sample["acc"]), bool(sample["acc_norm"])), sample["doc_id"]
+    for rule in ("acc", "acc_norm"):
+        assert report[rule] == pytest.approx(sum(s[rule] for s in theirs) / len(theirs))
+
+
+def test_per_item_goes_with_hellaswag(tmp_path, capsys):
+    assert "--per-item goes with --hellaswag" in eval_error(capsys, tmp_path / "run", "--per-item", tmp_path / "o")
