@@ -239,5 +239,5 @@ def test_hellaswag_malformed_line_names_file_and_line(tmp_path, line, problem):
 @pytest.mark.slow
 def test_hellaswag_bad_file_is_one_error_line(run, tmp_path, capsys):
     path = tmp_path / "mc.jsonl"
-    path.write_text('{"ctx": "A", "endings": ["b"], "label": true}\n')
+    path.write_text('{"ctx": "A", "endings": ["b", "c"], "label": true}\n')
     assert f"{path}:1: label must be an int" in eval_error(capsys, run, "--hellaswag", path)
