@@ -8,12 +8,20 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 LOCK_VENV := .venv-lock
 PIP_TOOLS := pip-tools==7.7.0
+# lm-evaluation-harness (the parity test, bench/eval_throughput.py) in a venv of its own: its dependencies (scikit-learn,
+# peft, accelerate, nltk...) are imported by torchmetrics when present and would add ~3 s to every Composer start in
+# .venv. .venv-lmeval holds only what requirements-lmeval.lock adds to requirements.lock and reads .venv's packages
+# through a .pth file (its own come first).
+LMEVAL := lm-eval[hf]==0.4.13
+LMEVAL_VENV := .venv-lmeval
+LMEVAL_LOCK := requirements-lmeval.lock
+LMEVAL_STAMP := $(LMEVAL_VENV)/.installed
 # Extra pip-compile options for `make lock`, e.g. LOCK_ARGS=--upgrade (all) or LOCK_ARGS="--upgrade-package transformers";
 # without them, pins already in the lock are kept where they still fit.
 LOCK_ARGS ?=
 CHECK_PYTHON = $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "need Python 3.11: make ... PYTHON=python3.11")'
 
-.PHONY: demo test test-fast bench venv lock clean
+.PHONY: demo test test-fast bench venv lmeval-venv lock clean
 
 venv: $(STAMP)
 
@@ -26,6 +34,16 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(PY) -m pip check
 	touch $(STAMP)
 
+lmeval-venv: $(LMEVAL_STAMP)
+
+$(LMEVAL_STAMP): $(LMEVAL_LOCK) $(STAMP)
+	$(PYTHON) -m venv --clear $(LMEVAL_VENV)
+	$(LMEVAL_VENV)/bin/pip install --quiet --no-deps -r $(LMEVAL_LOCK)
+	$(PY) -c 'import site; print(site.getsitepackages()[0])' > \
+		"$$($(LMEVAL_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/project-venv.pth"
+	$(LMEVAL_VENV)/bin/python -c 'import lm_eval.models.huggingface, torch, transformers'
+	touch $(LMEVAL_STAMP)
+
 # pip-compile resolves through pip, so against the indexes pip is configured with on this machine; none is written
 # into the lock. The project itself is not installed: pyproject.toml only lends its dependency lists.
 lock:
@@ -33,6 +51,12 @@ lock:
 	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv --clear $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet "$(PIP_TOOLS)"; }
 	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --extra dev --strip-extras --allow-unsafe \
 		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host $(LOCK_ARGS) --output-file $(LOCK) pyproject.toml
+	echo "$(LMEVAL)" > $(LOCK_VENV)/lmeval.in
+	$(LOCK_VENV)/bin/pip-compile --quiet --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+		--no-emit-trusted-host --constraint $(LOCK) --output-file $(LOCK_VENV)/lmeval.txt $(LOCK_VENV)/lmeval.in
+	grep -E '^[A-Za-z0-9]' $(LOCK) > $(LOCK_VENV)/project.pins
+	{ echo "# make lock: what $(LMEVAL) adds to $(LOCK) (.venv-lmeval reads .venv for the rest)"; \
+	  grep -E '^[A-Za-z0-9]' $(LOCK_VENV)/lmeval.txt | grep -vxF -f $(LOCK_VENV)/project.pins; } > $(LMEVAL_LOCK)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
@@ -41,7 +65,7 @@ demo: $(STAMP)
 # module-scoped fixtures (a reference run, a dataset), in one worker.
 XDIST := -n auto --dist loadfile
 
-test: $(STAMP)
+test: $(STAMP) $(LMEVAL_STAMP)
 	$(PY) -m pytest $(XDIST) tests
 
 # Everything but the tests marked slow (full training runs, long subprocesses).
@@ -53,8 +77,9 @@ test-fast: $(STAMP)
 #                                         convert_throughput, loader_throughput, eval_throughput)
 BENCH ?= nanogpt_parity resume_latency node_resume_latency spike_overhead convert_throughput train_throughput \
 	loader_throughput eval_throughput
-bench: $(STAMP)
-	set -e; for b in $(BENCH); do echo "== bench/$$b.py"; $(PY) bench/$$b.py; done
+bench: $(STAMP) $(LMEVAL_STAMP)
+	set -e; for b in $(BENCH); do echo "== bench/$$b.py"; py=$(PY); \
+		if [ $$b = eval_throughput ]; then py=$(LMEVAL_VENV)/bin/python; fi; $$py bench/$$b.py; done
 
 clean:
 	rm -rf runs data/demo data/demo_src

@@ -1,6 +1,6 @@
 """Multiple-choice eval throughput on CPU: ``eval.py --hellaswag``'s scoring vs lm-evaluation-harness's ``hf`` model.
 
-    .venv/bin/python bench/eval_throughput.py [--items 100] [--chunk 10] [--repeats 1] [--harness-batch 1 8]
+    .venv-lmeval/bin/python bench/eval_throughput.py [--items 100] [--chunk 10] [--repeats 1] [--harness-batch 1 8]
 
 The model: gpt.py's ``gpt2`` preset (124M, block 1024, GPT-2 BPE), random init (seed 0; throughput does not depend
 on the weights), exported to a Hugging Face folder with the project's exporter (``evaluation/hf.py``:

@@ -5,12 +5,16 @@ log-likelihood must be minus our summed loss. Offline: nothing is downloaded (th
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.evaluation.test_eval import HELLASWAG, dataset, eval_error, eval_json, run  # noqa: F401 (fixtures)
+from tests.helpers import REPO
 
+LMEVAL_PYTHON = REPO / ".venv-lmeval" / "bin" / "python"  # lm-eval beside the project's packages (Makefile)
 TASK = "parity_mc"
 TASK_YAML = """\
 task: {task}
@@ -34,19 +38,34 @@ metric_list:
 """
 
 
-def harness_samples(export: Path, items: Path, tmp: Path) -> list[dict]:
-    """lm-evaluation-harness's per-item records (``log_samples``) for ``items`` under its ``hf`` model, in order."""
-    import lm_eval
-    from lm_eval.tasks import TaskManager
+HARNESS = """\
+import json, sys
+import lm_eval
+from lm_eval.tasks import TaskManager
+export, tasks, task, out = sys.argv[1:]
+result = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={export},dtype=float32", device="cpu",
+                                 batch_size=1, tasks=[task], task_manager=TaskManager(include_path=tasks),
+                                 log_samples=True)
+samples = sorted(result["samples"][task], key=lambda s: s["doc_id"])
+keep = ("doc_id", "target", "acc", "acc_norm", "filtered_resps")
+with open(out, "w") as f:
+    json.dump([{k: s[k] for k in keep} for s in samples], f, default=str)
+"""
 
+
+def harness_samples(export: Path, items: Path, tmp: Path) -> list[dict]:
+    """lm-evaluation-harness's per-item records (``log_samples``) for ``items`` under its ``hf`` model, in order:
+    run by LMEVAL_PYTHON (its own venv: lm-eval's dependencies would slow every Composer start in ours)."""
+    assert LMEVAL_PYTHON.is_file(), f"{LMEVAL_PYTHON} missing: `make test` creates it (make lmeval-venv)"
     tasks = tmp / "tasks"
     tasks.mkdir()
     (tasks / f"{TASK}.yaml").write_text(TASK_YAML.format(task=TASK, items=json.dumps(str(items)),
                                                          cache=json.dumps(str(tmp / "datasets-cache"))))
-    out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={export},dtype=float32", device="cpu",
-                                  batch_size=1, tasks=[TASK], task_manager=TaskManager(include_path=str(tasks)),
-                                  log_samples=True)
-    return sorted(out["samples"][TASK], key=lambda s: s["doc_id"])
+    out = tmp / "harness.json"
+    proc = subprocess.run([str(LMEVAL_PYTHON), "-c", HARNESS, str(export), str(tasks), TASK, str(out)],
+                          env=os.environ.copy(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
 
 
 @pytest.mark.slow

@@ -28,13 +28,15 @@ def test_items_read_from_a_bucket_are_the_files(items_file, s3_process_env):
         read_items(f"s3://{bucket}/tasks/nope.jsonl")
 
 
-def test_an_empty_file_holds_no_items(tmp_path):
+def test_a_missing_or_empty_file_is_one_error(tmp_path):
     from core.errors import HellaSwagError
     from loaders.choices import read_items
 
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(HellaSwagError, match="empty.jsonl holds no items"):
         read_items(str(tmp_path / "empty.jsonl"))
+    with pytest.raises(HellaSwagError, match="cannot read .*nope.jsonl"):
+        read_items(str(tmp_path / "nope.jsonl"))
 
 
 def test_ranks_get_every_item_once_and_as_many_each(items_file):

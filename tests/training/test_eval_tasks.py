@@ -75,6 +75,16 @@ def test_each_score_is_eval_py_on_that_checkpoint_and_each_task_keeps_its_interv
     assert "TokenAccuracy" not in " ".join(k for r in metrics_rows(one_rank) for k in r if k.startswith("metrics/mc"))
 
 
+def test_plot_draws_each_tasks_acc_norm(one_rank, tmp_path):
+    from evaluation.compare import panels, plot_runs
+
+    drawn = panels([str(one_rank)])
+    assert list(drawn) == ["train", "val", "mc acc_norm"]
+    assert drawn["mc acc_norm"]["one"] == [(step, s["acc_norm"]) for step, s in sorted(_scores(one_rank).items())]
+    png = plot_runs([str(one_rank)], str(tmp_path / "curves.png"))
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.slow
 def test_two_ranks_split_the_items_and_score_as_eval_py(dataset, tmp_path, items):
     run_train(_args(dataset, tmp_path, items, "two"), nproc=2)
@@ -94,18 +104,14 @@ def test_a_killed_run_resumes_the_eval_schedule(dataset, tmp_path, items, one_ra
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("content, problem", [
-    (None, "cannot read"),
-    ("", "holds no items"),
-    ('{"ctx": "A", "endings": ["b", "c"], "label": 1}\n{"ctx": "A", "endings": ["b", "c"], "label": 5}\n',
-     ":2: label must be an int in [0, 2), got 5"),
-])
-def test_a_bad_task_file_stops_the_run_before_its_first_step(dataset, tmp_path, content, problem):
+def test_a_bad_task_file_stops_the_run_before_its_first_step(dataset, tmp_path):
+    """Every problem of a file (missing, empty, not JSON, a label out of range, fewer than 2 endings) is the one
+    reader's error (tests/loaders/test_choices.py, tests/evaluation/test_eval.py); here, that it stops the run."""
     path = tmp_path / "bad.jsonl"
-    if content is not None:
-        path.write_text(content)
+    path.write_text('{"ctx": "A", "endings": ["b", "c"], "label": 1}\n'
+                    '{"ctx": "A", "endings": ["b", "c"], "label": 5}\n')
     proc = run_train(_args(dataset, tmp_path, path, "bad"), check=False)
-    one_error(proc, str(path), problem)
+    one_error(proc, str(path), ":2: label must be an int in [0, 2), got 5")
     run = tmp_path / "bad"
     assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
     assert not any("loss/train/total" in r for r in (metrics_rows(run) if (run / "metrics.jsonl").exists() else []))

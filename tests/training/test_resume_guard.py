@@ -1,7 +1,9 @@
 """Guard rails around resuming: changed configs, bad load paths, and shared memory left by dead runs."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -9,7 +11,6 @@ import pytest
 
 from tests.helpers import (
     PrivateShm,
-    last_step,
     make_dataset,
     metrics_rows,
     one_error,
@@ -72,18 +73,20 @@ def test_load_path_starts_a_new_run_from_a_checkpoint(trained, tmp_path):
 
 
 def test_clean_shared_memory_spares_a_live_run(dataset, tmp_path):
-    run = tmp_path / "live"
-    log = tmp_path / "live.log"
+    """The run is parked in its first eval (alive, its loaders' shared memory registered) while the cleaner runs."""
+    marker = tmp_path / "parked"
     with PrivateShm(tmp_path / "tmpdir") as shm:  # the run and the cleaner share a /dev/shm nothing else uses
-        proc = start_train(tiny_args(dataset, tmp_path, "run_name=live", "max_duration=600ba", "save_interval=600ba",
-                                     "eval_interval=600ba"), log, shm=shm)
-        wait_until(lambda: last_step(run) >= 5, "the run trains", timeout=120, proc=proc)
-        segments = sorted(p.name for p in shm.path.glob("0*_*"))
-        assert segments, "a live Streaming run holds shared memory"
-        out = subprocess.run(shm.cmd(script_cmd("clean_shared_memory.py"), workdir()), env=shm.env(train_env()),
-                             cwd=workdir(), capture_output=True, text=True, check=True, timeout=120).stdout
-        assert proc.poll() is None, "the run ended before the cleaner looked: give it more steps"
-        for name in segments:
-            assert name not in out and (shm.path / name).exists()
-        assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
-    assert last_step(run) == 600
+        proc = start_train(tiny_args(dataset, tmp_path, "run_name=live", "max_duration=50ba", "eval_interval=5ba"),
+                           tmp_path / "live.log", shm=shm, pause=("eval:1", marker))
+        try:
+            wait_until(marker.exists, "the run reaches its first eval", timeout=120, proc=proc)
+            segments = sorted(p.name for p in shm.path.glob("0*_*"))
+            assert segments, "a live Streaming run holds shared memory"
+            out = subprocess.run(shm.cmd(script_cmd("clean_shared_memory.py"), workdir()), env=shm.env(train_env()),
+                                 cwd=workdir(), capture_output=True, text=True, check=True, timeout=120).stdout
+            assert proc.poll() is None
+            for name in segments:
+                assert name not in out and (shm.path / name).exists()
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

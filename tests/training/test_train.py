@@ -207,8 +207,11 @@ def test_cpu_bf16_forward_runs_in_bf16():
 
 @pytest.mark.slow
 def test_wandb_offline_run_is_written_and_resumed(dataset, tmp_path):
+    items = tmp_path / "mc.jsonl"  # an eval_tasks file: its metrics reach wandb as the val metrics do
+    items.write_text("".join(json.dumps({"ctx": f"ROMEO {i}:", "endings": ["the", "xqz"], "label": 0}) + "\n"
+                             for i in range(5)))
     args = tiny_args(dataset, tmp_path, "run_name=wb", "wandb.enabled=true", "wandb.project=tests",
-                     "save_interval=4ba", "eval_interval=4ba")
+                     "save_interval=4ba", "eval_interval=4ba", f"eval_tasks=[{{name: mc, path: {items}}}]")
     run_train([*args, "max_duration=4ba"])
     run_train([*args, "max_duration=8ba"])
     from training.trainer import wandb_id
@@ -221,6 +224,8 @@ def test_wandb_offline_run_is_written_and_resumed(dataset, tmp_path):
     assert steps and min(steps) >= 4  # the resumed process logged steps 4.. only
     summary_loss = [row for row in history if "metrics/val/BitsPerByte" in row]
     assert summary_loss, "eval metrics reached wandb"
+    choices = [row for row in history if "metrics/mc/acc_norm" in row]
+    assert choices and all(0 <= row["metrics/mc/acc"] <= 1 for row in choices), "eval_tasks metrics reached wandb"
 
 
 def _wandb_history(path: Path) -> list[dict]:
