@@ -77,28 +77,6 @@ def export_random_gpt2(out: Path) -> None:
     tokenizer.hf.save_pretrained(out)
 
 
-TASK_YAML = """\
-task: {task}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {items}
-  cache_dir: {cache}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{ctx}}}}"
-doc_to_choice: "{{{{endings}}}}"
-doc_to_target: "{{{{label}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=100)
@@ -117,6 +95,7 @@ def main() -> int:
 
     from evaluation.checkpoints import load_gpt, load_tokenizer_for
     from evaluation.evaluate import score_items
+    from evaluation.harness import write_task
     from loaders.choices import read_items
 
     torch.set_num_threads(args.threads)
@@ -130,8 +109,7 @@ def main() -> int:
         name = f"{TASK}_{k // args.chunk:03d}"
         items_file = work / f"{name}.jsonl"
         items_file.write_text("".join(json.dumps(i) + "\n" for i in all_items[k:k + args.chunk]))
-        (work / "tasks" / f"{name}.yaml").write_text(TASK_YAML.format(
-            task=name, items=json.dumps(str(items_file)), cache=json.dumps(str(work / "datasets-cache"))))
+        write_task(work / "tasks", name, items_file, work / "datasets-cache")
         chunks.append((name, read_items(str(items_file))))
     tasks = TaskManager(include_path=str(work / "tasks"))
 

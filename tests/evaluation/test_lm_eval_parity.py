@@ -11,33 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from evaluation.harness import write_task
 from tests.evaluation.test_eval import HELLASWAG, dataset, eval_error, eval_json, run  # noqa: F401 (fixtures)
 from tests.helpers import REPO
 
 LMEVAL_PYTHON = REPO / ".venv-lmeval" / "bin" / "python"  # lm-eval beside the project's packages (Makefile)
 TASK = "parity_mc"
-TASK_YAML = """\
-task: {task}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {items}
-  cache_dir: {cache}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{ctx}}}}"
-doc_to_choice: "{{{{endings}}}}"
-doc_to_target: "{{{{label}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
-
-
 HARNESS = """\
 import json, sys
 import lm_eval
@@ -59,8 +38,7 @@ def harness_samples(export: Path, items: Path, tmp: Path) -> list[dict]:
     assert LMEVAL_PYTHON.is_file(), f"{LMEVAL_PYTHON} missing: `make test` creates it (make lmeval-venv)"
     tasks = tmp / "tasks"
     tasks.mkdir()
-    (tasks / f"{TASK}.yaml").write_text(TASK_YAML.format(task=TASK, items=json.dumps(str(items)),
-                                                         cache=json.dumps(str(tmp / "datasets-cache"))))
+    write_task(tasks, TASK, items, tmp / "datasets-cache")
     out = tmp / "harness.json"
     proc = subprocess.run([str(LMEVAL_PYTHON), "-c", HARNESS, str(export), str(tasks), TASK, str(out)],
                           env=os.environ.copy(), capture_output=True, text=True, timeout=600)
