@@ -321,10 +321,15 @@ def check_output(out_dir: Path, overwrite: bool, inputs: list[Path]) -> None:
         raise OutputExistsError(f"--out {out_dir} already exists and is not empty (and was not converted with these "
                                 "arguments from these inputs); pass --overwrite to replace it, or choose another "
                                 "folder")
+    check_inputs_outside(out_dir, inputs)
+
+
+def check_inputs_outside(out_dir: Path, inputs: list[Path]) -> None:
+    """Refuse an ``out`` that contains an input: the conversion writes (or replaces) what it would be reading."""
     resolved = out_dir.resolve()
     for p in inputs:
         if p.resolve().is_relative_to(resolved):
-            raise OptionError(f"input {p} is inside --out {out_dir}, which the conversion replaces; "
+            raise OptionError(f"input {p} is inside --out {out_dir}, which the conversion writes into; "
                               "write the dataset to another folder")
 
 

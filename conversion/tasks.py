@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Iterator
 
 from conversion.batches import TRAIN, VAL
-from conversion.convert import Conversion, ConvertRequest, Prepared, already_converted, convert_local, prepare
+from conversion.convert import (
+    Conversion,
+    ConvertRequest,
+    Prepared,
+    already_converted,
+    check_inputs_outside,
+    convert_local,
+    prepare,
+)
 from conversion.groups import GROUPS_FILE, group_record, write_groups
 from core import remote
 from core.errors import InputError, MetadataError, OptionError, OutputExistsError, RemoteError
@@ -295,9 +303,7 @@ def _check_output(store: Store, prep: Prepared) -> None:
     if root.exists() and any(root.iterdir()) and not (root / TASKS_DIR).is_dir():
         raise OutputExistsError(f"--out {root} is not empty and holds no {TASKS_DIR}/: not a task output; choose "
                                 "another folder for a task conversion")
-    for p in prep.paths:
-        if p.resolve().is_relative_to(root.resolve()):
-            raise OptionError(f"input {p} is inside --out {root}; write the dataset to another folder")
+    check_inputs_outside(root, prep.paths)
 
 
 def done_records(store: Store) -> dict[int, dict]:
