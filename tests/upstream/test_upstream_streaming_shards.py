@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from core.errors import DamagedShardError
-from tests.helpers import one_error, run_train, tiny_args
+from tests.helpers import one_error, run_train, tiny_args, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,10 @@ def _damaged_copy(ds: Path, to: Path) -> Path:
     return shard
 
 
+def _damaged_shard_id(dataset, shard: Path) -> int:
+    return next(i for i, s in enumerate(dataset.shards) if s.file_pairs[0][1].basename == shard.name)
+
+
 def _small_cache_limit(ds: Path) -> int:
     """Room for 5 shards (raw + zip) of the many: Streaming's floor is 4."""
     shards = json.loads((ds / "train" / "index.json").read_text())["shards"]
@@ -47,19 +53,47 @@ def _read_all(dataset) -> int:
     return sum(1 for _ in dataset)
 
 
-def test_upstream_damaged_shard_ends_the_epoch_early_without_an_error(small, tmp_path):
-    """Which thread meets the damaged shard first is a race: either way upstream gives no line naming the shard."""
-    from streaming import StreamingDataset
+def _stuck_on(thread: threading.Thread, dataset, shard_id: int) -> bool:
+    """``thread`` waits in ``prepare_shard`` for a shard left PREPARING after the prefetch thread died on it: a wait
+    that nothing ends (see the next test)."""
+    from streaming.base.dataset import _ShardState
 
-    _damaged_copy(small, tmp_path / "ds")
+    frame = sys._current_frames().get(thread.ident)
+    return (frame is not None and frame.f_code.co_name == "prepare_shard" and dataset._event.is_set()
+            and dataset._shard_states[shard_id] == _ShardState.PREPARING)
+
+
+def test_upstream_damaged_shard_ends_the_epoch_early_without_an_error(small, tmp_path):
+    """Which thread meets the damaged shard first is a race with three outcomes, and none is a line naming the
+    shard: the compressor's own error, a short epoch, or (when the yield loop took a sample of the shard just before
+    the prefetch thread's failure was flagged) a reader waiting forever."""
+    from streaming import StreamingDataset
+    from streaming.base.dataset import _ShardState
+
+    shard = _damaged_copy(small, tmp_path / "ds")
     dataset = StreamingDataset(local=str(tmp_path / "ds"), split="train", shuffle=False, batch_size=1)
-    try:
-        read = _read_all(dataset)
-    except Exception as e:  # noqa: BLE001 - the reader reached the shard before the prefetch thread did
-        assert type(e).__module__ == "zstd", e  # then: the compressor's own error, naming no shard and no fix
-        return
-    assert read < dataset.num_samples, "upstream now reports a damaged shard: drop fix 5's __iter__"  # the prefetch
-    # thread met it first: its error was only logged, and the yield loop just stopped (a short epoch, no error)
+    shard_id = _damaged_shard_id(dataset, shard)
+    outcome: dict = {}
+
+    def read() -> None:
+        try:
+            outcome["read"] = _read_all(dataset)
+        except Exception as e:  # noqa: BLE001 - the compressor's own error type
+            outcome["error"] = e
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    wait_until(lambda: not reader.is_alive() or _stuck_on(reader, dataset, shard_id), "the read's end", timeout=120)
+    if reader.is_alive():  # the hang: let the reader prepare the shard again, so that it meets the error and ends
+        outcome["hung"] = True
+        dataset._shard_states[shard_id] = _ShardState.REMOTE
+        reader.join(timeout=60)
+        assert not reader.is_alive()
+    if "error" in outcome:  # the reader reached the shard itself: the compressor's error, naming no shard or fix
+        assert type(outcome["error"]).__module__ == "zstd", outcome["error"]
+        assert str(shard) not in str(outcome["error"])
+    else:  # the prefetch thread met it first: its error was only logged, and the yield loop just stopped
+        assert outcome["read"] < dataset.num_samples, "upstream now reports a damaged shard: drop fix 5's __iter__"
 
 
 def test_damaged_shard_is_one_error_naming_the_shard_and_verify(small, tmp_path):
@@ -71,10 +105,6 @@ def test_damaged_shard_is_one_error_naming_the_shard_and_verify(small, tmp_path)
                                                 r"index.json recorded at conversion\); check the dataset with "
                                                 rf"`python convert_to_mds.py --verify {tmp_path / 'ds'}`"):
         _read_all(dataset)
-
-
-def _damaged_shard_id(dataset, shard: Path) -> int:
-    return next(i for i, s in enumerate(dataset.shards) if s.file_pairs[0][1].basename == shard.name)
 
 
 def test_upstream_failed_shard_stays_preparing_so_other_workers_wait_forever(small, tmp_path):
