@@ -9,11 +9,14 @@ that may have changed upstream is patched.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.machinery
 import importlib.util
+import re
 import sys
 import types
 from importlib.metadata import PackageNotFoundError, version
+from typing import Optional
 
 from core.errors import UpstreamVersionError
 
@@ -54,12 +57,20 @@ class _DeferredModule(types.ModuleType):
         del sys.modules[self.__name__]
         real = importlib.import_module(self.__name__)
         parent, _, child = self.__name__.rpartition(".")
-        setattr(sys.modules[parent], child, real)
+        if parent:
+            setattr(sys.modules[parent], child, real)
         for full, module in list(sys.modules.items()):  # its submodules, as attributes (the import system's rule)
             sub = full[len(self.__name__) + 1:]
             if full.startswith(f"{self.__name__}.") and "." not in sub and not hasattr(real, sub):
                 setattr(real, sub, module)
         return getattr(real, name)
+
+
+def _defer(name: str, spec: importlib.machinery.ModuleSpec) -> None:
+    """Register ``name`` (found at ``spec``, not imported yet) as a :class:`_DeferredModule`."""
+    stub = _DeferredModule(name)
+    stub.__spec__, stub.__file__, stub.__path__ = spec, spec.origin, list(spec.submodule_search_locations or [])
+    sys.modules[name] = stub
 
 
 def defer_streaming_vision() -> None:
@@ -75,9 +86,68 @@ def defer_streaming_vision() -> None:
     spec = importlib.machinery.PathFinder.find_spec(VISION, list(top.submodule_search_locations))
     if spec is None:
         return
-    stub = _DeferredModule(VISION)
-    stub.__spec__, stub.__file__, stub.__path__ = spec, spec.origin, list(spec.submodule_search_locations or [])
-    sys.modules[VISION] = stub
+    _defer(VISION, spec)
+
+
+MCLI = "mcli"
+UNUSED_BY_TORCHMETRICS = ("transformers", "matplotlib")  # the optional packages its import-time flags name
+
+
+def _initializing(frame: Optional[types.FrameType], package: str) -> bool:
+    """``frame`` runs the top level of a module of ``package`` that is being imported."""
+    if frame is None or frame.f_code.co_name != "<module>":
+        return False
+    name, spec = frame.f_globals.get("__name__", ""), frame.f_globals.get("__spec__")
+    return (name == package or name.startswith(f"{package}.")) and bool(getattr(spec, "_initializing", False))
+
+
+class _NoTransformersForComposerAlgorithms(importlib.abc.MetaPathFinder):
+    """``transformers`` is not found while a ``composer.algorithms`` module runs its top level (its BERT/GPT-2
+    surgery algorithms then count it as not installed, as their ``try: ... except ImportError`` provides); from
+    anywhere else it imports as usual."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name.split(".")[0] == "transformers":
+            frame = sys._getframe(1)
+            while frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
+                frame = frame.f_back
+            if _initializing(frame, "composer.algorithms"):
+                raise ImportError(f"{name}: not imported for composer.algorithms (upstream.lighten_composer_import)")
+        return None
+
+
+def lighten_composer_import() -> None:
+    """Composer 0.32.1 slowness (``composer/core/state.py``, ``composer/loggers/mosaicml_logger.py``,
+    ``composer/algorithms/__init__.py``): ``import composer`` imports torchmetrics, whose module-level flags import
+    transformers (for BERTScore) and matplotlib.pyplot (for plots), and the MosaicML platform client ``mcli``; our
+    first import from ``composer.algorithms`` imports every algorithm, and with the gated-linear-units one
+    transformers' BERT. That is ~2 s of every process that trains, evaluates or generates (~6 s for a 3-step run),
+    for code nothing here runs. Before Composer is first imported: torchmetrics' ``transformers``/``matplotlib``
+    flags read False while its own modules are being imported (BERTScore and torchmetrics' ``.plot()`` are then
+    unavailable; at run time the flags answer as before), ``composer.algorithms`` modules do not find transformers
+    at their import (the HF-model surgery algorithms are then off), and ``mcli`` stands in ``sys.modules`` as a
+    module imported at its first use. A process that imported Composer or torchmetrics already is left as it is."""
+    if "torchmetrics" in sys.modules or "composer" in sys.modules:
+        return
+    try:
+        from lightning_utilities.core.imports import RequirementCache
+    except ImportError:
+        return
+    if not getattr(RequirementCache, "_lean_import", False):
+        answer = RequirementCache.__bool__
+
+        def lean_bool(self: RequirementCache) -> bool:
+            package = re.split(r"[<>=!~ \[;]", str(self.requirement), maxsplit=1)[0]
+            if package in UNUSED_BY_TORCHMETRICS and _initializing(sys._getframe(1), "torchmetrics"):
+                return False
+            return answer(self)
+
+        RequirementCache.__bool__ = lean_bool
+        RequirementCache._lean_import = True
+        sys.meta_path.insert(0, _NoTransformersForComposerAlgorithms())
+    if MCLI not in sys.modules and (spec := importlib.util.find_spec(MCLI)) is not None:
+        _defer(MCLI, spec)
 
 
 defer_streaming_vision()
+lighten_composer_import()

@@ -1,0 +1,65 @@
+"""Import-time slowness of the pinned packages, and what importing ``upstream`` first leaves out (DESIGN rows 24
+and 26). Fresh interpreters, the real packages.
+
+``import streaming`` imports torchvision (and torch._dynamo through it) for Streaming's vision datasets; importing
+``upstream`` first defers that module until it is used (torch._dynamo may still come with transformers, which
+``streaming.text`` imports, unless transformers is told USE_TORCH=0 as the converter does).
+
+``import composer`` (and our first ``from composer.algorithms import``) imports transformers, matplotlib.pyplot and
+the platform client mcli; after ``upstream``, none of them until used."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.helpers import REPO, train_env
+
+HEAVY = ("torchvision", "torch._dynamo")
+
+
+def _loaded(code: str, heavy: tuple[str, ...] = HEAVY) -> list[dict]:
+    """Run ``code`` in a fresh interpreter (the repo on its path); each ``mark()`` records which ``heavy`` modules
+    are loaded (really: a deferred one does not count) at that point."""
+    prelude = (f"import json, sys\nsys.path.insert(0, {str(REPO)!r})\nmarks = []\n"
+               f"def real(m): return m in sys.modules and type(sys.modules[m]).__name__ != '_DeferredModule'\n"
+               f"def mark(): marks.append({{m: real(m) for m in {heavy!r}}})\n")
+    out = subprocess.run([sys.executable, "-c", prelude + code + "\nprint(json.dumps(marks))"], env=train_env(),
+                         capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_upstream_import_streaming_loads_torchvision():
+    assert _loaded("import streaming\nmark()") == [{"torchvision": True, "torch._dynamo": True}]
+
+
+def test_ours_defers_streaming_vision_until_it_is_used():
+    marks = _loaded("import upstream.streaming\nmark()\n"
+                    "import inspect\n[hasattr(m, '__file__') for m in list(sys.modules.values())]\n"
+                    "inspect.getmodule(upstream.streaming.LeanMDSWriter)\nmark()\n"  # scans of sys.modules
+                    "import streaming\nfrom streaming.vision import StreamingCIFAR10\nmark()\n"
+                    "assert streaming.vision.StreamingCIFAR10 is StreamingCIFAR10\n"
+                    "import streaming.vision.coco\nassert streaming.vision.coco.StreamingCOCO\nmark()")
+    assert [m["torchvision"] for m in marks] == [False, False, True, True]
+
+
+COMPOSER_HEAVY = ("transformers", "matplotlib.pyplot", "mcli")
+COMPOSER_START = "import composer\nfrom composer.algorithms import GradientClipping\nmark()\n"  # as training/trainer.py
+
+
+def test_upstream_import_composer_loads_transformers_matplotlib_and_mcli():
+    assert _loaded(COMPOSER_START, COMPOSER_HEAVY) == [dict.fromkeys(COMPOSER_HEAVY, True)]
+
+
+def test_ours_leaves_them_out_until_they_are_used():
+    marks = _loaded(
+        "import training\n" + COMPOSER_START +
+        "import composer.algorithms.gated_linear_units.gated_linear_units as glu\n"
+        "assert not glu.IS_TRANSFORMERS_INSTALLED\n"
+        "from torchmetrics.utilities.imports import _MATPLOTLIB_AVAILABLE, _TRANSFORMERS_AVAILABLE\n"
+        "assert _MATPLOTLIB_AVAILABLE and _TRANSFORMERS_AVAILABLE\n"  # at run time the flags answer as before
+        "import mcli\nassert callable(mcli.update_run_metadata)\nmark()\n"
+        "from transformers import GPT2Config\nimport matplotlib.pyplot as plt\nassert plt.figure\nmark()",
+        COMPOSER_HEAVY)
+    assert marks == [dict.fromkeys(COMPOSER_HEAVY, False), {"transformers": False, "matplotlib.pyplot": False,
+                                                             "mcli": True}, dict.fromkeys(COMPOSER_HEAVY, True)]
