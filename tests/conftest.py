@@ -33,6 +33,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     _SESSION_ENV.undo()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules with the most ``slow`` tests first (each module keeps its own order). pytest-xdist's ``--dist
+    loadfile`` hands modules to workers in this order, so the long ones start first and the run ends with short ones
+    on both workers, instead of one worker finishing a long module alone."""
+    slow: dict[Path, int] = {}
+    for item in items:
+        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+    first_seen = {path: i for i, path in enumerate(dict.fromkeys(item.path for item in items))}
+    items.sort(key=lambda item: (-slow[item.path], first_seen[item.path]))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _run_outside_the_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The tests and every subprocess they start run in a scratch folder: nothing lands in the working tree, and a
