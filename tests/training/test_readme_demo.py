@@ -94,7 +94,8 @@ def test_make_demo_end_to_end(tmp_path):
     shown = re.search(r"^next-line choice acc_norm by step (.*)  \(chance 0.25; 200 items\)$", out, re.M)
     assert shown and shown.group(1) == ", ".join(f"{k}: {v:.2f}" for k, v in sorted(scores.items())), out[-2000:]
     items = [json.loads(line) for line in (repo / "data" / "demo_src" / "next_line.jsonl").read_text().splitlines()]
-    assert len(items) == 200 and all(len(i["endings"]) == 4 for i in items)
+    assert len(items) == 200 and all(len(i["endings"]) == 4 and len(set(i["endings"])) == 4 for i in items)
+    assert all(len({"".join(sorted(e)) for e in i["endings"]}) == 1 for i in items)  # one line's words, reordered
     png = run / "loss.png"
     assert re.search(rf"^loss curve +{re.escape(str(png))}$", out, re.M)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
