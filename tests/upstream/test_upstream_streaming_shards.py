@@ -85,7 +85,6 @@ def test_upstream_damaged_shard_ends_the_epoch_early_without_an_error(small, tmp
     reader.start()
     wait_until(lambda: not reader.is_alive() or _stuck_on(reader, dataset, shard_id), "the read's end", timeout=120)
     if reader.is_alive():  # the hang: let the reader prepare the shard again, so that it meets the error and ends
-        outcome["hung"] = True
         dataset._shard_states[shard_id] = _ShardState.REMOTE
         reader.join(timeout=60)
         assert not reader.is_alive()
