@@ -207,6 +207,13 @@ class Block(nn.Module):
         return x
 
 
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of (B, T, V) logits against (B, T) labels, in fp32 whatever the logits' dtype. On GPU the
+    logits are a view of the padded (B, T, Vp) matmul: eager torch copies it twice here (flatten, float); a compiled
+    run compiles this function too (training/compile.py), which fuses those copies into the softmax."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+
+
 class GPT(nn.Module):
     """GPT-2 language model: token ids (B, T) -> next-token logits (B, T, vocab_size)."""
 

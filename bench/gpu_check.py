@@ -36,10 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from core.peaks import table_peak  # noqa: E402
-from gpt import GPT, GPTConfig  # noqa: E402
+from gpt import GPT, GPTConfig, next_token_loss  # noqa: E402
 
 
 @dataclass
@@ -85,13 +84,15 @@ def adamw(params: list[torch.nn.Parameter], device: str) -> torch.optim.Optimize
                              lr=6e-4, betas=(0.9, 0.95), **kernel)
 
 
-def ours(shape: Shape, device: str) -> tuple[torch.nn.Module, Callable, int]:
-    """(gpt.py's GPT, its loss function, its training FLOPs per token)."""
+def ours(shape: Shape, device: str, how: str = "eager", smoke: bool = False) -> tuple[torch.nn.Module, Callable, int]:
+    """(gpt.py's GPT, its loss function, its training FLOPs per token). Compiled as our trainer compiles it
+    (training/compile.py): the model or its blocks, and the loss function on its own."""
     model = GPT(GPTConfig(block_size=shape.seq, vocab_size=shape.vocab, n_layer=shape.n_layer, n_head=shape.n_head,
                           n_embd=shape.n_embd, dropout=0.0, bias=True)).to(device)
+    criterion = next_token_loss if how == "eager" else torch.compile(next_token_loss, backend=backend(smoke))
 
     def loss(m, x, y):
-        return F.cross_entropy(m(x).flatten(0, 1).float(), y.flatten())
+        return criterion(m(x), y)
 
     return model, loss, model.flops_per_token(shape.seq)
 
@@ -116,15 +117,18 @@ def nanogpt(shape: Shape, device: str, folder: str) -> tuple[torch.nn.Module, Ca
     return model, loss, 6 * n + 12 * shape.n_layer * shape.n_embd * shape.seq
 
 
+def backend(smoke: bool) -> str:
+    """On the CPU smoke run the ``aot_eager`` backend stands in for inductor (the code path, not the kernels)."""
+    return "aot_eager" if smoke else "inductor"
+
+
 def compiled(model: torch.nn.Module, how: str, smoke: bool) -> torch.nn.Module:
-    """``whole``: torch.compile of the model; ``per-block``: each transformer block compiled on its own. On the CPU
-    smoke run the ``aot_eager`` backend stands in for inductor (the code path, not the kernels, in seconds)."""
-    backend = "aot_eager" if smoke else "inductor"
+    """``whole``: torch.compile of the model; ``per-block``: each transformer block compiled on its own."""
     if how == "whole":
-        return torch.compile(model, backend=backend)
+        return torch.compile(model, backend=backend(smoke))
     blocks = model.blocks() if hasattr(model, "blocks") else model.transformer.h
     for block in blocks:
-        block.compile(backend=backend)
+        block.compile(backend=backend(smoke))
     return model
 
 
@@ -137,6 +141,22 @@ def sdpa_kernel(model: torch.nn.Module, loss: Callable, x: torch.Tensor, y: torc
     names = {e.key for e in prof.key_averages() if "scaled_dot_product" in e.key and "attention" in e.key}
     inner = sorted(n for n in names if n != "aten::scaled_dot_product_attention")
     return ", ".join(inner) or ", ".join(sorted(names)) or "none seen"
+
+
+def top_kernels(model: torch.nn.Module, loss: Callable, x: torch.Tensor, y: torch.Tensor, n: int = 8) -> list:
+    """Where a training step's GPU time goes (CUDA only): the ``n`` ops with the most device time, in ms of one
+    forward + backward, to find what separates two models of the same shape."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with autocast("cuda"):
+            value = loss(model, x, y)
+        value.backward()
+        torch.cuda.synchronize()
+    model.zero_grad(set_to_none=True)
+    ops = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    ops.sort(key=lambda e: -e.self_device_time_total)
+    return [[e.key[:60], round(e.self_device_time_total / 1000, 2)] for e in ops[:n]]
 
 
 def autocast(device: str):
@@ -174,9 +194,9 @@ def time_steps(model, loss, shape: Shape, device: str) -> dict[str, float]:
 
 def part_a(shape: Shape, device: str, nano_dir: Optional[str], smoke: bool, clock: Clock) -> list[dict]:
     peak = table_peak(torch.cuda.get_device_name(), "amp_bf16") if device == "cuda" else None
-    builders = [("gpt.py", lambda: ours(shape, device))]
+    builders = [("gpt.py", lambda how: ours(shape, device, how, smoke))]
     if nano_dir:
-        builders.append(("nanoGPT model.py", lambda: nanogpt(shape, device, nano_dir)))
+        builders.append(("nanoGPT model.py", lambda how: nanogpt(shape, device, nano_dir)))
     rows = []
     for name, build in builders:
         for how in ("eager", "whole", "per-block"):
@@ -195,7 +215,7 @@ def measure(name: str, how: str, build: Callable, shape: Shape, device: str, pea
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    model, loss, flops = build()
+    model, loss, flops = build(how)
     model = model if how == "eager" else compiled(model, how, smoke)
     t = time_steps(model, loss, shape, device)
     tokens_s = shape.batch * shape.seq / t["step_s"]
@@ -205,6 +225,7 @@ def measure(name: str, how: str, build: Callable, shape: Shape, device: str, pea
         "first_step_s": round(t["first_step_s"], 2),
         "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
         "sdpa": sdpa_kernel(model, loss, t["x"], t["y"], device),
+        **({"top_ms": top_kernels(model, loss, t["x"], t["y"])} if device == "cuda" and how != "per-block" else {}),
     }
 
 
@@ -213,9 +234,9 @@ def measure(name: str, how: str, build: Callable, shape: Shape, device: str, pea
 
 def composer_problem() -> Optional[str]:
     """None when Composer and Streaming import on this torch, else the one line saying why not."""
-    try:
-        import composer  # noqa: F401
-        import streaming  # noqa: F401
+    try:  # what our training script imports, in its order (upstream's work-arounds first: they defer mcli)
+        import loaders.dataset  # noqa: F401
+        import training.trainer  # noqa: F401
     except Exception as e:  # noqa: BLE001 - any import failure means part B cannot run here
         why = f"{type(e).__name__}: {e}"
         return f"part B skipped: Composer/Streaming do not import on torch {torch.__version__} ({why})"
@@ -230,13 +251,15 @@ def prepare(out: Path, seq: int) -> Path:
     return prepare_data(out, seq_len=seq, tokenizer="gpt2", val_fraction=0.02, copies=3 if seq >= 1024 else 1)
 
 
-def train_args(ds: Path, runs: Path, shape: Shape, steps: int, *extra: str) -> list[str]:
+def train_args(ds: Path, runs: Path, shape: Shape, steps: int, *extra: str, saves: int = 1) -> list[str]:
+    """The trainer's command line. ``saves`` checkpoints in the run: 1 (at the end) for the timed runs, whose timing
+    window a 1.5 GB save would otherwise fall in (the first GPU run's trainer/plain read 0.43 that way)."""
     return [str(ROOT / "yamls" / "gpt2-single.yaml"), f"data.path={ds}", f"runs_root={runs}", "run_name=check",
             f"model.n_layer={shape.n_layer}", f"model.n_head={shape.n_head}", f"model.n_embd={shape.n_embd}",
             f"global_train_batch_size={shape.batch}", f"device_train_microbatch_size={shape.batch}",
             f"device_eval_batch_size={shape.batch}", "scheduler.t_warmup=5ba",
             f"max_duration={steps}ba", "eval_interval=100000ba", "eval_subset_num_batches=1",
-            f"save_interval={max(1, steps // 3)}ba", "progress_bar=false", "log_interval=100000ba",
+            f"save_interval={max(1, steps // saves)}ba", "progress_bar=false", "log_interval=100000ba",
             "data.num_workers=2", "data.eval_num_workers=1", *extra]
 
 
@@ -247,10 +270,15 @@ def launch(args: list[str], log: Path) -> subprocess.Popen:
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+class TrainerFailed(RuntimeError):
+    """A part-B run exited non-zero: the report keeps its log's last lines instead of losing the other rows."""
+
+
 def trained(run: Path, steps: int, args: list[str], log: Path) -> dict:
     proc = launch(args, log)
     if proc.wait() != 0:
-        raise RuntimeError(f"the trainer failed; its log: {log}")
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        raise TrainerFailed(f"the trainer exited {proc.returncode}; the end of its log ({log}):\n" + "\n".join(tail))
     return timings(run, steps)
 
 
@@ -259,15 +287,17 @@ def timings(run: Path, steps: int) -> dict:
 
     ends = step_end_times(metrics_rows(run))
     warm = max(1, min(5, steps // 3))
-    return {"step_s": (ends[-1] - ends[warm - 1]) / (len(ends) - warm),
-            "losses": [r["loss/train/total"] for r in metrics_rows(run) if "loss/train/total" in r]}
+    rows = metrics_rows(run)
+    mfu = [r["throughput/device/mfu"] for r in rows if "throughput/device/mfu" in r]  # SpeedMonitor's, windowed
+    return {"step_s": (ends[-1] - ends[warm - 1]) / (len(ends) - warm), "mfu": round(mfu[-1], 4) if mfu else None,
+            "losses": [r["loss/train/total"] for r in rows if "loss/train/total" in r]}
 
 
-def kill_and_resume(ds: Path, work: Path, shape: Shape, steps: int, reference: dict) -> str:
-    """Kill -9 the run once it is past its first checkpoint, re-run the same command: losses and weights must be
-    the uninterrupted run's, bit for bit."""
+def kill_and_resume(ds: Path, work: Path, shape: Shape, steps: int, reference: dict, *extra: str) -> str:
+    """Kill -9 the run once it is past its first checkpoint (of 3), re-run the same command: losses and weights
+    must be the uninterrupted run's (``reference``, saved only at its end), bit for bit."""
     runs = work / "killed"
-    args = train_args(ds, runs, shape, steps)
+    args = train_args(ds, runs, shape, steps, *extra, saves=3)
     log = work / "killed.log"
     proc = launch(args, log)
     first_save = max(1, steps // 3)
@@ -297,30 +327,41 @@ def same_weights(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def part_b(ds: Path, shape: Shape, steps: int, device: str, clock: Clock, smoke: bool) -> dict:
+def part_b(ds: Path, shape: Shape, steps: int, device: str, clock: Clock, smoke: bool,
+           keep: Optional[str] = None) -> dict:
     """On the CPU smoke run: the plain loop and one DDP run (the code path; compile, FSDP and kill + resume are
-    the suite's own tests there)."""
+    the suite's own tests there). ``keep``: a folder for the runs and their logs, kept afterwards (else a temp
+    folder)."""
     problem = composer_problem()
     if problem is not None:
         return {"skipped": problem}
     precision = ["precision=amp_bf16"] if device == "cuda" else ["precision=fp32"]
-    variants = {"ddp-eager": [], "ddp-compiled": ["compile.enabled=true", "compile.per_block=true"],
-                "fsdp-eager": ["parallelism=fsdp"]}
+    eager = ["compile.enabled=false"]  # the GPU yamls compile per block
+    variants = {"ddp-eager": eager, "ddp-compiled": ["compile.enabled=true", "compile.per_block=true"],
+                "fsdp-eager": ["parallelism=fsdp", *eager]}
     if smoke:
-        variants = {"ddp-eager": []}
+        variants = {"ddp-eager": eager}
     out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+    folder = contextlib.nullcontext(str(Path(keep).resolve())) if keep else tempfile.TemporaryDirectory(prefix="gpu-")
+    with folder as tmp:
         work = Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         out["plain"] = plain_loop(ds, shape, steps, device)
         for name, extra in variants.items():
             if clock.left() < 60:
                 out[name] = {"skipped": "over the time budget"}
                 continue
             runs = work / name
-            out[name] = trained(runs / "check", steps, train_args(ds, runs, shape, steps, *precision, *extra),
-                                work / f"{name}.log")
+            try:
+                out[name] = trained(runs / "check", steps, train_args(ds, runs, shape, steps, *precision, *extra),
+                                    work / f"{name}.log")
+            except TrainerFailed as e:
+                out[name] = {"failed": str(e)}
         if "losses" in out.get("ddp-eager", {}) and clock.left() > 60 and not smoke:
-            out["kill_resume"] = kill_and_resume(ds, work, shape, steps, out["ddp-eager"])
+            try:
+                out["kill_resume"] = kill_and_resume(ds, work, shape, steps, out["ddp-eager"], *precision, *eager)
+            except TrainerFailed as e:
+                out["kill_resume"] = f"FAILED: {e}"
         for result in out.values():
             if isinstance(result, dict):
                 result.pop("losses", None)
@@ -361,6 +402,10 @@ OPTIONAL = {"matplotlib", "fonttools", "kiwisolver", "cycler", "contourpy", "par
             "cryptography", "hf-xet"}
 
 
+# The GPU machine's image has these (torch 2.11's torchvision 0.26, numpy 2.5.2): part B ran on them on an H200.
+ON_THE_GPU_MACHINE = {"torch", "torchvision", "setuptools", "numpy"}
+
+
 def wheel_list() -> list[str]:
     """The distributions our training script imports (measured: its modules imported here, mapped to what
     installed them), without torch and torch's own requirements (the GPU machine has them): ``name==version`` as
@@ -371,10 +416,13 @@ def wheel_list() -> list[str]:
 
     for module in ("gpt_pile_composer", "training.trainer", "training.resume", "callbacks", "loaders.dataset"):
         importlib.import_module(module)
+    # the ``composer`` launcher imports all of Composer without our work-arounds (mcli and its needs too)
+    launcher = subprocess.run([sys.executable, "-c", "import sys, composer.cli.launcher; print(*sys.modules)"],
+                              capture_output=True, text=True, check=True).stdout.split()
     owners = md.packages_distributions()
-    dists = {d for name in list(sys.modules) for d in owners.get(name.split(".")[0], [])}
+    dists = {d for name in [*sys.modules, *launcher] for d in owners.get(name.split(".")[0], [])}
     torch_own = {re.split(r"[ ;<>=!~\[(]", r, maxsplit=1)[0].lower() for r in md.requires("torch") or []}
-    skip = torch_own | OPTIONAL | {"torch", "torchvision", "setuptools"}
+    skip = torch_own | OPTIONAL | ON_THE_GPU_MACHINE
     keep = sorted(d for d in dists if d.lower().replace("_", "-") not in skip)
     return [d if d.lower() in UNPINNED else f"{d}=={md.version(d)}" for d in keep]
 
@@ -382,7 +430,8 @@ def wheel_list() -> list[str]:
 # ---------------------------------------------------------------------------------------------------------- report
 
 
-def report(rows: list[dict], b: Optional[dict], shape: Shape) -> None:
+def report_a(rows: list[dict], shape: Shape) -> None:
+    """Part A's rows, printed as soon as they exist (part B cannot lose them)."""
     print(f"part A: gpt.py (and nanoGPT) {shape.n_layer}L {shape.n_head}H {shape.n_embd}C seq {shape.seq} "
           f"batch {shape.batch}, bf16 autocast, AdamW; {shape.steps} timed steps")
     for r in rows:
@@ -391,8 +440,10 @@ def report(rows: list[dict], b: Optional[dict], shape: Shape) -> None:
     for r in rows:
         if r["model"] != "gpt.py" and "tokens_per_s" in r and r["compile"] in base:
             print(f"  gpt.py / nanoGPT ({r['compile']}): {base[r['compile']] / r['tokens_per_s']:.3f} (goal >= 1.0)")
-    if b is None:
-        return
+    sys.stdout.flush()
+
+
+def report_b(b: dict) -> None:
     print("part B: our trainer (gpt_pile_composer.py, composer -n 1)")
     if "skipped" in b:
         print(f"  {b['skipped']}")
@@ -412,6 +463,8 @@ def main() -> int:
     parser.add_argument("--nanogpt", metavar="DIR", help="a nanoGPT checkout: its model.py beside ours in part A")
     parser.add_argument("--steps-b", type=int, default=60, help="part B's training steps per run")
     parser.add_argument("--budget", type=float, default=330.0, help="seconds; variants past it are skipped")
+    parser.add_argument("--parts", default="ab", choices=["ab", "a", "b"], help="which parts to run (default both)")
+    parser.add_argument("--work", metavar="DIR", help="part B's runs and logs go here and are kept (else a temp dir)")
     parser.add_argument("--wheel-list", action="store_true", help="print the pins to download for the GPU machine")
     args = parser.parse_args()
     if args.wheel_list:
@@ -427,9 +480,10 @@ def main() -> int:
         return 2
     print(f"device {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}, torch {torch.__version__}")
     clock = Clock(args.budget)
-    rows = part_a(shape, device, args.nanogpt, args.cpu_smoke, clock)
-    b = part_b(Path(args.data), shape, args.steps_b, device, clock, args.cpu_smoke) if args.data else None
-    report(rows, b, shape)
+    if "a" in args.parts:
+        report_a(part_a(shape, device, args.nanogpt, args.cpu_smoke, clock), shape)
+    if args.data and "b" in args.parts:
+        report_b(part_b(Path(args.data).resolve(), shape, args.steps_b, device, clock, args.cpu_smoke, args.work))
     return 0
 
 

@@ -122,11 +122,12 @@ def train_step(forward, model, opt, batch, bf16: bool, clip: float = 1.0, own_lo
     """One plain-PyTorch training step, as nanoGPT's loop (and our trainer) do it. ``own_loss``: ``forward(ids,
     labels)`` returns the loss itself (nanoGPT's ``model(X, Y)``, its cross-entropy under its autocast)."""
     import torch
-    import torch.nn.functional as F
+
+    from gpt import next_token_loss
 
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         out = forward(batch["input_ids"], batch["labels"]) if own_loss else forward(batch["input_ids"])
-    loss = out if own_loss else F.cross_entropy(out.flatten(0, 1).float(), batch["labels"].flatten())
+    loss = out if own_loss else next_token_loss(out, batch["labels"])
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)

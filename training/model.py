@@ -8,14 +8,13 @@ import functools
 from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint
 from composer.models import ComposerModel
 from torchmetrics import Metric
 
 from callbacks.choices import ChoiceAccuracy, choice_metrics, pick_batch
 from callbacks.metrics import eval_metrics
-from gpt import GPT, GPTConfig
+from gpt import GPT, GPTConfig, next_token_loss
 
 
 class ComposerGPT(ComposerModel):
@@ -35,6 +34,7 @@ class ComposerGPT(ComposerModel):
         # forward autocasts itself. Parameters, gradients, optimizer and the cross-entropy stay fp32, as with AMP.
         self.cpu_autocast_dtype: Optional[torch.dtype] = None
         self.precision_note = "set in the config"  # why the run trains in its precision (training/precision.py)
+        self.loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = next_token_loss  # compiled or not
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.cpu_autocast_dtype is None:
@@ -43,7 +43,7 @@ class ComposerGPT(ComposerModel):
             return self.model(batch["input_ids"])  # (B, T, V) in bf16: the loss upcasts it
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
-        return F.cross_entropy(outputs.flatten(0, 1).float(), batch["labels"].flatten())
+        return self.loss_fn(outputs, batch["labels"])
 
     def eval_forward(self, batch: dict[str, torch.Tensor], outputs: Optional[Any] = None) -> torch.Tensor:
         if "choices" in batch:  # an eval_tasks item batch (loaders/choices.py): the ending each rule picks

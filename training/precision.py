@@ -15,12 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from composer.utils import dist
 
 from core.files import write_atomic
 from core.runs import PRECISION_FILE
-from gpt import GPT
+from gpt import GPT, next_token_loss
 from training.config import AUTO
 
 PROBE_REPEATS = 3  # timed steps per precision, after one warm-up step each (oneDNN builds its bf16 kernels)
@@ -93,5 +92,5 @@ def _step_seconds(gpt: GPT, idx: torch.Tensor, bf16: bool) -> float:
     start = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         logits = gpt(idx)  # (B, T, V)
-    F.cross_entropy(logits.flatten(0, 1).float(), idx.flatten()).backward()
+    next_token_loss(logits, idx).backward()
     return time.perf_counter() - start

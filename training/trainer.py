@@ -199,7 +199,7 @@ def build_model(cfg: TrainConfig, data: RunData, resuming: bool = False, device:
     settle_precision(cfg, model, data, device)
     if cfg.checkpoints_activations and cfg.parallelism != "fsdp":  # FSDP2 does its own (parallelism_config)
         checkpoint_blocks(model.model)
-    apply_compile(model.model, cfg.compile)  # before the Trainer wraps it: see training/compile.py
+    apply_compile(model, cfg.compile)  # before the Trainer wraps it: see training/compile.py
     return model
 
 

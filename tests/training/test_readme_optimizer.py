@@ -122,12 +122,14 @@ def test_optimizer_name_picks_the_implementation():
     assert adamw_kernel("gpu") == {"fused": True} and adamw_kernel("cpu") == {"foreach": True}
 
 
-def test_the_gpu_yamls_use_torch_adamw_and_the_cpu_yamls_decoupled_adamw():
+def test_the_gpu_yamls_use_torch_adamw_and_compile_per_block_and_the_cpu_yamls_neither():
     gpu = ["gpt2.yaml", "gpt2-single.yaml", "experiments/pile-cc-only.yaml", "experiments/pile-mixture.yaml"]
     for name in gpu:
-        assert load_config(str(REPO / "yamls" / name), ["data.streams=null", "data.path=x"]).optimizer.name == "adamw"
-    for name in ("tiny.yaml", "nanogpt-cpu.yaml"):
-        assert load_config(str(REPO / "yamls" / name), ["data.path=x"]).optimizer.name == "decoupled_adamw"
+        cfg = load_config(str(REPO / "yamls" / name), ["data.streams=null", "data.path=x"])
+        assert cfg.optimizer.name == "adamw" and cfg.compile.enabled and cfg.compile.per_block
+    for name in ("tiny.yaml", "nanogpt-cpu.yaml", "nanogpt-cpu-fast.yaml"):
+        cfg = load_config(str(REPO / "yamls" / name), ["data.path=x"])
+        assert cfg.optimizer.name == "decoupled_adamw" and not cfg.compile.enabled
 
 
 def _closed_form(t: int, lr: float, t_warmup: int, total: int, alpha_f: float) -> float:
