@@ -28,6 +28,7 @@ SHAKESPEARE = REPO / "assets" / "tinyshakespeare.txt"  # shipped with the projec
 TRAIN_SCRIPT = REPO / "gpt_pile_composer.py"
 TINY_YAML = REPO / "yamls" / "tiny.yaml"
 LOSS = "loss/train/total"
+EVAL_LOSS = "metrics/val/LanguageCrossEntropy"
 
 _WORKDIR: Optional[Path] = None  # set by conftest to a session scratch folder
 
@@ -604,7 +605,38 @@ def _spiked_main(sample_id: str, factor: str, script: str, *argv: str) -> None:
     runpy.run_path(script, run_name="__main__")
 
 
+def tensorboard_view(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} as TensorBoard shows the run (purges applied), every point kept."""
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={SCALARS: 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def assert_view_is_metrics_jsonl(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Each tag TensorBoard shows: the same steps (each once) and values (1e-6) as the key in metrics.jsonl. Of
+    ``time/*`` (clocks, and counters), only the steps: Composer logs them again at FIT_END, and a resume that redoes
+    an epoch-end eval times it again; metrics.jsonl keeps the last value of a step, TensorBoard (which cannot replace
+    a point) the first."""
+    import pytest
+
+    from callbacks.tensorboard import scalar
+
+    view = tensorboard_view(run_dir)
+    rows = metrics_rows(run_dir)
+    assert LOSS in view and EVAL_LOSS in view, sorted(view)
+    for tag, points in view.items():
+        expected = [(r["step"], scalar(r[tag])) for r in rows if tag in r and scalar(r[tag]) is not None]
+        assert [s for s, _ in points] == [s for s, _ in expected], tag
+        if tag.startswith("time/"):
+            continue
+        assert [v for _, v in points] == pytest.approx([v for _, v in expected], rel=1e-6, abs=1e-6), tag
+    return view
+
+
 if __name__ == "__main__" and len(sys.argv) > 4 and sys.argv[1] == "pause":
     _paused_main(*sys.argv[2:])
 if __name__ == "__main__" and len(sys.argv) > 4 and sys.argv[1] == "spike":
     _spiked_main(*sys.argv[2:])
+

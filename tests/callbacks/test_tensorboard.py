@@ -1,7 +1,8 @@
 """README "TensorBoard": `tensorboard.enabled=true` writes `{run_dir}/tensorboard`, one point per step as in
 metrics.jsonl; a run killed with SIGKILL and re-run with the same command shows in TensorBoard as one run, each step
 once, with the losses of an uninterrupted run. Read back with TensorBoard's own reader (EventAccumulator, which
-applies the purges a resumed run writes), and raw (event_file_loader) to see what the purge hides.
+applies the purges a resumed run writes), and raw (event_file_loader) to see what the purge hides. Two ranks write
+one event file: tests/training/test_train.py's two-rank run.
 """
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from callbacks.tensorboard import scalar
 from tests.helpers import (
+    EVAL_LOSS,
     LOSS,
+    assert_view_is_metrics_jsonl,
     kill_when,
     last_step,
     losses,
@@ -21,12 +23,12 @@ from tests.helpers import (
     rows_by_step,
     run_train,
     start_train,
+    tensorboard_view,
     tiny_args,
 )
 
 pytestmark = pytest.mark.slow  # every test here trains real runs
 
-EVAL_LOSS = "metrics/val/LanguageCrossEntropy"
 
 
 def tb_args(ds: Path, runs: Path, name: str, *extra: str) -> list[str]:
@@ -35,15 +37,6 @@ def tb_args(ds: Path, runs: Path, name: str, *extra: str) -> list[str]:
     return tiny_args(ds, runs, f"run_name={name}", "tensorboard.enabled=true", "model.n_layer=2", "model.n_head=4",
                      "model.n_embd=128", "global_train_batch_size=16", "device_train_microbatch_size=16",
                      "max_duration=30ba", "save_interval=10ba", "eval_interval=10ba", *extra)
-
-
-def tensorboard_view(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """{tag: [(step, value), ...]} as TensorBoard shows the run (purges applied), every point kept."""
-    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
-
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={SCALARS: 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def raw_steps(run_dir: Path, tag: str) -> list[int]:
@@ -58,44 +51,15 @@ def raw_steps(run_dir: Path, tag: str) -> list[int]:
     return steps
 
 
-def assert_view_is_metrics_jsonl(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Each tag TensorBoard shows: the same steps (each once) and values (1e-6) as the key in metrics.jsonl. Of
-    ``time/*`` (clocks, and counters), only the steps: Composer logs them again at FIT_END, and a resume that redoes
-    an epoch-end eval times it again; metrics.jsonl keeps the last value of a step, TensorBoard (which cannot replace
-    a point) the first."""
-    view = tensorboard_view(run_dir)
-    rows = metrics_rows(run_dir)
-    assert LOSS in view and EVAL_LOSS in view, sorted(view)
-    for tag, points in view.items():
-        expected = [(r["step"], scalar(r[tag])) for r in rows if tag in r and scalar(r[tag]) is not None]
-        assert [s for s, _ in points] == [s for s, _ in expected], tag
-        if tag.startswith("time/"):
-            continue
-        assert [v for _, v in points] == pytest.approx([v for _, v in expected], rel=1e-6, abs=1e-6), tag
-    return view
-
-
-def test_tensorboard_holds_the_losses_of_metrics_jsonl(dataset, tmp_path):
-    run = tmp_path / "t"
-    run_train(tb_args(dataset, tmp_path, "t"))
-    view = assert_view_is_metrics_jsonl(run)
-    assert [s for s, _ in view[LOSS]] == list(range(1, 31))
-    assert [s for s, _ in view[EVAL_LOSS]] == [10, 20, 30]
-    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1  # one file per process, one rank
-
-
-def test_two_ranks_write_one_event_file(dataset, tmp_path):
-    run = tmp_path / "ddp"
-    run_train(tiny_args(dataset, tmp_path, "run_name=ddp", "tensorboard.enabled=true", "max_duration=6ba",
-                        "eval_interval=6ba", "save_interval=6ba"), nproc=2)
-    assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) == 1  # rank 0's; Composer's: one a rank
-    view = assert_view_is_metrics_jsonl(run)
-    assert [s for s, _ in view[LOSS]] == list(range(1, 7))
-
-
 def test_sigkill_and_rerun_show_each_step_once_with_the_uninterrupted_losses(dataset, tmp_path):
+    """The uninterrupted run first: TensorBoard holds what its metrics.jsonl holds, in one event file. Then the
+    killed and re-run one."""
     run_train(tb_args(dataset, tmp_path / "ref", "a"))
     reference = losses(tmp_path / "ref" / "a")
+    view = assert_view_is_metrics_jsonl(tmp_path / "ref" / "a")
+    assert [s for s, _ in view[LOSS]] == list(range(1, 31))
+    assert [s for s, _ in view[EVAL_LOSS]] == [10, 20, 30]
+    assert len(list((tmp_path / "ref" / "a" / "tensorboard").glob("events.out.tfevents.*"))) == 1  # one process
 
     run = tmp_path / "b"
     args = tb_args(dataset, tmp_path, "b")

@@ -11,7 +11,16 @@ import pytest
 import torch
 
 from core.errors import ConfigError
-from tests.helpers import make_dataset, metrics_rows, one_error, run_train, tiny_args
+from tests.helpers import (
+    LOSS,
+    assert_view_is_metrics_jsonl,
+    make_dataset,
+    metrics_rows,
+    one_error,
+    run_train,
+    tiny_args,
+    train_env,
+)
 from training.config import load_config
 
 
@@ -94,10 +103,14 @@ def test_rerun_same_run_name_autoresumes(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_two_rank_launch_trains(dataset, tmp_path):
+    env = {k: v for k, v in train_env().items() if k != "OMP_NUM_THREADS"}  # the suite's, on several workers
     proc = run_train(tiny_args(dataset, tmp_path, "run_name=ddp", "max_duration=6ba", "eval_interval=6ba",
-                               "save_interval=6ba"), nproc=2)
+                               "save_interval=6ba", "tensorboard.enabled=true"), nproc=2, env=env)
     rows = metrics_rows(tmp_path / "ddp")
     assert [r["step"] for r in rows] == list(range(1, 7))
+    # TensorBoard: rank 0's event file only (Composer's TensorboardLogger writes one a rank), metrics.jsonl's points
+    assert len(list((tmp_path / "ddp" / "tensorboard").rglob("events.out.tfevents.*"))) == 1
+    assert [s for s, _ in assert_view_is_metrics_jsonl(tmp_path / "ddp")[LOSS]] == list(range(1, 7))
     cores = os.cpu_count() or 1
     assert f"4 per rank x 2 ranks; {max(1, cores // 2)} CPU threads per rank" in proc.stdout  # cores split, as torchrun
     assert (tmp_path / "ddp" / "checkpoints" / "ep0-ba6-rank0.pt").exists()
