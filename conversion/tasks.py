@@ -3,8 +3,8 @@
 The input files are cut into ``T`` tasks of whole files, contiguous and balanced by size, from the inputs alone (never
 from how many machines run). Task ``I`` is an ordinary conversion of its files, published into ``OUT`` as
 Streaming partitions: each split's shards in ``OUT/<split>/IIIII/`` (a group's in ``OUT/<group>/<split>/IIIII/``)
-and its record ``OUT/tasks/IIIII/done.json`` written last. ``--merge`` joins the partitions' ``index.json`` with
-Streaming's ``merge_index`` into ``OUT/<split>/index.json`` (shards stay where they are: the merged index names
+and its record ``OUT/tasks/IIIII/done.json`` written last. ``--merge`` joins the partitions' ``index.json`` as
+Streaming's ``merge_index`` does into ``OUT/<split>/index.json`` (shards stay where they are: the merged index names
 them ``IIIII/shard...``, as every Streaming reader resolves them, locally or in a bucket) and writes
 ``metadata.json`` (``groups.json``) last. The bytes depend on the inputs, the arguments and ``T`` only, so the
 merged dataset is the same however many machines or workers ran the tasks, and a task run twice at once writes the
@@ -16,7 +16,6 @@ import contextlib
 import errno
 import hashlib
 import json
-import logging
 import math
 import os
 import shutil
@@ -44,7 +43,7 @@ from core.files import remove, write_atomic
 from core.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, SplitStats
 from upstream import defer_streaming_vision
 
-defer_streaming_vision()  # before Streaming's first import (merge_index): its vision datasets are not needed here
+defer_streaming_vision()  # before Streaming's first import (MDSWriter): its vision datasets are not needed here
 
 TASKS_DIR = "tasks"
 DONE_FILE = "done.json"
@@ -473,10 +472,8 @@ def _merge_dataset(store: Store, work: Path, key: str, metas: dict[int, DatasetM
 
 
 def _merge_split(store: Store, dest: Path, name: str, parts: dict[int, DatasetMetadata]) -> None:
-    """Streaming's ``merge_index`` over the tasks' copies of one split's index, each checked against its task's
-    record first (a partition half-written by a killed or concurrent writer does not match it)."""
-    from streaming.base.util import merge_index
-
+    """The tasks' copies of one split's index, each checked against its task's record first (a partition
+    half-written by a killed or concurrent writer does not match it), merged as Streaming's ``merge_index`` does."""
     indexes = []
     for i, meta in parts.items():
         local = dest / part(i) / INDEX_FILE
@@ -488,12 +485,24 @@ def _merge_split(store: Store, dest: Path, name: str, parts: dict[int, DatasetMe
         if _sha256(local) != meta.source["index_sha256"][dest.name]:
             raise MetadataError(f"--merge {store.out}: {name}/{part(i)}/{INDEX_FILE} is not the index task {i} "
                                 f"recorded; redo it: --task {i} --overwrite")
-        indexes.append(str(local))
-    logging.disable(logging.WARNING)  # it announces its temporary folder and the non-empty output, as warnings
-    try:
-        merge_index(indexes, str(dest))
-    finally:
-        logging.disable(logging.NOTSET)
+        indexes.append(local)
+    with open(dest / INDEX_FILE, "w") as f:
+        json.dump(merged_index(indexes), f)  # json.dump's default layout, as merge_index writes it: the same bytes
+
+
+def merged_index(indexes: list[Path]) -> dict:
+    """Streaming 0.13's ``merge_index`` over local partition indexes (``streaming.base.util._merge_index_from_list``,
+    the same object): every partition's shards in order, each file's basename prefixed with its partition's folder.
+    Written here because importing Streaming imports torch, ~1.5 s of a merge that otherwise takes a fraction of
+    that; tests/conversion/test_tasks.py checks it against ``merge_index`` byte for byte."""
+    shards = []
+    for index in indexes:
+        for shard in json.loads(index.read_text())["shards"]:
+            for key in ("raw_data", "zip_data", "raw_meta", "zip_meta"):
+                if shard.get(key):
+                    shard[key]["basename"] = os.path.join(index.parent.name, shard[key]["basename"])
+            shards.append(shard)
+    return {"version": 2, "shards": shards}
 
 
 def _dropped(done: dict[int, dict], datasets: dict) -> dict:

@@ -114,6 +114,27 @@ def test_three_machines_by_two_workers_write_the_bytes_of_one_command(inputs, on
     assert again.returncode == 0 and "(0 converted, 1 already done)" in again.stdout
 
 
+def test_the_merged_index_is_the_bytes_streaming_merge_index_writes(one_command, tmp_path):
+    """--merge writes the index itself (Streaming's import costs a merge ~1.5 s of torch): the very bytes of
+    Streaming's own ``merge_index`` over the same partitions."""
+    import logging
+
+    from streaming.base.util import merge_index
+
+    for split in ("train", "val"):
+        parts = sorted(p.parent.name for p in (one_command / split).glob("*/index.json"))
+        assert parts == ["00000", "00001", "00002"], split
+        for name in parts:
+            (tmp_path / split / name).mkdir(parents=True)
+            shutil.copy(one_command / split / name / "index.json", tmp_path / split / name / "index.json")
+        logging.disable(logging.WARNING)  # merge_index announces its temporary folder as a warning
+        try:
+            merge_index([str(tmp_path / split / name / "index.json") for name in parts], str(tmp_path / split))
+        finally:
+            logging.disable(logging.NOTSET)
+        assert (one_command / split / "index.json").read_bytes() == (tmp_path / split / "index.json").read_bytes()
+
+
 @pytest.mark.slow
 def test_grouped_tasks_merge_into_one_dataset_per_group(inputs, tmp_path):
     one, many = tmp_path / "one", tmp_path / "many"
