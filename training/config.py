@@ -57,6 +57,19 @@ class ModelConfig:
 
 
 @dataclass
+class MuonConfig:
+    """``optimizer.name=muon`` (training/muon.py): Muon for the blocks' weight matrices, AdamW (``optimizer.lr``,
+    ``betas``, ``eps``, ``weight_decay``) for embeddings, head, gains and biases. ``lr`` is Muon's own (in units of
+    spectral norm per step with ``lr_scale: spectral``; with ``match_adamw`` an AdamW-sized lr such as 6e-4 works)."""
+
+    lr: float = 0.02
+    momentum: float = 0.95  # Nesterov
+    ns_steps: int = 5  # quintic Newton-Schulz steps
+    lr_scale: str = "spectral"  # spectral: sqrt(max(1, rows/cols)) | match_adamw: 0.2 sqrt(max(rows, cols))
+    weight_decay: float = 0.0  # decoupled: W *= 1 - lr * weight_decay
+
+
+@dataclass
 class OptimizerConfig:
     """AdamW in one of two implementations (``name``), the same update either way: ``decoupled_adamw``, Composer's
     DecoupledAdamW (a per-parameter loop; the CPU yamls'), or ``adamw``, ``torch.optim.AdamW`` with its fused CUDA
@@ -64,11 +77,12 @@ class OptimizerConfig:
     lr * weight_decay), as in nanoGPT and litgpt; for DecoupledAdamW it is converted to Composer's decoupled form,
     which multiplies by lr / initial lr. Decay applies to matrices (>= 2-D) only."""
 
-    name: str = "decoupled_adamw"  # decoupled_adamw | adamw (see OPTIMIZERS)
+    name: str = "decoupled_adamw"  # decoupled_adamw | adamw | muon (see OPTIMIZERS)
     lr: float = 6e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
     weight_decay: float = 0.1
+    muon: MuonConfig = field(default_factory=MuonConfig)  # used by name=muon only
 
 
 @dataclass
@@ -225,7 +239,8 @@ SHUFFLE_ALGOS = ("py1e", "py1b", "py1br", "py1s", "py2s", "naive")  # Streaming 
 PARALLELISMS = ("ddp", "fsdp")
 # gpt.GELU_APPROXIMATIONS, spelled out so that a config is checked before torch loads (a test keeps them equal)
 GELU_APPROXIMATIONS = ("tanh", "none")
-OPTIMIZERS = ("decoupled_adamw", "adamw")  # Composer's DecoupledAdamW | torch.optim.AdamW (fused on CUDA)
+# Composer's DecoupledAdamW | torch.optim.AdamW (fused on CUDA) | Muon + AdamW (training/muon.py)
+OPTIMIZERS = ("decoupled_adamw", "adamw", "muon")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
@@ -357,6 +372,10 @@ def _validate_structure(cfg: TrainConfig) -> None:
     if cfg.device_train_microbatch_size == AUTO and cfg.parallelism == "fsdp":
         raise ConfigError("device_train_microbatch_size=auto does not work with parallelism=fsdp (Composer 0.32.1's "
                           "FSDP2 has no automatic microbatching); set a number, e.g. device_train_microbatch_size=8")
+    if cfg.optimizer.name == "muon" and cfg.parallelism == "fsdp":
+        raise ConfigError("optimizer.name=muon with parallelism=fsdp: Muon orthogonalizes whole matrices and FSDP2 "
+                          "hands the optimizer row shards, which this version does not gather yet; use "
+                          "parallelism=ddp with muon, or optimizer.name=adamw with fsdp")
     if len(cfg.optimizer.betas) != 2:
         raise ConfigError(f"optimizer.betas needs two numbers, got {cfg.optimizer.betas}")
     if cfg.compile.enabled and not cfg.compile.per_block and cfg.parallelism == "fsdp":
@@ -412,6 +431,10 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("optimizer.eps", lambda v: v > 0, "> 0 (e.g. 1e-8)"),
     ("optimizer.weight_decay", lambda v: v >= 0, ">= 0 (e.g. 0.1)"),
     ("optimizer.betas", lambda v: all(0 <= b < 1 for b in v), "two numbers in [0, 1) (e.g. [0.9, 0.95])"),
+    ("optimizer.muon.lr", lambda v: v > 0, "> 0 (e.g. 0.02)"),
+    ("optimizer.muon.momentum", lambda v: 0 <= v < 1, "0 <= momentum < 1 (e.g. 0.95)"),
+    ("optimizer.muon.ns_steps", lambda v: v >= 1, ">= 1 Newton-Schulz steps (e.g. 5)"),
+    ("optimizer.muon.weight_decay", lambda v: v >= 0, ">= 0 (e.g. 0.0)"),
     ("scheduler.alpha_f", lambda v: 0 <= v <= 1, "0..1 (the final lr as a fraction of optimizer.lr)"),
     ("model.n_layer", lambda v: v >= 1, ">= 1"),
     ("model.n_head", lambda v: v >= 1, ">= 1"),
@@ -462,6 +485,7 @@ CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("parallelism", PARALLELISMS),
     ("precision", PRECISIONS),
     ("optimizer.name", OPTIMIZERS),
+    ("optimizer.muon.lr_scale", ("spectral", "match_adamw")),
     ("model.gelu_approximate", GELU_APPROXIMATIONS),
     ("device", ("cpu", "gpu")),
     ("fsdp.state_dict_type", ("sharded", "full")),

@@ -39,11 +39,12 @@ from training.choices import build_choice_evaluators, read_eval_tasks
 from training.compile import CompileTimer, apply_compile, describe_compile
 from training.config import AUTO, TrainConfig, plain_config, to_yaml, write_run_config
 from training.model import ComposerGPT, checkpoint_blocks
+from training.muon import Muon, muon_groups, route
 from training.precision import choose_precision
 from training.resume import check_checkpoints, model_config
 from training.resume.bucket import remote_saver, sharded_in_bucket, upload_failure
 from training.resume.checkpoints import save_model_config
-from training.resume.guard import SCHEDULE_KEYS, ResumeGuard, run_fingerprint
+from training.resume.guard import SOFT_KEYS, ResumeGuard, run_fingerprint
 from training.resume.init_from import load_init_weights
 from training.resume.rollback import roll_back
 from training.streams import (
@@ -221,6 +222,8 @@ def build_optimizer(cfg: TrainConfig, model: ComposerGPT, device: str = "cpu") -
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     o = cfg.optimizer
+    if o.name == "muon":
+        return build_muon(cfg, model, device)
     if o.name == "adamw":
         groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **adamw_kernel(device))
@@ -231,6 +234,18 @@ def build_optimizer(cfg: TrainConfig, model: ComposerGPT, device: str = "cpu") -
         betas=tuple(o.betas),
         eps=o.eps,
     )
+
+
+def build_muon(cfg: TrainConfig, model: ComposerGPT, device: str) -> Muon:
+    """Muon for the blocks' matrices, AdamW (``optimizer.*``) for the rest, routed by role; the routing is printed
+    once (rank 0). Newton-Schulz in bf16 on GPU, fp32 on CPU."""
+    o, m = cfg.optimizer, cfg.optimizer.muon
+    r = route(model.model.named_parameters())
+    if dist.get_global_rank() == 0:
+        print(r.describe(), flush=True)
+    return Muon(muon_groups(r, lr=m.lr, momentum=m.momentum, ns_steps=m.ns_steps, lr_scale=m.lr_scale,
+                            weight_decay=m.weight_decay, adamw_lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps,
+                            adamw_weight_decay=o.weight_decay, ns_dtype="bfloat16" if device == "gpu" else "float32"))
 
 
 def adamw_kernel(device: str) -> dict[str, bool]:
@@ -290,7 +305,7 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
         GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm)
     ]
     fingerprint = run_fingerprint(cfg, data.meta, data.metas, model.config)
-    guard = ResumeGuard(fingerprint, strict=autoresume, soft=SCHEDULE_KEYS)
+    guard = ResumeGuard(fingerprint, strict=autoresume, soft=SOFT_KEYS)
     callbacks = [*build_spike_recovery(cfg), *build_callbacks(cfg, device), guard, RestoreRNGOnResume(),
                  MarkEpochEnds()]
     if cfg.log_sample_ids:

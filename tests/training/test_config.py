@@ -57,7 +57,8 @@ BAD_NUMBERS = {  # one out-of-range value per key of RANGES
     "model.dropout": "1.0", "data.shuffle_seed": "4294967296", "data.num_canonical_nodes": "0",
     "data.shuffle_block_size": "0", "data.predownload": "0", "data.num_workers": "-1", "data.eval_num_workers": "-2",
     "sample_max_new_tokens": "0", "sample_temperature": "-0.5", "spike.window": "0", "spike.threshold": "0",
-    "spike.patience": "0", "spike.skip_batches": "-1", "spike.max_rollbacks": "-1",
+    "spike.patience": "0", "spike.skip_batches": "-1", "spike.max_rollbacks": "-1", "optimizer.muon.lr": "0",
+    "optimizer.muon.momentum": "1.0", "optimizer.muon.ns_steps": "0", "optimizer.muon.weight_decay": "-0.1",
 }
 
 

@@ -62,6 +62,7 @@ class ResumeGuard(Callback):
 
 
 SCHEDULE_KEYS = frozenset({"max_duration", "optimizer", "scheduler", "grad_clip_norm"})  # changes warn only
+SOFT_KEYS = SCHEDULE_KEYS | {"optimizer.muon"}  # Muon's lr, momentum, steps: a schedule change too
 
 
 def run_fingerprint(cfg: TrainConfig, meta: DatasetMetadata, metas: dict[StreamSource, DatasetMetadata],
@@ -72,6 +73,7 @@ def run_fingerprint(cfg: TrainConfig, meta: DatasetMetadata, metas: dict[StreamS
     # the optimizer's implementation is strict: Composer files its state under its class name, so another one would
     # start from empty moments; kept out of the soft "optimizer" entry, which checkpoints older than the key match
     optimizer_name = plain["optimizer"].pop("name")
+    muon = plain["optimizer"].pop("muon")  # only a muon run's: an AdamW run's fingerprint stays what it was
     fp = {
         "global_train_batch_size": cfg.global_train_batch_size,
         "seq_len": meta.seq_len,
@@ -85,6 +87,7 @@ def run_fingerprint(cfg: TrainConfig, meta: DatasetMetadata, metas: dict[StreamS
                                                          "gelu_approximate")},
         **{key: plain[key] for key in SCHEDULE_KEYS},
         "optimizer.name": optimizer_name,
+        **({"optimizer.muon": muon} if optimizer_name == "muon" else {}),
     }
     for i, (src, meta) in enumerate(metas.items()):  # by position: a moved (same) dataset still matches
         fp["data" if len(metas) == 1 else f"data.stream{i}"] = {
