@@ -67,6 +67,8 @@ class MuonConfig:
     ns_steps: int = 5  # quintic Newton-Schulz steps
     lr_scale: str = "spectral"  # spectral: sqrt(max(1, rows/cols)) | match_adamw: 0.2 sqrt(max(rows, cols))
     weight_decay: float = 0.0  # decoupled: W *= 1 - lr * weight_decay
+    momentum_warmup: str = "0ba"  # momentum rises linearly from momentum_start to momentum over these batches
+    momentum_start: float = 0.85
 
 
 @dataclass
@@ -87,10 +89,14 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    """Linear warmup then cosine decay to ``alpha_f * lr`` at the end of ``max_duration``."""
+    """Linear warmup (``t_warmup``), then ``cosine``: cosine decay to ``alpha_f * lr`` at the end of
+    ``max_duration``; or ``wsd`` (warmup-stable-decay, training/schedules.py): the full lr until the last
+    ``decay_fraction`` of ``max_duration``, then linear decay to ``alpha_f * lr``."""
 
+    name: str = "cosine"  # cosine | wsd
     t_warmup: str = "100ba"
     alpha_f: float = 0.1
+    decay_fraction: float = 0.2  # wsd only: the share of max_duration that decays
 
 
 @dataclass
@@ -435,6 +441,8 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("optimizer.muon.momentum", lambda v: 0 <= v < 1, "0 <= momentum < 1 (e.g. 0.95)"),
     ("optimizer.muon.ns_steps", lambda v: v >= 1, ">= 1 Newton-Schulz steps (e.g. 5)"),
     ("optimizer.muon.weight_decay", lambda v: v >= 0, ">= 0 (e.g. 0.0)"),
+    ("optimizer.muon.momentum_start", lambda v: 0 <= v < 1, "0 <= momentum_start < 1 (e.g. 0.85)"),
+    ("scheduler.decay_fraction", lambda v: 0 < v <= 1, "0 < decay_fraction <= 1 (e.g. 0.2)"),
     ("scheduler.alpha_f", lambda v: 0 <= v <= 1, "0..1 (the final lr as a fraction of optimizer.lr)"),
     ("model.n_layer", lambda v: v >= 1, ">= 1"),
     ("model.n_head", lambda v: v >= 1, ">= 1"),
@@ -486,6 +494,7 @@ CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("precision", PRECISIONS),
     ("optimizer.name", OPTIMIZERS),
     ("optimizer.muon.lr_scale", ("spectral", "match_adamw")),
+    ("scheduler.name", ("cosine", "wsd")),
     ("model.gelu_approximate", GELU_APPROXIMATIONS),
     ("device", ("cpu", "gpu")),
     ("fsdp.state_dict_type", ("sharded", "full")),
@@ -511,6 +520,7 @@ TIMES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("save_interval", (*COUNTED, "dur"), False),
     ("log_interval", ("ba", "ep"), False),
     ("scheduler.t_warmup", (*COUNTED, "dur"), True),
+    ("optimizer.muon.momentum_warmup", ("ba",), True),
     ("sample_interval", (*COUNTED, "dur"), False),
 )
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import torch
+from composer.core import Callback, State
+from composer.loggers import Logger
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # the quintic's (a, b, c): the steepest slope at 0 that still converges
 LR_SCALES = ("spectral", "match_adamw")
@@ -151,3 +153,23 @@ def muon_groups(r: Route, *, lr: float, momentum: float, ns_steps: int, lr_scale
          "weight_decay": 0.0},
     ]
     return [g for g in groups if g["params"]]
+
+
+class MomentumWarmup(Callback):
+    """Muon's momentum rises linearly from ``start`` to ``end`` over the first ``batches`` (modded-nanogpt: 0.85 ->
+    0.95), set before every batch from the timestamp (so a resumed run has the uninterrupted one's) and logged as
+    ``optimizer/muon_momentum``."""
+
+    def __init__(self, start: float, end: float, batches: int) -> None:
+        self.start, self.end, self.batches = start, end, batches
+
+    def momentum(self, batch: int) -> float:
+        return self.end if batch >= self.batches else self.start + (self.end - self.start) * batch / self.batches
+
+    def batch_start(self, state: State, logger: Logger) -> None:
+        value = self.momentum(int(state.timestamp.batch))
+        for optimizer in state.optimizers:
+            for group in optimizer.param_groups:
+                if group.get("muon"):
+                    group["momentum"] = value
+        logger.log_metrics({"optimizer/muon_momentum": value})

@@ -18,7 +18,7 @@ from composer import Trainer
 from composer.algorithms import GradientClipping
 from composer.callbacks import CheckpointSaver, LRMonitor, OptimizerMonitor, RuntimeEstimator, SpeedMonitor
 from composer.core import DataSpec
-from composer.optim import CosineAnnealingWithWarmupScheduler, DecoupledAdamW
+from composer.optim import ComposerScheduler, CosineAnnealingWithWarmupScheduler, DecoupledAdamW
 from composer.utils import FSDP2Config, dist, reproducibility
 
 from callbacks.console import ConsoleSummaryLogger, EvalCost
@@ -39,7 +39,7 @@ from training.choices import build_choice_evaluators, read_eval_tasks
 from training.compile import CompileTimer, apply_compile, describe_compile
 from training.config import AUTO, TrainConfig, plain_config, to_yaml, write_run_config
 from training.model import ComposerGPT, checkpoint_blocks
-from training.muon import Muon, muon_groups, route
+from training.muon import MomentumWarmup, Muon, muon_groups, route
 from training.precision import choose_precision
 from training.resume import check_checkpoints, model_config
 from training.resume.bucket import remote_saver, sharded_in_bucket, upload_failure
@@ -47,6 +47,7 @@ from training.resume.checkpoints import save_model_config
 from training.resume.guard import SOFT_KEYS, ResumeGuard, run_fingerprint
 from training.resume.init_from import load_init_weights
 from training.resume.rollback import roll_back
+from training.schedules import WarmupStableDecayScheduler
 from training.streams import (
     build_evaluators,
     build_mixture_eval,
@@ -236,6 +237,14 @@ def build_optimizer(cfg: TrainConfig, model: ComposerGPT, device: str = "cpu") -
     )
 
 
+def build_scheduler(cfg: TrainConfig) -> ComposerScheduler:
+    """``scheduler.name``: Composer's warmup + cosine, or our warmup-stable-decay (training/schedules.py)."""
+    s = cfg.scheduler
+    if s.name == "wsd":
+        return WarmupStableDecayScheduler(t_warmup=s.t_warmup, decay_fraction=s.decay_fraction, alpha_f=s.alpha_f)
+    return CosineAnnealingWithWarmupScheduler(t_warmup=s.t_warmup, alpha_f=s.alpha_f)
+
+
 def build_muon(cfg: TrainConfig, model: ComposerGPT, device: str) -> Muon:
     """Muon for the blocks' matrices, AdamW (``optimizer.*``) for the rest, routed by role; the routing is printed
     once (rank 0). Newton-Schulz in bf16 on GPU, fp32 on CPU."""
@@ -297,7 +306,7 @@ def build_callbacks(cfg: TrainConfig, device: str) -> list:
 def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: str, autoresume: bool) -> Trainer:
     """Composer does the loop, checkpointing and autoresume; we hand it everything built above."""
     optimizer = build_optimizer(cfg, model, device)
-    scheduler = CosineAnnealingWithWarmupScheduler(t_warmup=cfg.scheduler.t_warmup, alpha_f=cfg.scheduler.alpha_f)
+    scheduler = build_scheduler(cfg)
     evaluators = build_evaluators(data.eval, data.stream_evals, list(model.val_metrics),
                                   microbatch=AUTO if cfg.fixed_microbatch is None else None)
     evaluators += build_choice_evaluators(cfg, data.eval_tasks, data.tokenizer, model.config.block_size)
@@ -312,6 +321,9 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
         callbacks.append(SampleIdLogger())
     if cfg.compile.enabled:
         callbacks.append(CompileTimer(describe_compile(cfg.compile, model.config.n_layer)))
+    warmup = int(cfg.optimizer.muon.momentum_warmup.removesuffix("ba"))  # validated: N ba
+    if cfg.optimizer.name == "muon" and warmup > 0:
+        callbacks.append(MomentumWarmup(cfg.optimizer.muon.momentum_start, cfg.optimizer.muon.momentum, warmup))
     if cfg.sample_prompt is not None:
         callbacks.append(SampleLogger(data.tokenizer, cfg.sample_prompt, cfg.sample_interval or cfg.eval_interval,
                                       cfg.sample_max_new_tokens, cfg.sample_temperature, seed=cfg.seed))

@@ -59,6 +59,7 @@ BAD_NUMBERS = {  # one out-of-range value per key of RANGES
     "sample_max_new_tokens": "0", "sample_temperature": "-0.5", "spike.window": "0", "spike.threshold": "0",
     "spike.patience": "0", "spike.skip_batches": "-1", "spike.max_rollbacks": "-1", "optimizer.muon.lr": "0",
     "optimizer.muon.momentum": "1.0", "optimizer.muon.ns_steps": "0", "optimizer.muon.weight_decay": "-0.1",
+    "optimizer.muon.momentum_start": "1.0", "scheduler.decay_fraction": "0",
 }
 
 

@@ -10,7 +10,16 @@ import torch
 
 from core.errors import ConfigError
 from gpt import GPT, GPTConfig
-from tests.helpers import assert_same_run, kill_when, last_step, losses, run_train, start_train, tiny_args
+from tests.helpers import (
+    assert_same_run,
+    kill_when,
+    last_step,
+    losses,
+    rows_by_step,
+    run_train,
+    start_train,
+    tiny_args,
+)
 from training.config import load_config
 from training.muon import Muon, muon_groups, newton_schulz, route
 
@@ -122,26 +131,52 @@ def test_the_routing_goes_by_role_not_by_shape():
     ("optimizer.muon.lr=0", "optimizer.muon.lr=0.0 is out of range; valid: > 0"),
     ("parallelism=fsdp", "optimizer.name=muon with parallelism=fsdp"),
     ("optimizer.name=lion", "optimizer.name='lion'; valid: decoupled_adamw, adamw, muon"),
+    ("scheduler.name=trapezoid", "scheduler.name='trapezoid'; valid: cosine, wsd"),
+    ("scheduler.decay_fraction=0", "scheduler.decay_fraction=0.0 is out of range; valid: 0 < decay_fraction <= 1"),
+    ("optimizer.muon.momentum_warmup=300", "optimizer.muon.momentum_warmup='300' is not a duration >= 0 in ba"),
 ])
 def test_bad_muon_settings_are_one_error_naming_the_fix(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(").replace(")", r"\)")):
         load_config(None, ["data.path=x", "optimizer.name=muon", override])
 
 
+def _wsd(batch: int, warmup: int, total: int, decay_fraction: float, alpha_f: float) -> float:
+    """The warmup-stable-decay multiplier after ``batch`` batches, written out."""
+    if batch < warmup:
+        return batch / warmup
+    start = total * (1 - decay_fraction)
+    return 1.0 if batch < start else 1.0 + (batch - start) / (total - start) * (alpha_f - 1.0)
+
+
 @pytest.mark.slow
-def test_a_muon_run_trains_and_a_sigkilled_two_rank_run_replays_it(dataset, tmp_path):
+def test_a_muon_run_with_wsd_and_momentum_warmup_trains_and_a_sigkilled_two_rank_run_replays_it(dataset, tmp_path):
+    """Muon's state, the WSD schedule and the momentum warmup all come back on resume: the re-run's losses, lrs,
+    momenta and weights are the uninterrupted run's."""
     def args(name: str) -> list[str]:
         return tiny_args(dataset, tmp_path, f"run_name={name}", "optimizer.name=muon", "max_duration=24ba",
-                         "save_interval=8ba", "eval_interval=1000ba", "model.dropout=0.1")
+                         "save_interval=8ba", "eval_interval=1000ba", "model.dropout=0.1", "scheduler.name=wsd",
+                         "scheduler.t_warmup=4ba", "scheduler.decay_fraction=0.25", "scheduler.alpha_f=0.1",
+                         "optimizer.muon.momentum_warmup=10ba")
 
     first = run_train(args("a"), nproc=2)
     assert first.stdout.count("optimizer: Muon on 8 hidden matrices") == 1  # rank 0 only
     la = losses(tmp_path / "a")
     assert sum(la[s] for s in range(20, 25)) < sum(la[s] for s in range(1, 6)) - 1.0  # it learns
+    rows = rows_by_step(tmp_path / "a")  # step s trains batch s - 1: its lr and momentum are those of s - 1
+    assert [rows[s]["lr-Muon/group0"] for s in range(1, 25)] == pytest.approx(
+        [0.02 * _wsd(s - 1, 4, 24, 0.25, 0.1) for s in range(1, 25)], rel=1e-6, abs=1e-12)
+    assert [rows[s]["lr-Muon/group1"] for s in range(1, 25)] == pytest.approx(  # AdamW's groups too
+        [1.5e-3 * _wsd(s - 1, 4, 24, 0.25, 0.1) for s in range(1, 25)], rel=1e-6, abs=1e-12)
+    assert [rows[s]["optimizer/muon_momentum"] for s in range(1, 25)] == pytest.approx(
+        [0.85 + 0.1 * min(s - 1, 10) / 10 for s in range(1, 25)], rel=1e-9)
+
     run = tmp_path / "b"
     kill_when(start_train(args("b"), tmp_path / "first.log", nproc=2), lambda: last_step(run) >= 12)
     run_train(args("b"), nproc=2)
     assert_same_run(tmp_path / "a", run)
+    again = rows_by_step(run)
+    for key in ("lr-Muon/group0", "lr-Muon/group1", "optimizer/muon_momentum"):
+        assert [again[s][key] for s in range(1, 25)] == [rows[s][key] for s in range(1, 25)], key
 
 
 def test_the_fingerprint_keeps_muon_settings_out_of_adamw_runs_and_refuses_a_switch(dataset):
