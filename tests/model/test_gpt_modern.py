@@ -1,0 +1,124 @@
+"""gpt_modern.py: the speedrun architecture behind gpt.py's interface. Its first loss is ln(vocab) (zero head), the
+KV-cache forward equals the full forward with every change on and with each one off, each change is really there
+(parameters and state-dict keys), bad configs are one ValueError each, and Muon routes its parameters by role."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpt import KVCache, next_token_loss
+from gpt_modern import ModernConfig, ModernGPT, build_gpt, config_from_dict
+from training.muon import route
+
+TINY = dict(block_size=32, vocab_size=97, n_layer=4, n_head=2, n_embd=32)
+FLAGS = ["rotary", "qk_norm", "relu2", "zero_init_proj", "untied_head", "embed_shortcut", "value_residual",
+         "unet_skips"]
+
+
+def _trained_like(config: ModernConfig) -> ModernGPT:
+    """Random weights everywhere (the zero inits would hide the blocks and the head from the comparison)."""
+    torch.manual_seed(0)
+    model = ModernGPT(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def test_the_first_loss_is_ln_vocab():
+    model = ModernGPT(ModernConfig(**TINY))
+    idx = torch.randint(0, TINY["vocab_size"], (3, 16))
+    loss = next_token_loss(model(idx), torch.roll(idx, -1, 1))
+    assert loss.item() == pytest.approx(math.log(TINY["vocab_size"]), abs=1e-5)
+
+
+@pytest.mark.parametrize("off", [None, *FLAGS])
+def test_the_kv_cache_forward_equals_the_full_forward(off):
+    config = ModernConfig(**TINY, **({off: False} if off else {}))
+    model = _trained_like(config)
+    idx = torch.randint(0, TINY["vocab_size"], (2, 20))
+    with torch.no_grad():
+        full = model(idx)  # (B, T, V)
+        cache = KVCache(config)
+        steps = [model(idx[:, :7], cache)]  # a prefill, then a token at a time, then two at once
+        steps += [model(idx[:, t : t + 1], cache) for t in range(7, 18)]
+        steps.append(model(idx[:, 18:20], cache))
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-5)
+    greedy_full = full[:, -1].argmax(-1)
+    assert torch.equal(steps[-1][:, -1].argmax(-1), greedy_full)
+
+
+def test_each_change_is_in_the_weights():
+    on, off = ModernGPT(ModernConfig(**TINY)), ModernGPT(ModernConfig(**TINY, **{f: False for f in FLAGS}))
+    keys_on, keys_off = set(on.state_dict()), set(off.state_dict())
+    assert "transformer.wpe.weight" in keys_off and "transformer.wpe.weight" not in keys_on  # rotary: no wpe
+    assert {"skip_weights", "transformer.h.0.x0_mix", "transformer.h.0.attn.v_mix"} <= keys_on - keys_off
+    assert on.lm_head.weight is not on.transformer.wte.weight and off.lm_head.weight is off.transformer.wte.weight
+    assert not any("bias" in k or "ln_" in k for k in keys_on)  # no biases, weightless norms
+    assert on.skip_weights.numel() == TINY["n_layer"] // 2
+    assert all(b.attn.c_proj.weight.abs().sum() == 0 and b.mlp.c_proj.weight.abs().sum() == 0 for b in on.blocks())
+    assert on.lm_head.weight.abs().sum() == 0
+    logits = _trained_like(ModernConfig(**TINY, softcap=2.0))(torch.randint(0, 97, (1, 8)))
+    assert logits.abs().max() < 2.0  # the softcap
+
+
+def test_the_interface_matches_gpt_py():
+    model = build_gpt(ModernConfig(**TINY))
+    assert isinstance(model, ModernGPT) and len(model.blocks()) == TINY["n_layer"]
+    n = model.num_params()
+    assert n == sum(p.numel() for p in model.parameters()) - model.transformer.wte.weight.numel()
+    assert model.flops_per_token(16) == 6 * n + 12 * 4 * 32 * 16
+    assert model(torch.randint(0, 97, (2, 8)), last_only=True).shape == (2, 1, 97)
+    with torch.device("meta"):
+        meta = ModernGPT(ModernConfig(**TINY))
+    meta.to_empty(device="cpu")
+    meta.init_weights()  # after a meta-device build, the rotary tables are real again
+    assert torch.equal(meta.transformer.h[0].attn.rotary.cos, model.transformer.h[0].attn.rotary.cos)
+    fields = dataclasses.asdict(ModernConfig(**TINY, softcap=30.0))
+    assert config_from_dict(fields) == ModernConfig(**TINY, softcap=30.0)
+    assert type(config_from_dict({**TINY})).__name__ == "GPTConfig"  # a GPT-2 run's model.json: no arch
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(softcap=0.0), "softcap must be > 0"),
+    (dict(n_head=4, n_embd=36), "rotary needs an even head size, got n_embd / n_head = 9"),
+    (dict(rotary_base=-1.0), "rotary_base must be > 0"),
+])
+def test_bad_modern_configs_are_one_error(fields, message):
+    with pytest.raises(ValueError, match=message):
+        ModernConfig(**{**TINY, **fields})
+
+
+def test_muon_routes_the_modern_parameters_by_role():
+    r = route(ModernGPT(ModernConfig(**TINY)).named_parameters())
+    assert len(r.muon) == 4 * TINY["n_layer"]
+    assert sorted(n for n, _ in r.adamw_decay) == ["lm_head.weight", "transformer.wte.weight"]
+    assert {n.split(".")[-1] for n, _ in r.adamw_no_decay} == {"x0_mix", "v_mix", "skip_weights"}
+
+
+def test_it_learns_a_pattern_faster_than_chance():
+    """A few AdamW steps on a repeating sequence drive the loss well below ln(vocab): the blocks do work."""
+    torch.manual_seed(0)
+    model = ModernGPT(ModernConfig(**TINY))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    idx = torch.arange(32).remainder(5).repeat(4, 1)  # (4, 32)
+    for _ in range(60):
+        loss = F.cross_entropy(model(idx[:, :-1]).flatten(0, 1), idx[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * math.log(97)
+
+
+@pytest.mark.parametrize("mix", ["skip_weights", "transformer.h.1.x0_mix", "transformer.h.1.attn.v_mix"])
+def test_each_learned_mix_changes_the_output(mix):
+    model = _trained_like(ModernConfig(**TINY))
+    idx = torch.randint(0, 97, (2, 12))
+    with torch.no_grad():
+        before = model(idx)
+        dict(model.named_parameters())[mix].add_(0.5)
+        assert (model(idx) - before).abs().max() > 1e-3, mix
