@@ -32,6 +32,9 @@ from torch.nn import functional as F
 from gpt import GPT, INIT_STD, GPTConfig, KVCache, LayerKV
 
 ARCHS = ("gpt2", "modern")
+# ModernConfig's own fields: model.* keys that only model.arch=modern takes
+MODERN_FIELDS = ("rotary", "rotary_base", "qk_norm", "relu2", "zero_init_proj", "untied_head", "softcap",
+                 "embed_shortcut", "value_residual", "unet_skips")
 
 
 @dataclass

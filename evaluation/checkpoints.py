@@ -16,6 +16,7 @@ from core.errors import CheckpointError, DeviceError, TokenizerError
 from core.runs import CONFIG_FILE
 from core.tokenizer import Tokenizer, load_tokenizer
 from gpt import GPT
+from gpt_modern import build_gpt
 from training.config import load_run_config
 from training.resume.checkpoints import LATEST, MODEL_FILE, is_sharded, read_model_config, readable
 from training.resume.init_from import is_hf_folder, load_hf_gpt
@@ -60,7 +61,7 @@ def load_gpt(source: str, map_location: str = "cpu") -> GPT:
     if is_hf_folder(source):
         return load_hf_gpt(source)
     run_dir, ckpt = resolve_checkpoint(source)
-    model = GPT(read_model_config(run_dir))
+    model = build_gpt(read_model_config(run_dir))  # GPT-2's, or the modern one
     if ckpt.is_dir():
         _load_sharded(model, ckpt)
         return model.eval()

@@ -98,6 +98,10 @@ def export_hf(source: str, out_dir: str, overwrite: bool = False) -> list[str]:
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise HFError(f"{out} is not empty; pass --overwrite to replace it, or choose another folder")
     model = load_gpt(source)
+    if getattr(model.config, "arch", "gpt2") != "gpt2":
+        raise HFError(f"{source} is a model.arch={model.config.arch} run: Hugging Face's GPT-2 has no rotary "
+                      "positions, QK-norm, softcap or the other changes, so it cannot hold it; eval.py and "
+                      "generate.py read the run as it is")
     tokenizer = load_tokenizer_for(source)
     notes = [f"model: GPT-2 {model.config.n_layer} layers x {model.config.n_embd}, vocab {model.config.vocab_size}, "
              f"n_positions {model.config.block_size}, bos/eos id {tokenizer.eos_id}"

@@ -54,6 +54,18 @@ class ModelConfig:
     bias: Optional[bool] = None
     gelu_approximate: Optional[str] = None  # tanh (GPT-2's) | none (exact GELU: nanoGPT's, faster on CPU)
     init_from: Optional[str] = None  # hf:FOLDER_OR_NAME: start from GPT-2 weights (shape from the HF config)
+    arch: str = "gpt2"  # gpt2 (gpt.py) | modern (gpt_modern.py: the speedrun's architecture)
+    # model.arch=modern only, each one change of gpt_modern.py (None: on, softcap 15, rotary_base 10000)
+    rotary: Optional[bool] = None
+    rotary_base: Optional[float] = None
+    qk_norm: Optional[bool] = None
+    relu2: Optional[bool] = None
+    zero_init_proj: Optional[bool] = None
+    untied_head: Optional[bool] = None
+    softcap: Optional[float] = None
+    embed_shortcut: Optional[bool] = None
+    value_residual: Optional[bool] = None
+    unet_skips: Optional[bool] = None
 
 
 @dataclass
@@ -373,6 +385,9 @@ def _validate_structure(cfg: TrainConfig) -> None:
         raise ConfigError("set data.path (one dataset) or data.streams (a mixture)")
     if cfg.model.init_from is not None and not cfg.model.init_from.startswith("hf:"):
         raise ConfigError(f"model.init_from={cfg.model.init_from!r}; use hf:FOLDER_OR_NAME (a Hugging Face GPT-2)")
+    if cfg.model.init_from is not None and cfg.model.arch == "modern":
+        raise ConfigError("model.arch=modern with model.init_from: a Hugging Face GPT-2 has GPT-2's architecture; "
+                          "drop model.init_from (modern trains from scratch) or use model.arch=gpt2")
     if cfg.model.init_from is not None and cfg.load_path:
         raise ConfigError("model.init_from and load_path are both set; a run starts from one of them: drop one")
     if cfg.device_train_microbatch_size == AUTO and cfg.parallelism == "fsdp":
@@ -496,6 +511,7 @@ CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("optimizer.muon.lr_scale", ("spectral", "match_adamw")),
     ("scheduler.name", ("cosine", "wsd")),
     ("model.gelu_approximate", GELU_APPROXIMATIONS),
+    ("model.arch", ("gpt2", "modern")),
     ("device", ("cpu", "gpu")),
     ("fsdp.state_dict_type", ("sharded", "full")),
     ("fsdp.mixed_precision", ("DEFAULT", "PURE", "FULL")),

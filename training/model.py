@@ -15,6 +15,7 @@ from torchmetrics import Metric
 from callbacks.choices import ChoiceAccuracy, choice_metrics, pick_batch
 from callbacks.metrics import eval_metrics
 from gpt import GPT, GPTConfig, next_token_loss
+from gpt_modern import build_gpt
 
 
 class ComposerGPT(ComposerModel):
@@ -22,7 +23,7 @@ class ComposerGPT(ComposerModel):
 
     def __init__(self, config: GPTConfig, token_bytes: torch.Tensor):
         super().__init__()
-        self.model = GPT(config)
+        self.model = build_gpt(config)  # gpt.py's GPT, or gpt_modern.py's ModernGPT for a ModernConfig
         # Composer's FSDP2 policy asks the ComposerModel's child which of its modules to shard on their own
         self.model.fsdp_wrap_fn = self.fsdp_wrap_fn
         self.model.activation_checkpointing_fn = self.activation_checkpointing_fn

@@ -17,6 +17,7 @@ from core.errors import ConfigError
 from core.metadata import DatasetMetadata
 from core.remote import is_remote
 from gpt import GPTConfig
+from gpt_modern import MODERN_FIELDS, ModernConfig
 from training.config import TrainConfig
 from training.resume.bucket import (
     bucket_fingerprint,
@@ -84,8 +85,16 @@ def model_config(cfg: TrainConfig, meta: DatasetMetadata, resuming: bool) -> GPT
     """The run's GPTConfig: the preset and ``model.*`` overrides with block size and vocab from the dataset; or,
     with ``model.init_from=hf:...``, the Hugging Face model's shape when the run starts, and its own recorded
     ``model.json`` when it resumes (the checkpoint has the weights, so the HF folder is not read again)."""
-    overrides = {k: v for k, v in vars(cfg.model).items() if k not in ("preset", "init_from") and v is not None}
+    overrides = {k: v for k, v in vars(cfg.model).items()
+                 if k not in ("preset", "init_from", "arch") and v is not None}
+    modern_only = sorted(set(overrides) & set(MODERN_FIELDS))
+    if cfg.model.arch == "gpt2" and modern_only:
+        raise ConfigError(f"model.{modern_only[0]} is a change of model.arch=modern; set model.arch=modern, or "
+                          f"drop {', '.join('model.' + k for k in modern_only)}")
     try:
+        if cfg.model.arch == "modern":
+            return ModernConfig.from_preset(cfg.model.preset, block_size=meta.seq_len, vocab_size=meta.vocab_size,
+                                            **overrides)
         if cfg.model.init_from and resuming:
             return resumed_init_config(cfg.model.init_from, read_model_config(cfg.run_dir), overrides)
         if cfg.model.init_from:

@@ -23,6 +23,7 @@ import torch
 from core.errors import CheckpointError
 from core.runs import MODEL_FILE
 from gpt import GPTConfig
+from gpt_modern import config_from_dict
 
 LATEST = "latest-rank0.pt"
 
@@ -37,7 +38,7 @@ def read_model_config(run_dir: str | Path) -> GPTConfig:
     model_file = Path(run_dir) / MODEL_FILE
     if not model_file.exists():
         raise CheckpointError(f"{model_file} is missing: point at a run folder made by gpt_pile_composer.py")
-    return GPTConfig(**json.loads(model_file.read_text()))
+    return config_from_dict(json.loads(model_file.read_text()))  # GPTConfig, or ModernConfig for arch: modern
 
 
 def is_sharded(path: Path) -> bool:

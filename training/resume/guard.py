@@ -16,10 +16,11 @@ from core.errors import ResumeMismatchError
 from core.metadata import DatasetMetadata
 from core.streams import StreamSource
 from gpt import GPTConfig
+from gpt_modern import MODERN_FIELDS
 from training.config import TrainConfig, plain_config
 
 # what a checkpoint written before a fingerprint key existed holds for it: the one value there was then
-BEFORE_THE_KEY = {"optimizer.name": "decoupled_adamw", "model.gelu_approximate": "tanh"}
+BEFORE_THE_KEY = {"optimizer.name": "decoupled_adamw", "model.gelu_approximate": "tanh", "model.arch": "gpt2"}
 
 
 def check_fingerprint(saved: Optional[dict[str, Any]], current: dict[str, Any], strict: bool,
@@ -87,6 +88,8 @@ def run_fingerprint(cfg: TrainConfig, meta: DatasetMetadata, metas: dict[StreamS
                                                          "gelu_approximate")},
         **{key: plain[key] for key in SCHEDULE_KEYS},
         "optimizer.name": optimizer_name,
+        "model.arch": getattr(gpt, "arch", "gpt2"),
+        **{f"model.{k}": getattr(gpt, k) for k in MODERN_FIELDS if hasattr(gpt, k)},  # a modern run's changes
         **({"optimizer.muon": muon} if optimizer_name == "muon" else {}),
     }
     for i, (src, meta) in enumerate(metas.items()):  # by position: a moved (same) dataset still matches

@@ -1,0 +1,82 @@
+"""``model.arch=modern`` (gpt_modern.py) in the trainer: a run with Muon and WSD starts at ln(vocab) and learns;
+eval.py and generate.py read it (greedy generation through the KV cache equals the full forward's argmax);
+export_hf.py refuses it; a resume with the other architecture is refused before Composer loads the checkpoint; the
+modern-only keys and init_from are refused on the wrong architecture."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from core.errors import ConfigError
+from core.metadata import read_metadata
+from tests.helpers import losses, metrics_rows, one_error, run_script, run_train, tiny_args
+from training.config import load_config
+from training.resume import model_config
+
+
+def modern_args(ds, runs, name: str, *extra: str) -> list[str]:
+    return tiny_args(ds, runs, f"run_name={name}", "model.arch=modern", "model.n_head=4", "optimizer.name=muon",
+                     "scheduler.name=wsd", "optimizer.muon.momentum_warmup=10ba", "max_duration=40ba",
+                     "eval_interval=40ba", "save_interval=40ba", *extra)
+
+
+@pytest.mark.slow
+def test_a_modern_run_learns_and_the_tools_read_it(dataset, tmp_path):
+    run = tmp_path / "m"
+    proc = run_train(modern_args(dataset, tmp_path, "m"))
+    assert "optimizer: Muon on 8 hidden matrices" in proc.stdout
+    assert json.loads((run / "model.json").read_text())["arch"] == "modern"
+    vocab = read_metadata(dataset).vocab_size
+    la = losses(run)
+    assert la[1] == pytest.approx(math.log(vocab), abs=1e-3)  # the zero head: a uniform first guess
+    assert la[40] < la[1] - 1.0
+    assert "metrics/val/LanguageCrossEntropy" in metrics_rows(run)[-1]
+
+    ev = run_script("eval.py", run, "--max-batches", "2")
+    assert ev.returncode == 0 and "loss" in ev.stdout, ev.stderr[-3000:]
+    gen = run_script("generate.py", run, "--prompt", "ROMEO:", "--max-new-tokens", "12", "--temperature", "0",
+                     "--json")
+    assert gen.returncode == 0, gen.stderr[-3000:]
+    _greedy_equals_full_forward(run, json.loads(gen.stdout.strip().splitlines()[-1]))
+
+    one_error(run_script("export_hf.py", run, tmp_path / "hf"), "model.arch=modern run", "eval.py and generate.py")
+    assert not (tmp_path / "hf").exists()
+    again = run_train(tiny_args(dataset, tmp_path, "run_name=m", "model.n_head=4", "optimizer.name=muon",
+                                "max_duration=50ba"), check=False)
+    one_error(again, "cannot resume exactly", "model.arch: checkpoint 'modern' -> now 'gpt2'")
+
+
+def _greedy_equals_full_forward(run, generated: dict) -> None:
+    """generate.py's greedy tokens (through the KV cache) are the argmax of the full forward, a token at a time."""
+    import torch
+
+    from evaluation.checkpoints import load_gpt
+
+    model, ids = load_gpt(str(run)), list(generated["prompt_ids"])
+    assert generated["new_ids"]
+    with torch.no_grad():
+        for _ in generated["new_ids"]:
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    assert ids[len(generated["prompt_ids"]):] == generated["new_ids"]
+
+
+def test_modern_keys_need_the_modern_arch_and_bad_values_are_one_error(dataset):
+    meta = read_metadata(dataset)
+
+    def build(*overrides: str):
+        return model_config(load_config(None, [f"data.path={dataset}", "model.preset=micro", *overrides]), meta,
+                            False)
+
+    with pytest.raises(ConfigError, match=r"model.rotary is a change of model.arch=modern; set model.arch=modern"):
+        build("model.rotary=false")
+    with pytest.raises(ConfigError, match=r"model: ModernConfig.softcap must be > 0"):
+        build("model.arch=modern", "model.softcap=0")
+    with pytest.raises(ConfigError, match=r"rotary needs an even head size"):
+        build("model.arch=modern", "model.n_head=64", "model.n_embd=64")  # head size 1
+    assert build("model.arch=modern", "model.value_residual=false").value_residual is False
+    with pytest.raises(ConfigError, match=r"model.arch=modern with model.init_from"):
+        load_config(None, ["data.path=x", "model.arch=modern", "model.init_from=hf:gpt2"])
+    with pytest.raises(ConfigError, match=r"model.arch='rwkv'; valid: gpt2, modern"):
+        load_config(None, ["data.path=x", "model.arch=rwkv"])
