@@ -93,14 +93,16 @@ class Rotary(nn.Module):
 class ModernAttention(nn.Module):
     """Causal self-attention with QK-norm, rotary positions and the value residual."""
 
-    def __init__(self, config: ModernConfig) -> None:
+    def __init__(self, config: ModernConfig, layer: int) -> None:
         super().__init__()
         self.n_head, self.n_embd, self.config = config.n_head, config.n_embd, config
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)  # Q, K, V stacked by rows
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.rotary = Rotary(config.n_embd // config.n_head, config.block_size, config.rotary_base) \
             if config.rotary else None
-        self.v_mix = nn.Parameter(torch.tensor(0.5)) if config.value_residual else None
+        # the first block's values are v1 itself: no mix there (a parameter without a gradient would stall DDP);
+        # shape (1,), not a scalar, which FSDP2 cannot shard
+        self.v_mix = nn.Parameter(torch.full((1,), 0.5)) if config.value_residual and layer > 0 else None
         self.attn_dropout = config.dropout
 
     def forward(self, x: torch.Tensor, v1: torch.Tensor | None, kv: LayerKV | None = None,
@@ -144,9 +146,9 @@ class ModernMLP(nn.Module):
 
 
 class ModernBlock(nn.Module):
-    def __init__(self, config: ModernConfig) -> None:
+    def __init__(self, config: ModernConfig, layer: int) -> None:
         super().__init__()
-        self.attn = ModernAttention(config)
+        self.attn = ModernAttention(config, layer)
         self.mlp = ModernMLP(config)
         self.x0_mix = nn.Parameter(torch.tensor([1.0, 0.0])) if config.embed_shortcut else None
         self.drop = nn.Dropout(config.dropout)
@@ -169,7 +171,7 @@ class ModernGPT(nn.Module):
         self.config = config
         vp = config.padded_vocab_size
         parts: dict[str, nn.Module] = dict(wte=nn.Embedding(vp, config.n_embd),
-                                           h=nn.ModuleList([ModernBlock(config) for _ in range(config.n_layer)]))
+                                           h=nn.ModuleList([ModernBlock(config, i) for i in range(config.n_layer)]))
         if not config.rotary:
             parts["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         self.transformer = nn.ModuleDict(parts)

@@ -393,10 +393,6 @@ def _validate_structure(cfg: TrainConfig) -> None:
     if cfg.device_train_microbatch_size == AUTO and cfg.parallelism == "fsdp":
         raise ConfigError("device_train_microbatch_size=auto does not work with parallelism=fsdp (Composer 0.32.1's "
                           "FSDP2 has no automatic microbatching); set a number, e.g. device_train_microbatch_size=8")
-    if cfg.optimizer.name == "muon" and cfg.parallelism == "fsdp":
-        raise ConfigError("optimizer.name=muon with parallelism=fsdp: Muon orthogonalizes whole matrices and FSDP2 "
-                          "hands the optimizer row shards, which this version does not gather yet; use "
-                          "parallelism=ddp with muon, or optimizer.name=adamw with fsdp")
     if len(cfg.optimizer.betas) != 2:
         raise ConfigError(f"optimizer.betas needs two numbers, got {cfg.optimizer.betas}")
     if cfg.compile.enabled and not cfg.compile.per_block and cfg.parallelism == "fsdp":

@@ -8,6 +8,8 @@ singular values pushed into about [0.7, 1.2]), scaled by sqrt(max(1, rows / cols
 decay carry over), then ``W <- W (1 - lr wd) - lr update``. A parameter holding several matrices stacked by rows
 (``c_attn``: Q, K and V) is orthogonalized as that many separate matrices (``split``). Newton-Schulz runs in bf16 on
 GPU (as the reference does: it is stable there) and in fp32 on CPU, where bf16 matmuls are slower, not faster.
+Under FSDP2 a parameter, its gradient and its momentum buffer are row shards (DTensors): the update is gathered,
+orthogonalized whole on every rank, and each rank keeps its rows; the buffer stays sharded (sharded checkpoints).
 
 The AdamW groups are torch's AdamW update (bias-corrected moments, decoupled decay ``lr * weight_decay``), written
 out so both kinds share one ``step``. Which parameter goes where is decided by its role in gpt.py (``route``), not by
@@ -22,6 +24,7 @@ from typing import Iterable
 import torch
 from composer.core import Callback, State
 from composer.loggers import Logger
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # the quintic's (a, b, c): the steepest slope at 0 that still converges
 LR_SCALES = ("spectral", "match_adamw")
@@ -109,15 +112,21 @@ class Muon(torch.optim.Optimizer):
             state = self.state[p]
             if not state:
                 state["momentum_buffer"] = torch.zeros_like(p)
-            buf = state["momentum_buffer"]
+            buf = state["momentum_buffer"]  # under FSDP2 a row shard, as p: sharded checkpoints hold it
             buf.lerp_(p.grad, 1 - mu)
             update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
-            rows, cols = p.size(0) // split, p.size(1)
+            sharded = isinstance(update, DTensor)
+            if sharded:  # FSDP2: gather the rows, orthogonalize the whole matrix (every rank alike), keep our rows
+                update = update.full_tensor()
+            rows, cols = update.size(0) // split, update.size(1)
             update = newton_schulz(update.view(split, rows, cols), group["ns_steps"], getattr(torch, group["ns_dtype"]))
+            update = update.view(split * rows, cols).to(p.dtype)
+            if sharded:
+                update = distribute_tensor(update, p.device_mesh, p.placements, src_data_rank=None)
             scale = (max(1.0, rows / cols) ** 0.5 if group["lr_scale"] == "spectral"
                      else 0.2 * math.sqrt(max(rows, cols)))
             p.mul_(1 - lr * group["weight_decay"])
-            p.add_(update.view_as(p).to(p.dtype), alpha=-lr * scale)
+            p.add_(update, alpha=-lr * scale)
 
     def _adamw_group(self, group: dict) -> None:
         (beta1, beta2), lr, eps = group["betas"], group["lr"], group["eps"]

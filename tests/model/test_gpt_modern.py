@@ -56,7 +56,8 @@ def test_each_change_is_in_the_weights():
     on, off = ModernGPT(ModernConfig(**TINY)), ModernGPT(ModernConfig(**TINY, **{f: False for f in FLAGS}))
     keys_on, keys_off = set(on.state_dict()), set(off.state_dict())
     assert "transformer.wpe.weight" in keys_off and "transformer.wpe.weight" not in keys_on  # rotary: no wpe
-    assert {"skip_weights", "transformer.h.0.x0_mix", "transformer.h.0.attn.v_mix"} <= keys_on - keys_off
+    assert {"skip_weights", "transformer.h.0.x0_mix", "transformer.h.1.attn.v_mix"} <= keys_on - keys_off
+    assert "transformer.h.0.attn.v_mix" not in keys_on  # the first block's values are v1: nothing to mix
     assert on.lm_head.weight is not on.transformer.wte.weight and off.lm_head.weight is off.transformer.wte.weight
     assert not any("bias" in k or "ln_" in k for k in keys_on)  # no biases, weightless norms
     assert on.skip_weights.numel() == TINY["n_layer"] // 2

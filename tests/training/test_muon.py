@@ -129,7 +129,6 @@ def test_the_routing_goes_by_role_not_by_shape():
     ("optimizer.muon.ns_steps=0", "optimizer.muon.ns_steps=0 is out of range; valid: >= 1"),
     ("optimizer.muon.momentum=1.0", "optimizer.muon.momentum=1.0 is out of range; valid: 0 <= momentum < 1"),
     ("optimizer.muon.lr=0", "optimizer.muon.lr=0.0 is out of range; valid: > 0"),
-    ("parallelism=fsdp", "optimizer.name=muon with parallelism=fsdp"),
     ("optimizer.name=lion", "optimizer.name='lion'; valid: decoupled_adamw, adamw, muon"),
     ("scheduler.name=trapezoid", "scheduler.name='trapezoid'; valid: cosine, wsd"),
     ("scheduler.decay_fraction=0", "scheduler.decay_fraction=0.0 is out of range; valid: 0 < decay_fraction <= 1"),
