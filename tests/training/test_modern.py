@@ -12,6 +12,7 @@ import pytest
 from core.errors import ConfigError
 from core.metadata import read_metadata
 from tests.helpers import (
+    REPO,
     assert_same_run,
     kill_when,
     last_step,
@@ -119,3 +120,18 @@ def test_modern_muon_losses_track_over_one_rank_ddp_and_fsdp_and_fsdp_resumes_ex
               lambda: last_step(run) >= 14)
     run_train(args("again", "parallelism=fsdp"), nproc=2)
     assert_same_run(tmp_path / "fsdp", run)
+
+
+def test_the_modern_yaml_sets_the_whole_recipe(dataset):
+    from training.config import load_config as load
+
+    cfg = load(str(REPO / "yamls" / "gpt2-modern.yaml"), [f"data.path={dataset}"])
+    assert (cfg.model.arch, cfg.optimizer.name, cfg.scheduler.name) == ("modern", "muon", "wsd")
+    assert (cfg.optimizer.muon.momentum_start, cfg.optimizer.muon.momentum, cfg.optimizer.muon.momentum_warmup) == \
+        (0.85, 0.95, "300ba")
+    assert cfg.compile.enabled and cfg.compile.per_block and cfg.precision == "amp_bf16"
+    single = load(str(REPO / "yamls" / "gpt2-single.yaml"), [f"data.path={dataset}"])
+    same = ("global_train_batch_size", "max_duration", "seed")  # only the recipe differs from gpt2-single's run
+    assert [getattr(cfg, k) for k in same] == [getattr(single, k) for k in same]
+    config = model_config(cfg, read_metadata(dataset), False)
+    assert type(config).__name__ == "ModernConfig" and (config.n_layer, config.n_embd) == (12, 768)
