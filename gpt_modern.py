@@ -14,7 +14,10 @@ any one can be switched off (an ablation):
 * ``value_residual``: each block's values are mixed with the first block's, ``(1 - l) v + l v1`` (learned l: 0.5;
   Zhou et al. 2024);
 * ``unet_skips``: the second half of the blocks adds the first half's outputs in reverse order, each by a learned
-  weight (1 at init).
+  weight (1 at init);
+* ``window`` (off by default): sliding-window causal attention, each query seeing its last ``window`` positions,
+  through FlexAttention on GPU (``flex_attention: auto``) and SDPA with the window's explicit mask elsewhere (torch
+  2.7 compiles only FlexAttention's forward on CPU).
 
 Shapes: ``B`` batch, ``T`` sequence length, ``C`` n_embd, ``H`` n_head, ``D`` = C // H, ``V`` vocab_size.
 """
@@ -34,7 +37,8 @@ from gpt import GPT, INIT_STD, GPTConfig, KVCache, LayerKV
 ARCHS = ("gpt2", "modern")
 # ModernConfig's own fields: model.* keys that only model.arch=modern takes
 MODERN_FIELDS = ("rotary", "rotary_base", "qk_norm", "relu2", "zero_init_proj", "untied_head", "softcap",
-                 "embed_shortcut", "value_residual", "unet_skips")
+                 "embed_shortcut", "value_residual", "unet_skips", "window", "flex_attention")
+FLEX_CHOICES = ("auto", "true", "false")
 
 
 @dataclass
@@ -53,9 +57,17 @@ class ModernConfig(GPTConfig):
     embed_shortcut: bool = True
     value_residual: bool = True
     unet_skips: bool = True
+    window: int | None = None  # sliding-window attention over this many positions; None: full causal
+    flex_attention: str = "auto"  # auto: FlexAttention for the window on CUDA | true | false: SDPA + mask
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.window is not None and not (isinstance(self.window, int) and 1 <= self.window <= self.block_size):
+            raise ValueError(f"ModernConfig.window must be 1..block_size ({self.block_size}), got {self.window!r}: a "
+                             "window longer than the sequence is full attention; drop it (window=None)")
+        if self.flex_attention not in FLEX_CHOICES:
+            raise ValueError(f"ModernConfig.flex_attention must be one of {', '.join(FLEX_CHOICES)}, "
+                             f"got {self.flex_attention!r}")
         if self.arch != "modern":
             raise ValueError(f"ModernConfig.arch must be 'modern', got {self.arch!r}")
         if not (isinstance(self.softcap, (int, float)) and self.softcap > 0):
@@ -121,13 +133,40 @@ class ModernAttention(nn.Module):
         if kv is not None:
             k, v = kv.store(k, v, start)  # (B, H, start + T, D)
         dropout_p = self.attn_dropout if self.training else 0.0
-        if kv is None or start == 0:
+        window = self.config.window
+        if window is not None and kv is None and dropout_p == 0.0 and self._flex(q):
+            y = windowed_flex(q, k, v, window)  # (B, H, T, D)
+        elif window is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=window_mask(T, start, window, x.device),
+                                               dropout_p=dropout_p)
+        elif kv is None or start == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)  # (B, H, T, D)
         else:  # as gpt.py: new query i at position start + i sees the cache and the new keys up to itself
             mask = None if T == 1 else torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.c_proj(y), own_v
+
+    def _flex(self, q: torch.Tensor) -> bool:
+        return self.config.flex_attention == "true" or (self.config.flex_attention == "auto" and q.is_cuda)
+
+
+def window_mask(T: int, start: int, window: int, device: torch.device) -> torch.Tensor:
+    """(T, start + T) bool: query i (position start + i) sees key j iff j <= start + i and j > start + i - window."""
+    q = torch.arange(start, start + T, device=device)[:, None]
+    k = torch.arange(start + T, device=device)[None, :]
+    return (k <= q) & (q - k < window)
+
+
+def windowed_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
+    """Sliding-window causal attention through FlexAttention (its block mask skips the blocks outside the band)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    def band(b, h, q_idx, kv_idx):  # noqa: ANN001 - FlexAttention's mask_mod signature
+        return (q_idx >= kv_idx) & (q_idx - kv_idx < window)
+
+    T = q.size(2)
+    return flex_attention(q, k, v, block_mask=create_block_mask(band, None, None, T, T, device=q.device))
 
 
 class ModernMLP(nn.Module):

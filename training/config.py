@@ -66,6 +66,8 @@ class ModelConfig:
     embed_shortcut: Optional[bool] = None
     value_residual: Optional[bool] = None
     unet_skips: Optional[bool] = None
+    window: Optional[int] = None  # sliding-window attention over this many positions (None: full causal)
+    flex_attention: Optional[str] = None  # auto (FlexAttention for the window on CUDA) | true | false
 
 
 @dataclass

@@ -192,6 +192,10 @@ def build_model(cfg: TrainConfig, data: RunData, resuming: bool = False, device:
     run starts, and shaped by its own ``model.json`` when it resumes (its checkpoint has the weights). Settles
     ``precision: auto`` on the built model, before anything wraps or compiles it."""
     gpt_config = model_config(cfg, data.meta, resuming)
+    if getattr(gpt_config, "flex_attention", "auto") == "true" and device == "cpu":
+        raise ConfigError("model.flex_attention=true on CPU: torch 2.7 compiles only FlexAttention's forward there, "
+                          "so it cannot train; use model.flex_attention=auto (on CPU the window runs through SDPA "
+                          "with its mask)")
     if dist.get_global_rank() == 0:
         save_model_config(cfg.run_dir, gpt_config)
     reproducibility.seed_all(cfg.seed)  # the same init on every rank and every run with this seed

@@ -36,9 +36,10 @@ def test_the_first_loss_is_ln_vocab():
     assert loss.item() == pytest.approx(math.log(TINY["vocab_size"]), abs=1e-5)
 
 
-@pytest.mark.parametrize("off", [None, *FLAGS])
+@pytest.mark.parametrize("off", [None, *FLAGS, "window"])
 def test_the_kv_cache_forward_equals_the_full_forward(off):
-    config = ModernConfig(**TINY, **({off: False} if off else {}))
+    """With every change on, each one off, and with a sliding window of 5 (the cache path masks it too)."""
+    config = ModernConfig(**TINY, **({"window": 5} if off == "window" else {off: False} if off else {}))
     model = _trained_like(config)
     idx = torch.randint(0, TINY["vocab_size"], (2, 20))
     with torch.no_grad():
@@ -85,6 +86,8 @@ def test_the_interface_matches_gpt_py():
 
 
 @pytest.mark.parametrize("fields, message", [
+    (dict(window=33), "window must be 1..block_size \\(32\\), got 33: a window longer than the sequence"),
+    (dict(flex_attention="yes"), "flex_attention must be one of auto, true, false"),
     (dict(softcap=0.0), "softcap must be > 0"),
     (dict(n_head=4, n_embd=36), "rotary needs an even head size, got n_embd / n_head = 9"),
     (dict(rotary_base=-1.0), "rotary_base must be > 0"),
@@ -123,3 +126,27 @@ def test_each_learned_mix_changes_the_output(mix):
         before = model(idx)
         dict(model.named_parameters())[mix].add_(0.5)
         assert (model(idx) - before).abs().max() > 1e-3, mix
+
+
+@pytest.mark.parametrize("T, window", [(16, 4), (32, 1), (24, 24)])
+def test_flex_attention_eager_and_the_masked_sdpa_agree(T, window):
+    """FlexAttention (what CUDA runs) and SDPA with the explicit band mask (what CPU runs) give the same output."""
+    from gpt_modern import window_mask, windowed_flex
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, T, 8) for _ in range(3))
+    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=window_mask(T, 0, window, q.device))
+    torch.testing.assert_close(windowed_flex(q, k, v, window), dense, rtol=1e-5, atol=1e-5)
+    if window < T:  # the window really cuts: not full causal attention
+        assert not torch.allclose(dense, F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-3)
+
+
+def test_a_window_changes_the_model_only_past_its_width():
+    """Within the first ``window`` positions a windowed model is the full-causal one; after, it is not."""
+    full = _trained_like(ModernConfig(**TINY))
+    windowed = _trained_like(ModernConfig(**TINY, window=6))
+    idx = torch.randint(0, 97, (1, 20))
+    with torch.no_grad():
+        a, b = full(idx), windowed(idx)
+    torch.testing.assert_close(a[:, :6], b[:, :6])
+    assert (a[:, 6:] - b[:, 6:]).abs().max() > 1e-3

@@ -135,3 +135,10 @@ def test_the_modern_yaml_sets_the_whole_recipe(dataset):
     assert [getattr(cfg, k) for k in same] == [getattr(single, k) for k in same]
     config = model_config(cfg, read_metadata(dataset), False)
     assert type(config).__name__ == "ModernConfig" and (config.n_layer, config.n_embd) == (12, 768)
+
+
+def test_flex_attention_forced_on_cpu_is_one_error_at_start(dataset, tmp_path):
+    proc = run_train(tiny_args(dataset, tmp_path, "run_name=flex", "model.arch=modern", "model.n_head=4",
+                               "model.window=8", "model.flex_attention=true"), check=False)
+    one_error(proc, "model.flex_attention=true on CPU", "use model.flex_attention=auto")
+    assert not list((tmp_path / "flex").glob("checkpoints/*"))
