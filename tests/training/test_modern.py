@@ -1,7 +1,8 @@
-"""``model.arch=modern`` (gpt_modern.py) in the trainer: a run with Muon and WSD starts at ln(vocab) and learns;
-eval.py and generate.py read it (greedy generation through the KV cache equals the full forward's argmax);
-export_hf.py refuses it; a resume with the other architecture is refused before Composer loads the checkpoint; the
-modern-only keys and init_from are refused on the wrong architecture."""
+"""``model.arch=modern`` (gpt_modern.py) in the trainer: a compiled, checkpointed run with Muon and WSD starts at
+ln(vocab) and learns; eval.py and generate.py read it (greedy generation through the KV cache equals the full
+forward's argmax); export_hf.py refuses it; a resume with the other architecture is refused before Composer loads
+the checkpoint; losses track over 1 rank, DDP and FSDP2, and FSDP2 resumes exactly; the modern-only keys, init_from
+and a forced FlexAttention on CPU are refused."""
 from __future__ import annotations
 
 import json
@@ -36,9 +37,12 @@ def modern_args(ds, runs, name: str, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_modern_run_learns_and_the_tools_read_it(dataset, tmp_path):
+    """Compiled per block, with activation checkpointing: both wrap the modern blocks (whose forward takes x0, v1
+    and returns the values too) as they wrap GPT-2's."""
     run = tmp_path / "m"
-    proc = run_train(modern_args(dataset, tmp_path, "m"))
-    assert "optimizer: Muon on 8 hidden matrices" in proc.stdout
+    proc = run_train(modern_args(dataset, tmp_path, "m", "compile.enabled=true", "activation_checkpointing=true"),
+                     timeout=600)
+    assert "optimizer: Muon on 8 hidden matrices" in proc.stdout and "compile: " in proc.stdout
     assert json.loads((run / "model.json").read_text())["arch"] == "modern"
     vocab = read_metadata(dataset).vocab_size
     la = losses(run)
@@ -135,6 +139,13 @@ def test_the_modern_yaml_sets_the_whole_recipe(dataset):
     assert [getattr(cfg, k) for k in same] == [getattr(single, k) for k in same]
     config = model_config(cfg, read_metadata(dataset), False)
     assert type(config).__name__ == "ModernConfig" and (config.n_layer, config.n_embd) == (12, 768)
+
+
+def test_flex_attention_forced_on_cpu_is_one_error_at_start(dataset, tmp_path):
+    proc = run_train(tiny_args(dataset, tmp_path, "run_name=flex", "model.arch=modern", "model.n_head=4",
+                               "model.window=8", "model.flex_attention=true"), check=False)
+    one_error(proc, "model.flex_attention=true on CPU", "use model.flex_attention=auto")
+    assert not list((tmp_path / "flex").glob("checkpoints/*"))
 
 
 def test_flex_attention_forced_on_cpu_is_one_error_at_start(dataset, tmp_path):
