@@ -146,27 +146,3 @@ def test_flex_attention_forced_on_cpu_is_one_error_at_start(dataset, tmp_path):
                                "model.window=8", "model.flex_attention=true"), check=False)
     one_error(proc, "model.flex_attention=true on CPU", "use model.flex_attention=auto")
     assert not list((tmp_path / "flex").glob("checkpoints/*"))
-
-
-def test_flex_attention_forced_on_cpu_is_one_error_at_start(dataset, tmp_path):
-    proc = run_train(tiny_args(dataset, tmp_path, "run_name=flex", "model.arch=modern", "model.n_head=4",
-                               "model.window=8", "model.flex_attention=true"), check=False)
-    one_error(proc, "model.flex_attention=true on CPU", "use model.flex_attention=auto")
-    assert not list((tmp_path / "flex").glob("checkpoints/*"))
-
-
-@pytest.mark.slow
-def test_a_compiled_checkpointed_modern_run_tracks_the_eager_one(dataset, tmp_path):
-    """compile.per_block and activation checkpointing wrap the modern blocks (whose forward takes x0, v1 and returns
-    the values too) as they wrap GPT-2's: the losses follow the eager run's within float rounding."""
-    def args(name: str, *extra: str) -> list[str]:
-        return tiny_args(dataset, tmp_path, f"run_name={name}", "model.arch=modern", "model.n_head=4",
-                         "optimizer.name=muon", "max_duration=12ba", "eval_interval=1000ba", "save_interval=12ba",
-                         *extra)
-
-    run_train(args("eager"))
-    out = run_train(args("compiled", "compile.enabled=true", "activation_checkpointing=true"), timeout=600).stdout
-    assert "compile: " in out
-    eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
-    assert sorted(eager) == sorted(compiled) == list(range(1, 13))
-    assert max(abs(eager[s] - compiled[s]) / eager[s] for s in eager) <= 1e-4
