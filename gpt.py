@@ -207,6 +207,18 @@ class Block(nn.Module):
         return x
 
 
+def first_position(idx: torch.Tensor, cache: KVCache | None, block_size: int) -> int:
+    """The position of idx's first token: 0, or the cache's length. One clear error for anything but (B, T) ids or
+    a sequence that would run past block_size."""
+    if idx.dim() != 2:
+        raise ValueError(f"forward expects idx of shape (B, T), got {tuple(idx.shape)}")
+    start, T = 0 if cache is None else cache.length, idx.size(1)
+    if start + T > block_size:
+        where = "" if cache is None else f" after {start} cached tokens"
+        raise ValueError(f"cannot forward a sequence of length {T}{where}: block_size is {block_size}")
+    return start
+
+
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of (B, T, V) logits against (B, T) labels, in fp32 whatever the logits' dtype. On GPU the
     logits are a view of the padded (B, T, Vp) matmul: eager torch copies it twice here (flatten, float); a compiled
@@ -279,13 +291,8 @@ class GPT(nn.Module):
         ``F.cross_entropy`` directly), not ``view``, if its layout matters. On CPU the width buys nothing and the
         view costs a copy in the loss and a zero-filled gradient, so the matmul uses the real rows only.
         """
-        if idx.dim() != 2:
-            raise ValueError(f"GPT.forward expects idx of shape (B, T), got {tuple(idx.shape)}")
         B, T = idx.size()
-        start = 0 if cache is None else cache.length
-        if start + T > self.config.block_size:
-            where = "" if cache is None else f" after {start} cached tokens"
-            raise ValueError(f"cannot forward a sequence of length {T}{where}: block_size is {self.config.block_size}")
+        start = first_position(idx, cache, self.config.block_size)
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
         tok_emb = self.transformer.wte(idx)  # (B, T, C)
         pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over B

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from gpt import GPT, INIT_STD, GPTConfig, KVCache, LayerKV
+from gpt import GPT, INIT_STD, GPTConfig, KVCache, LayerKV, first_position
 
 ARCHS = ("gpt2", "modern")
 # ModernConfig's own fields: model.* keys that only model.arch=modern takes
@@ -257,13 +257,7 @@ class ModernGPT(nn.Module):
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
         """As gpt.py's ``GPT.forward``: logits for every position (the last only with ``last_only``); with a
         ``cache``, ``idx`` follows the ``cache.length`` cached tokens."""
-        if idx.dim() != 2:
-            raise ValueError(f"ModernGPT.forward expects idx of shape (B, T), got {tuple(idx.shape)}")
-        B, T = idx.size()
-        start = 0 if cache is None else cache.length
-        if start + T > self.config.block_size:
-            where = "" if cache is None else f" after {start} cached tokens"
-            raise ValueError(f"cannot forward a sequence of length {T}{where}: block_size is {self.config.block_size}")
+        start, T = first_position(idx, cache, self.config.block_size), idx.size(1)
         x = self.transformer.wte(idx)  # (B, T, C)
         if "wpe" in self.transformer:
             x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))  # (B, T, C)
