@@ -261,6 +261,10 @@ PARALLELISMS = ("ddp", "fsdp")
 GELU_APPROXIMATIONS = ("tanh", "none")
 # Composer's DecoupledAdamW | torch.optim.AdamW (fused on CUDA) | Muon + AdamW (training/muon.py)
 OPTIMIZERS = ("decoupled_adamw", "adamw", "muon")
+# gpt_modern.ARCHS and training.muon.LR_SCALES, spelled out so that a config is checked before torch loads (a test
+# keeps them equal)
+ARCHS = ("gpt2", "modern")
+LR_SCALES = ("spectral", "match_adamw")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
@@ -506,10 +510,10 @@ CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("parallelism", PARALLELISMS),
     ("precision", PRECISIONS),
     ("optimizer.name", OPTIMIZERS),
-    ("optimizer.muon.lr_scale", ("spectral", "match_adamw")),
+    ("optimizer.muon.lr_scale", LR_SCALES),
     ("scheduler.name", ("cosine", "wsd")),
     ("model.gelu_approximate", GELU_APPROXIMATIONS),
-    ("model.arch", ("gpt2", "modern")),
+    ("model.arch", ARCHS),
     ("device", ("cpu", "gpu")),
     ("fsdp.state_dict_type", ("sharded", "full")),
     ("fsdp.mixed_precision", ("DEFAULT", "PURE", "FULL")),

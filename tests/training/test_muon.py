@@ -202,3 +202,11 @@ def test_the_fingerprint_keeps_muon_settings_out_of_adamw_runs_and_refuses_a_swi
     with pytest.warns(UserWarning, match=r"optimizer.muon: checkpoint"):
         check_fingerprint(muon, fingerprint("optimizer.name=muon", "optimizer.muon.lr=0.01"), strict=True,
                           soft=SOFT_KEYS)
+
+
+def test_the_lr_scales_and_archs_are_the_configs():
+    from gpt_modern import ARCHS
+    from training import config
+    from training.muon import LR_SCALES
+
+    assert config.LR_SCALES == LR_SCALES and config.ARCHS == ARCHS
