@@ -223,12 +223,12 @@ def settle_precision(cfg: TrainConfig, model: ComposerGPT, data: RunData, device
 def build_optimizer(cfg: TrainConfig, model: ComposerGPT, device: str = "cpu") -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices (>= 2-D) only; biases, LayerNorms stay undecayed. ``optimizer.name``
     picks the implementation, not the update: both decay by lr_t * weight_decay per step (PyTorch-AdamW units)."""
+    o = cfg.optimizer
+    if o.name == "muon":  # routed by role, not by ndim (training/muon.py)
+        return build_muon(cfg, model, device)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    o = cfg.optimizer
-    if o.name == "muon":
-        return build_muon(cfg, model, device)
     if o.name == "adamw":
         groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **adamw_kernel(device))
