@@ -89,10 +89,20 @@ class Rotary(nn.Module):
 
     def __init__(self, head_dim: int, block_size: int, base: float) -> None:
         super().__init__()
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (D/2,)
-        angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)  # (block_size, D/2)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.head_dim, self.block_size, self.base = head_dim, block_size, base
+        self.register_buffer("cos", torch.empty(block_size, head_dim // 2), persistent=False)
+        self.register_buffer("sin", torch.empty(block_size, head_dim // 2), persistent=False)
+        self.reset_tables()
+
+    def reset_tables(self) -> None:
+        """(Re)compute the tables in place, on the buffers' device (after a meta-device build and ``to_empty`` too)."""
+        device = self.cos.device
+        inv_freq = self.base ** (-torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device)
+                                 / self.head_dim)  # (D/2,)
+        angles = torch.outer(torch.arange(self.block_size, dtype=torch.float32, device=device), inv_freq)
+        with torch.no_grad():
+            self.cos.copy_(angles.cos())  # (block_size, D/2)
+            self.sin.copy_(angles.sin())
 
     def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Rotate x (B, H, T, D) as positions ``start .. start+T-1``: each pair (x1, x2) of halves by its angle."""
@@ -250,9 +260,7 @@ class ModernGPT(nn.Module):
             self.skip_weights.data.fill_(1.0)
         for block in self.blocks():  # buffers are not parameters: recompute them (after a meta-device build too)
             if block.attn.rotary is not None:
-                fresh = Rotary(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rotary_base)
-                block.attn.rotary.cos, block.attn.rotary.sin = (fresh.cos.to(self.lm_head.weight.device),
-                                                                fresh.sin.to(self.lm_head.weight.device))
+                block.attn.rotary.reset_tables()
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
         """As gpt.py's ``GPT.forward``: logits for every position (the last only with ``last_only``); with a
