@@ -17,7 +17,10 @@ any one can be switched off (an ablation):
   weight (1 at init);
 * ``window`` (off by default): sliding-window causal attention, each query seeing its last ``window`` positions,
   through FlexAttention on GPU (``flex_attention: auto``) and SDPA with the window's explicit mask elsewhere (torch
-  2.7 compiles only FlexAttention's forward on CPU).
+  2.7 compiles only FlexAttention's forward on CPU);
+* ``fp8_head`` (``auto``: on where supported): in training, the head's matmuls run in float8 through
+  ``torch._scaled_mm`` (CUDA, compute capability >= 8.9; torch has no CPU kernel), as the records' FP8 head does,
+  with per-tensor scales from each tensor's absolute max instead of the records' hand-tuned constants.
 
 Shapes: ``B`` batch, ``T`` sequence length, ``C`` n_embd, ``H`` n_head, ``D`` = C // H, ``V`` vocab_size.
 """
@@ -26,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -37,8 +40,9 @@ from gpt import GPT, INIT_STD, GPTConfig, KVCache, LayerKV, first_position
 ARCHS = ("gpt2", "modern")
 # ModernConfig's own fields: model.* keys that only model.arch=modern takes
 MODERN_FIELDS = ("rotary", "rotary_base", "qk_norm", "relu2", "zero_init_proj", "untied_head", "softcap",
-                 "embed_shortcut", "value_residual", "unet_skips", "window", "flex_attention")
-FLEX_CHOICES = ("auto", "true", "false")
+                 "embed_shortcut", "value_residual", "unet_skips", "window", "flex_attention", "fp8_head")
+FLEX_CHOICES = ("auto", "true", "false")  # flex_attention's and fp8_head's
+FP8_CAPABILITY = (8, 9)  # the first CUDA compute capability with float8 matmuls (Ada, Hopper)
 
 
 @dataclass
@@ -59,15 +63,17 @@ class ModernConfig(GPTConfig):
     unet_skips: bool = True
     window: int | None = None  # sliding-window attention over this many positions; None: full causal
     flex_attention: str = "auto"  # auto: FlexAttention for the window on CUDA | true | false: SDPA + mask
+    fp8_head: str = "auto"  # auto: float8 head matmuls in training where supported (fp8_supported) | true | false
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.window is not None and not (isinstance(self.window, int) and 1 <= self.window <= self.block_size):
             raise ValueError(f"ModernConfig.window must be 1..block_size ({self.block_size}), got {self.window!r}: a "
                              "window longer than the sequence is full attention; drop it (window=None)")
-        if self.flex_attention not in FLEX_CHOICES:
-            raise ValueError(f"ModernConfig.flex_attention must be one of {', '.join(FLEX_CHOICES)}, "
-                             f"got {self.flex_attention!r}")
+        for name in ("flex_attention", "fp8_head"):
+            if getattr(self, name) not in FLEX_CHOICES:
+                raise ValueError(f"ModernConfig.{name} must be one of {', '.join(FLEX_CHOICES)}, "
+                                 f"got {getattr(self, name)!r}")
         if self.arch != "modern":
             raise ValueError(f"ModernConfig.arch must be 'modern', got {self.arch!r}")
         if not (isinstance(self.softcap, (int, float)) and self.softcap > 0):
@@ -212,6 +218,45 @@ class ModernBlock(nn.Module):
         return x, v
 
 
+def fp8_supported(device: torch.device) -> bool:
+    """Whether ``torch._scaled_mm`` runs here: a CUDA device of compute capability >= 8.9 (none on CPU)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= FP8_CAPABILITY
+
+
+def to_fp8(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``t`` as ``dtype`` (a float8) scaled so that its absolute max lands on the format's largest value, and the
+    fp32 scale that multiplies it back."""
+    scale = (t.detach().abs().amax().float() / torch.finfo(dtype).max).clamp(min=1e-12)
+    return (t.float() / scale).to(dtype), scale
+
+
+def col_major(t: torch.Tensor) -> torch.Tensor:
+    """The same matrix, stored column by column (``torch._scaled_mm``'s layout for its second operand)."""
+    return t.t().contiguous().t()
+
+
+class Fp8Matmul(torch.autograd.Function):
+    """``x @ w.T`` for x (M, K) and w (N, K) in float8: x and w as e4m3, the output's gradient as e5m2 (its wider
+    range), each with a per-tensor scale, fp32 accumulation. ``mm`` is ``torch._scaled_mm``'s signature; it wants its
+    first operand row-major, its second column-major and every dimension a multiple of 16."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, mm: Callable) -> torch.Tensor:  # noqa: ANN001 - ctx
+        x8, x_s = to_fp8(x, torch.float8_e4m3fn)
+        w8, w_s = to_fp8(w, torch.float8_e4m3fn)
+        ctx.save_for_backward(x8, x_s, w8, w_s)
+        ctx.mm, ctx.dtypes = mm, (x.dtype, w.dtype)
+        return mm(x8, w8.t(), scale_a=x_s, scale_b=w_s, out_dtype=torch.bfloat16, use_fast_accum=True)  # (M, N)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # noqa: ANN001 - ctx
+        x8, x_s, w8, w_s = ctx.saved_tensors
+        g8, g_s = to_fp8(grad, torch.float8_e5m2)  # (M, N)
+        grad_x = ctx.mm(g8, col_major(w8), scale_a=g_s, scale_b=w_s, out_dtype=torch.bfloat16)  # (M, K)
+        grad_w = ctx.mm(g8.t().contiguous(), col_major(x8), scale_a=g_s, scale_b=x_s, out_dtype=torch.float32)
+        return grad_x.to(ctx.dtypes[0]), grad_w.to(ctx.dtypes[1]), None  # (M, K), (N, K)
+
+
 class ModernGPT(nn.Module):
     """Token ids (B, T) -> next-token logits (B, T, vocab_size), the speedrun's architecture (module docstring)."""
 
@@ -283,8 +328,17 @@ class ModernGPT(nn.Module):
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
         V, cap = self.config.vocab_size, self.config.softcap
-        logits = self.lm_head(norm(x))[..., :V].float()  # (B, T, V) in fp32: the softcap's tanh needs the range
+        logits = self.head(norm(x))[..., :V].float()  # (B, T, V) in fp32: the softcap's tanh needs the range
         return cap * torch.tanh(logits / cap)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, padded vocab): ``lm_head``, in float8 when training where ``fp8_head`` allows it and
+        the shape suits ``torch._scaled_mm`` (B * T a multiple of 16; generation's single rows stay in bf16)."""
+        B, T, C = x.size()
+        mode = self.config.fp8_head
+        if self.training and mode != "false" and (B * T) % 16 == 0 and (mode == "true" or fp8_supported(x.device)):
+            return Fp8Matmul.apply(x.reshape(B * T, C), self.lm_head.weight, torch._scaled_mm).view(B, T, -1)
+        return self.lm_head(x)
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; without the embedding lookups (wte when the head is untied, wpe) when

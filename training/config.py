@@ -68,6 +68,7 @@ class ModelConfig:
     unet_skips: Optional[bool] = None
     window: Optional[int] = None  # sliding-window attention over this many positions (None: full causal)
     flex_attention: Optional[str] = None  # auto (FlexAttention for the window on CUDA) | true | false
+    fp8_head: Optional[str] = None  # auto (float8 head matmuls in training on CUDA capability >= 8.9) | true | false
 
 
 @dataclass

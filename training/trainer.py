@@ -32,6 +32,8 @@ from core.metadata import DatasetMetadata
 from core.runs import METRICS_FILE
 from core.streams import StreamSource
 from core.tokenizer import Tokenizer
+from gpt import GPTConfig
+from gpt_modern import FP8_CAPABILITY, fp8_supported
 from loaders.choices import Item
 from loaders.dataset import LoaderSettings, build_dataspec, check_compatible, dataset_tokenizer, fetch_metadata
 from loaders.shm import clean_stale_shared_memory
@@ -186,16 +188,28 @@ def build_data(cfg: TrainConfig) -> RunData:
     return RunData(meta, metas, tokenizer, train, eval_spec, batch, stream_evals, eval_tasks)
 
 
+def check_gpu_only(gpt_config: GPTConfig, device: str) -> None:
+    """Refuse a GPU-only kernel forced on (``true``) where it cannot run; ``auto`` leaves it off there."""
+    if getattr(gpt_config, "flex_attention", "auto") == "true" and device == "cpu":
+        raise ConfigError("model.flex_attention=true on CPU: torch 2.7 compiles only FlexAttention's forward there, "
+                          "so it cannot train; use model.flex_attention=auto (on CPU the window runs through SDPA "
+                          "with its mask)")
+    if getattr(gpt_config, "fp8_head", "auto") == "true" and not (
+            device == "gpu" and fp8_supported(torch.device("cuda"))):
+        where = "on CPU" if device == "cpu" else \
+            f"on a CUDA device of compute capability {torch.cuda.get_device_capability()}"
+        raise ConfigError(f"model.fp8_head=true {where}: float8 matmuls (torch._scaled_mm) need CUDA compute "
+                          f"capability >= {'.'.join(map(str, FP8_CAPABILITY))} (H100, L4, RTX 4090); use "
+                          "model.fp8_head=auto (on where supported) or false")
+
+
 def build_model(cfg: TrainConfig, data: RunData, resuming: bool = False, device: str = "cpu") -> ComposerGPT:
     """The GPT sized by the preset and overrides, its block size and vocab read from the dataset; or, with
     ``model.init_from=hf:...``, shaped and initialised by a Hugging Face GPT-2 (training/resume/init_from.py) when the
     run starts, and shaped by its own ``model.json`` when it resumes (its checkpoint has the weights). Settles
     ``precision: auto`` on the built model, before anything wraps or compiles it."""
     gpt_config = model_config(cfg, data.meta, resuming)
-    if getattr(gpt_config, "flex_attention", "auto") == "true" and device == "cpu":
-        raise ConfigError("model.flex_attention=true on CPU: torch 2.7 compiles only FlexAttention's forward there, "
-                          "so it cannot train; use model.flex_attention=auto (on CPU the window runs through SDPA "
-                          "with its mask)")
+    check_gpu_only(gpt_config, device)
     if dist.get_global_rank() == 0:
         save_model_config(cfg.run_dir, gpt_config)
     reproducibility.seed_all(cfg.seed)  # the same init on every rank and every run with this seed

@@ -88,6 +88,7 @@ def test_the_interface_matches_gpt_py():
 @pytest.mark.parametrize("fields, message", [
     (dict(window=33), "window must be 1..block_size \\(32\\), got 33: a window longer than the sequence"),
     (dict(flex_attention="yes"), "flex_attention must be one of auto, true, false"),
+    (dict(fp8_head="on"), "fp8_head must be one of auto, true, false"),
     (dict(softcap=0.0), "softcap must be > 0"),
     (dict(n_head=4, n_embd=36), "rotary needs an even head size, got n_embd / n_head = 9"),
     (dict(rotary_base=-1.0), "rotary_base must be > 0"),
@@ -150,3 +151,72 @@ def test_a_window_changes_the_model_only_past_its_width():
         a, b = full(idx), windowed(idx)
     torch.testing.assert_close(a[:, :6], b[:, :6])
     assert (a[:, 6:] - b[:, 6:]).abs().max() > 1e-3
+
+
+def reference_scaled_mm(a: torch.Tensor, b: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor,
+                        out_dtype: torch.dtype, use_fast_accum: bool = False) -> torch.Tensor:
+    """``torch._scaled_mm``'s contract, on CPU where torch 2.7 has no kernel for it: ``a`` row-major, ``b``
+    column-major, every dimension a multiple of 16, not both operands e5m2, fp32 scalar scales that multiply the
+    float8 values back."""
+    assert a.is_contiguous() and b.t().is_contiguous(), "a row-major, b column-major"
+    assert all(d % 16 == 0 for d in (*a.shape, b.size(1))), (a.shape, b.shape)
+    assert {a.dtype, b.dtype} <= {torch.float8_e4m3fn, torch.float8_e5m2} and not a.dtype == b.dtype == torch.float8_e5m2
+    assert scale_a.dtype == scale_b.dtype == torch.float32 and scale_a.numel() == scale_b.numel() == 1
+    return ((a.float() * scale_a) @ (b.float() * scale_b)).to(out_dtype)
+
+
+def _fp8_case(M: int = 64, K: int = 32, N: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return torch.randn(M, K, requires_grad=True), torch.randn(N, K, requires_grad=True), torch.randn(M, N)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def test_the_fp8_head_matmul_keeps_scaled_mm_layouts_and_tracks_the_fp32_matmul():
+    """The FP8 head's forward and both gradients, through a CPU stand-in that enforces ``torch._scaled_mm``'s
+    layouts and dtypes: within float8's precision of the fp32 matmul (e4m3: 3 mantissa bits, e5m2: 2)."""
+    from gpt_modern import Fp8Matmul
+
+    x, w, g = _fp8_case()
+    out = Fp8Matmul.apply(x, w, reference_scaled_mm)
+    out.backward(g)
+    assert out.dtype == torch.bfloat16 and out.shape == (64, 128)
+    x32, w32 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    (x32 @ w32.t()).backward(g)
+    assert _rel(out, x32 @ w32.t()) < 0.05  # measured 0.038; bf16 operands give 0.004
+    assert _rel(x.grad, x32.grad) < 0.09 and x.grad.dtype == torch.float32
+    assert _rel(w.grad, w32.grad) < 0.09 and w.grad.dtype == torch.float32
+    zero = torch.zeros(128, 32, requires_grad=True)  # the zero-init head: a zero scale must not make NaNs
+    Fp8Matmul.apply(x.detach(), zero, reference_scaled_mm).backward(g)
+    assert torch.isfinite(zero.grad).all() and _rel(zero.grad, g.t() @ x.detach()) < 0.09
+
+
+def test_the_fp8_head_matmul_compiles():
+    """torch.compile traces the autograd function (what the GPU's compiled runs do with ``torch._scaled_mm``)."""
+    from gpt_modern import Fp8Matmul
+
+    x, w, g = _fp8_case()
+    eager = Fp8Matmul.apply(x, w, reference_scaled_mm)
+    eager.backward(g)
+    grads = x.grad.clone(), w.grad.clone()
+    x.grad = w.grad = None
+    compiled = torch.compile(lambda a, b: Fp8Matmul.apply(a, b, reference_scaled_mm), fullgraph=True)(x, w)
+    compiled.backward(g)
+    assert _rel(compiled, eager) < 1e-2 and _rel(x.grad, grads[0]) < 1e-2 and _rel(w.grad, grads[1]) < 1e-2
+
+
+def test_the_fp8_head_is_off_where_unsupported_and_at_generation():
+    """``fp8_head=auto`` on CPU, and any mode outside training, run the plain head (torch has no CPU float8 matmul)."""
+    from gpt_modern import fp8_supported
+
+    assert not fp8_supported(torch.device("cpu"))
+    idx = torch.randint(0, 97, (2, 16))
+    auto, off = (_trained_like(ModernConfig(**TINY, fp8_head=mode)) for mode in ("auto", "false"))
+    auto.train(), off.train()
+    assert torch.equal(auto(idx), off(idx))
+    forced = _trained_like(ModernConfig(**TINY, fp8_head="true"))  # eval: generation's rows are not a multiple of 16
+    assert torch.equal(forced(idx), off.eval()(idx))
+    with pytest.raises(NotImplementedError, match="_scaled_mm"):  # in training it would call the kernel CPU lacks
+        forced.train()(idx)

@@ -141,8 +141,13 @@ def test_the_modern_yaml_sets_the_whole_recipe(dataset):
     assert type(config).__name__ == "ModernConfig" and (config.n_layer, config.n_embd) == (12, 768)
 
 
-def test_flex_attention_forced_on_cpu_is_one_error_at_start(dataset, tmp_path):
-    proc = run_train(tiny_args(dataset, tmp_path, "run_name=flex", "model.arch=modern", "model.n_head=4",
-                               "model.window=8", "model.flex_attention=true"), check=False)
-    one_error(proc, "model.flex_attention=true on CPU", "use model.flex_attention=auto")
-    assert not list((tmp_path / "flex").glob("checkpoints/*"))
+@pytest.mark.parametrize("key, extra, message", [
+    ("flex_attention", ["model.window=8"], "model.flex_attention=true on CPU: torch 2.7 compiles only"),
+    ("fp8_head", [], "model.fp8_head=true on CPU: float8 matmuls (torch._scaled_mm) need CUDA compute capability "
+                     ">= 8.9"),
+])
+def test_a_gpu_only_kernel_forced_on_cpu_is_one_error_at_start(dataset, tmp_path, key, extra, message):
+    proc = run_train(tiny_args(dataset, tmp_path, "run_name=forced", "model.arch=modern", "model.n_head=4", *extra,
+                               f"model.{key}=true"), check=False)
+    one_error(proc, message, f"use model.{key}=auto")
+    assert not list((tmp_path / "forced").glob("checkpoints/*"))

@@ -63,7 +63,8 @@ class ResumeGuard(Callback):
 
 
 SCHEDULE_KEYS = frozenset({"max_duration", "optimizer", "scheduler", "grad_clip_norm"})  # changes warn only
-SOFT_KEYS = SCHEDULE_KEYS | {"optimizer.muon"}  # Muon's lr, momentum, steps: a schedule change too
+# Muon's lr, momentum, steps: a schedule change too; FlexAttention and the FP8 head: kernels, not state
+SOFT_KEYS = SCHEDULE_KEYS | {"optimizer.muon", "model.flex_attention", "model.fp8_head"}
 
 
 def run_fingerprint(cfg: TrainConfig, meta: DatasetMetadata, metas: dict[StreamSource, DatasetMetadata],
