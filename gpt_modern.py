@@ -27,6 +27,7 @@ Shapes: ``B`` batch, ``T`` sequence length, ``C`` n_embd, ``H`` n_head, ``D`` = 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -174,15 +175,27 @@ def window_mask(T: int, start: int, window: int, device: torch.device) -> torch.
     return (k <= q) & (q - k < window)
 
 
+@functools.cache
+def compiled_flex() -> Callable:
+    """``torch.compile(flex_attention)``, built once on first use."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
 def windowed_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
-    """Sliding-window causal attention through FlexAttention (its block mask skips the blocks outside the band)."""
+    """Sliding-window causal attention through FlexAttention (its block mask skips the blocks outside the band).
+    On CUDA through ``torch.compile(flex_attention)``, its fused kernel, even in an eager model (eager
+    FlexAttention is a reference implementation that materializes the scores); a compiled model compiles it with
+    the rest."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     def band(b, h, q_idx, kv_idx):  # noqa: ANN001 - FlexAttention's mask_mod signature
         return (q_idx >= kv_idx) & (q_idx - kv_idx < window)
 
+    attend = compiled_flex() if q.is_cuda and not torch.compiler.is_compiling() else flex_attention
     T = q.size(2)
-    return flex_attention(q, k, v, block_mask=create_block_mask(band, None, None, T, T, device=q.device))
+    return attend(q, k, v, block_mask=create_block_mask(band, None, None, T, T, device=q.device))
 
 
 class ModernMLP(nn.Module):

@@ -163,10 +163,11 @@ def autocast(device: str):
     return torch.autocast(device, dtype=torch.bfloat16)
 
 
-def time_steps(model, loss, shape: Shape, device: str) -> dict[str, float]:
-    """Warm-up steps (the first compiles), then ``shape.steps`` timed ones: seconds of the first step, s/step."""
+def time_steps(model, loss, shape: Shape, device: str, optimizer: Optional[Callable] = None) -> dict[str, Any]:
+    """Warm-up steps (the first compiles), then ``shape.steps`` timed ones: seconds of the first step, s/step.
+    ``optimizer(model, device)`` builds the optimizer (default: ``adamw`` over every trainable parameter)."""
     torch.manual_seed(0)
-    opt = adamw([p for p in model.parameters() if p.requires_grad], device)
+    opt = optimizer(model, device) if optimizer else adamw([p for p in model.parameters() if p.requires_grad], device)
     x = torch.randint(0, shape.vocab, (shape.batch, shape.seq), device=device)
     y = torch.randint(0, shape.vocab, (shape.batch, shape.seq), device=device)
 
@@ -189,7 +190,7 @@ def time_steps(model, loss, shape: Shape, device: str) -> dict[str, float]:
     for _ in range(shape.steps):
         step()
     sync(device)
-    return {"first_step_s": first, "step_s": (time.perf_counter() - t0) / shape.steps, "x": x, "y": y}
+    return {"first_step_s": first, "step_s": (time.perf_counter() - t0) / shape.steps, "x": x, "y": y, "opt": opt}
 
 
 def part_a(shape: Shape, device: str, nano_dir: Optional[str], smoke: bool, clock: Clock) -> list[dict]:
@@ -251,10 +252,11 @@ def prepare(out: Path, seq: int) -> Path:
     return prepare_data(out, seq_len=seq, tokenizer="gpt2", val_fraction=0.02, copies=3 if seq >= 1024 else 1)
 
 
-def train_args(ds: Path, runs: Path, shape: Shape, steps: int, *extra: str, saves: int = 1) -> list[str]:
+def train_args(ds: Path, runs: Path, shape: Shape, steps: int, *extra: str, saves: int = 1,
+               yaml: str = "gpt2-single.yaml") -> list[str]:
     """The trainer's command line. ``saves`` checkpoints in the run: 1 (at the end) for the timed runs, whose timing
     window a 1.5 GB save would otherwise fall in (the first GPU run's trainer/plain read 0.43 that way)."""
-    return [str(ROOT / "yamls" / "gpt2-single.yaml"), f"data.path={ds}", f"runs_root={runs}", "run_name=check",
+    return [str(ROOT / "yamls" / yaml), f"data.path={ds}", f"runs_root={runs}", "run_name=check",
             f"model.n_layer={shape.n_layer}", f"model.n_head={shape.n_head}", f"model.n_embd={shape.n_embd}",
             f"global_train_batch_size={shape.batch}", f"device_train_microbatch_size={shape.batch}",
             f"device_eval_batch_size={shape.batch}", "scheduler.t_warmup=5ba",
@@ -395,6 +397,143 @@ def plain_loop(ds: Path, shape: Shape, steps: int, device: str) -> dict:
     return {"step_s": (ends[-1] - ends[warm - 1]) / (len(ends) - warm)}
 
 
+
+# ----------------------------------------------------------------------------------- part C: the modern recipe
+
+
+def modern_model(shape: Shape, device: str, **fields: Any) -> tuple[torch.nn.Module, Callable, int]:
+    """(gpt_modern's ModernGPT at ``shape``, its loss, FLOPs per token); its zero-init head drawn at random, so that
+    the FP8 head's loss differs from the plain head's by float8's error and not by zero."""
+    from gpt_modern import ModernConfig, ModernGPT
+
+    model = ModernGPT(ModernConfig(block_size=shape.seq, vocab_size=shape.vocab, n_layer=shape.n_layer,
+                                   n_head=shape.n_head, n_embd=shape.n_embd, dropout=0.0, **fields)).to(device)
+    with torch.no_grad():
+        model.lm_head.weight.normal_(std=0.02)
+
+    def loss(m, x, y):
+        return next_token_loss(m(x), y)
+
+    return model, loss, model.flops_per_token(shape.seq)
+
+
+def muon(model: torch.nn.Module, device: str) -> torch.optim.Optimizer:
+    """training/muon.py's optimizer as ``yamls/gpt2-modern.yaml`` sets it (Newton-Schulz in bf16 on CUDA)."""
+    from training.muon import Muon, muon_groups, route
+
+    return Muon(muon_groups(route(model.named_parameters()), lr=0.05, momentum=0.95, ns_steps=5,
+                            lr_scale="spectral", weight_decay=0.0, adamw_lr=3e-3, betas=(0.8, 0.95), eps=1e-10,
+                            adamw_weight_decay=0.0, ns_dtype="bfloat16" if device == "cuda" else "float32"))
+
+
+def step_ms(model: torch.nn.Module, loss: Callable, t: dict, device: str, n: int = 5) -> float:
+    """Milliseconds of one step of ``t``'s optimizer on one batch's gradients (``time_steps`` cleared its own)."""
+    opt = t["opt"]
+    with autocast(device):
+        value = loss(model, t["x"], t["y"])
+    value.backward()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        opt.step()
+    sync(device)
+    return round((time.perf_counter() - t0) / n * 1000, 2)
+
+
+def one_batch(model: torch.nn.Module, x: torch.Tensor, device: str) -> torch.Tensor:
+    """The logits of one training-mode forward (the FP8 head runs only in training), without a gradient."""
+    with torch.no_grad(), autocast(device):
+        return model.train()(x).float()
+
+
+def modern_row(name: str, shape: Shape, device: str, opt: Callable, **fields: Any) -> dict[str, Any]:
+    """One timed variant of part C: tokens/s and the optimizer's step time."""
+    torch._dynamo.reset()
+    model, loss, flops = modern_model(shape, device, **fields) if name != "gpt.py + AdamW" else ours(shape, device)
+    t = time_steps(model, loss, shape, device, opt)
+    return {"recipe": name, "tokens_per_s": round(shape.batch * shape.seq / t["step_s"]),
+            "optimizer_step_ms": step_ms(model, loss, t, device), "model": model, "x": t["x"]}
+
+
+def gpu_only_problem(device: str, what: str) -> Optional[str]:
+    """Why a GPU-only part cannot run here (None: it can)."""
+    from gpt_modern import fp8_supported
+
+    if what == "fp8" and not fp8_supported(torch.device(device)):
+        return "torch._scaled_mm needs CUDA compute capability >= 8.9 (torch has no CPU kernel)"
+    if what == "flex" and device != "cuda":
+        return "torch 2.7 compiles only FlexAttention's forward on CPU (the model uses SDPA + mask there)"
+    return None
+
+
+def part_c_model(shape: Shape, device: str, clock: Clock) -> list[dict]:
+    """gpt.py + AdamW against modern + Muon (tokens/s, optimizer step ms), the FP8 head on and off (tokens/s, loss
+    difference on one batch, same weights), a sliding window through FlexAttention and through SDPA with its mask
+    (tokens/s, largest logit difference)."""
+    plain = modern_row("gpt.py + AdamW", shape, device, None)
+    off = modern_row("modern + Muon", shape, device, muon, fp8_head="false")
+    rows = [plain, off]
+    if (why := gpu_only_problem(device, "fp8")) is None and clock.left() > 20:
+        on = modern_row("modern + Muon, FP8 head", shape, device, muon, fp8_head="true")
+        on["model"].load_state_dict(off["model"].state_dict())
+        x, y = off["x"], torch.roll(off["x"], -1, 1)
+        losses = [next_token_loss(one_batch(r["model"], x, device), y).item() for r in (on, off)]
+        on["loss_diff_one_batch"] = round(abs(losses[0] - losses[1]), 5)
+        rows.append(on)
+    else:
+        rows.append({"recipe": "modern + Muon, FP8 head", "skipped": why or "over the time budget"})
+    window = max(1, shape.seq // 4)
+    if (why := gpu_only_problem(device, "flex")) is None and clock.left() > 40:
+        flex = modern_row(f"modern, window {window}, FlexAttention", shape, device, muon, window=window,
+                          flex_attention="true")
+        dense = modern_row(f"modern, window {window}, SDPA + mask", shape, device, muon, window=window,
+                           flex_attention="false")
+        dense["model"].load_state_dict(flex["model"].state_dict())
+        diff = one_batch(flex["model"], flex["x"], device) - one_batch(dense["model"], flex["x"], device)
+        flex["max_abs_logit_diff"] = round(diff.abs().max().item(), 4)
+        rows += [flex, dense]
+    else:
+        rows.append({"recipe": f"modern, window {window}, FlexAttention", "skipped": why or "over the time budget"})
+    for r in rows:
+        r.pop("model", None), r.pop("x", None)
+    return rows
+
+
+def part_c_trainer(ds: Path, shape: Shape, steps: int, device: str, work: Path) -> dict:
+    """``steps`` of each recipe through our trainer on the carried dataset (eager): plain (``gpt2-single.yaml``)
+    and modern (``gpt2-modern.yaml``: its arch, Muon with momentum warmup, WSD), their step time and mean loss over
+    the last 10 steps (the shapes and batch are ``shape``'s for both)."""
+    precision = "precision=amp_bf16" if device == "cuda" else "precision=fp32"
+    out = {}
+    for name, yaml in (("plain", "gpt2-single.yaml"), ("modern", "gpt2-modern.yaml")):
+        runs = work / f"c-{name}"
+        args = train_args(ds, runs, shape, steps, precision, "compile.enabled=false", yaml=yaml)
+        try:
+            t = trained(runs / "check", steps, args, work / f"c-{name}.log")
+        except TrainerFailed as e:
+            out[name] = {"failed": str(e)}
+            continue
+        tail = t.pop("losses")[-10:]
+        out[name] = {**t, "last_loss": round(sum(tail) / len(tail), 4)}
+    return out
+
+
+def part_c(ds: Optional[Path], shape: Shape, steps: int, device: str, clock: Clock, keep: Optional[str]) -> dict:
+    """Issue 21's GPU check (<= 90 s of the budget on an H200): the model rows, then the two recipes trained."""
+    problem = composer_problem()  # training/muon.py is a Composer callback's neighbour
+    if problem is not None:
+        return {"skipped": problem.replace("part B", "part C")}
+    out: dict[str, Any] = {"model": part_c_model(shape, device, clock)}
+    if ds is None or clock.left() < 60:
+        out["trainer"] = {"skipped": "no --data" if ds is None else "over the time budget"}
+        return out
+    folder = contextlib.nullcontext(str(Path(keep).resolve())) if keep else tempfile.TemporaryDirectory(prefix="gpu-")
+    with folder as tmp:
+        Path(tmp).mkdir(parents=True, exist_ok=True)
+        out["trainer"] = part_c_trainer(ds, shape, steps, device, Path(tmp))
+    return out
+
+
 UNPINNED = {"zstd"}  # the lock's pin has no Python 3.12 wheel: any version that has one
 # Imported only when present (torchmetrics' plots, Composer's SFTP store, huggingface_hub's xet transfers): left out
 # so the wheels fit the device tool's 64 MiB carry. Checked on Python 3.12 + torch 2.11 without them: both parts run.
@@ -455,6 +594,21 @@ def report_b(b: dict) -> None:
             print(f"  trainer / plain ({name}): {b['plain']['step_s'] / b[name]['step_s']:.3f} (goal >= 0.97)")
 
 
+def report_c(c: dict) -> None:
+    print("part C: the modern recipe (issue 21)")
+    if "skipped" in c:
+        print(f"  {c['skipped']}")
+        return
+    for row in c["model"]:
+        print("  " + json.dumps(row))
+    rate = {r["recipe"]: r.get("tokens_per_s") for r in c["model"]}
+    print(f"  modern + Muon / gpt.py + AdamW tokens/s (eager): {rate['modern + Muon'] / rate['gpt.py + AdamW']:.3f}")
+    trainer = c["trainer"]
+    for name, result in [("", trainer)] if "skipped" in trainer else trainer.items():
+        print(f"  trainer {name}: {json.dumps(result)}".replace("trainer : ", "trainer: "))
+    sys.stdout.flush()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on CPU (what the test suite runs)")
@@ -463,7 +617,8 @@ def main() -> int:
     parser.add_argument("--nanogpt", metavar="DIR", help="a nanoGPT checkout: its model.py beside ours in part A")
     parser.add_argument("--steps-b", type=int, default=60, help="part B's training steps per run")
     parser.add_argument("--budget", type=float, default=330.0, help="seconds; variants past it are skipped")
-    parser.add_argument("--parts", default="ab", choices=["ab", "a", "b"], help="which parts to run (default both)")
+    parser.add_argument("--parts", default="acb", help="which parts to run, in this order (default acb: all three)")
+    parser.add_argument("--steps-c", type=int, default=150, help="part C's training steps per recipe")
     parser.add_argument("--work", metavar="DIR", help="part B's runs and logs go here and are kept (else a temp dir)")
     parser.add_argument("--wheel-list", action="store_true", help="print the pins to download for the GPU machine")
     args = parser.parse_args()
@@ -480,10 +635,17 @@ def main() -> int:
         return 2
     print(f"device {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}, torch {torch.__version__}")
     clock = Clock(args.budget)
-    if "a" in args.parts:
-        report_a(part_a(shape, device, args.nanogpt, args.cpu_smoke, clock), shape)
-    if args.data and "b" in args.parts:
-        report_b(part_b(Path(args.data).resolve(), shape, args.steps_b, device, clock, args.cpu_smoke, args.work))
+    if not args.parts or set(args.parts) - set("abc"):
+        print(f"error: --parts takes the letters a, b and c (e.g. acb), got {args.parts!r}", file=sys.stderr)
+        return 2
+    data = Path(args.data).resolve() if args.data else None
+    for part in args.parts:
+        if part == "a":
+            report_a(part_a(shape, device, args.nanogpt, args.cpu_smoke, clock), shape)
+        elif part == "c":
+            report_c(part_c(data, shape, args.steps_c, device, clock, args.work))
+        elif data is not None:
+            report_b(part_b(data, shape, args.steps_b, device, clock, args.cpu_smoke, args.work))
     return 0
 
 
