@@ -164,22 +164,28 @@ def tiny_args(ds: Path | str, runs: Path, *extra: str) -> list[str]:
     ]
 
 
-def train_cmd(args: Sequence[str], nproc: int = 0, spike: Optional[tuple[int, float | str]] = None) -> list[str]:
+def train_cmd(args: Sequence[str], nproc: int = 0, spike: Optional[tuple[int, float | str]] = None,
+              digests: Optional[Path] = None) -> list[str]:
     """``python gpt_pile_composer.py ARGS`` (nproc=0) or ``composer -n NPROC gpt_pile_composer.py ARGS``;
-    ``spike=(SAMPLE_ID, FACTOR)``: through this file's spike launcher (:func:`_spiked_main`)."""
+    ``spike=(SAMPLE_ID, FACTOR)``: through this file's spike launcher (:func:`_spiked_main`); ``digests=DIR``:
+    through its digest launcher (:func:`_digest_main`)."""
     launcher = [PYTHON] if nproc == 0 else [COMPOSER, "-n", str(nproc)]
     script = [str(TRAIN_SCRIPT)]
     if spike is not None:
         script = [str(Path(__file__).resolve()), "spike", str(spike[0]), str(spike[1]), *script]
+    if digests is not None:
+        assert spike is None, "one launcher at a time"
+        script = [str(Path(__file__).resolve()), "digest", str(digests), *script]
     return [*launcher, *script, *map(str, args)]
 
 
 def run_train(args: Sequence[str], nproc: int = 0, timeout: float = 300, check: bool = True,
               env: Optional[dict[str, str]] = None, cwd: Optional[Path] = None,
               shm: Optional["PrivateShm"] = None, spike: Optional[tuple[int, float | str]] = None,
-              ) -> subprocess.CompletedProcess:
-    """Run training to its end; ``shm``: inside that private /dev/shm; ``spike``: see :func:`train_cmd`."""
-    cmd, env, cwd = train_cmd(args, nproc, spike), env or train_env(), cwd or workdir()
+              digests: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """Run training to its end; ``shm``: inside that private /dev/shm; ``spike``, ``digests``: see
+    :func:`train_cmd`."""
+    cmd, env, cwd = train_cmd(args, nproc, spike, digests), env or train_env(), cwd or workdir()
     if shm is not None:
         cmd, env = shm.cmd(cmd, cwd), shm.env(env)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -605,6 +611,35 @@ def _spiked_main(sample_id: str, factor: str, script: str, *argv: str) -> None:
     runpy.run_path(script, run_name="__main__")
 
 
+def _digest_main(out: str, script: str, *argv: str) -> None:
+    """``python tests/helpers.py digest DIR SCRIPT ARGS``: run SCRIPT as ``__main__``; when its fit returns, every
+    rank writes ``DIR/weights-rankR.sha256``, a digest of the weights it holds (each tensor's bytes in key order), so
+    a test can see that the ranks of a DDP run end bit-identical. Test code only: nothing in the product knows of it."""
+    import hashlib
+    import runpy
+
+    sys.path.insert(0, str(REPO))
+    import torch
+    from composer.utils import dist
+
+    import training.trainer
+
+    fit = training.trainer.fit
+
+    def fit_then_digest(trainer, *args, **kwargs):
+        result = fit(trainer, *args, **kwargs)
+        digest = hashlib.sha256()
+        for key, value in sorted(trainer.state.model.state_dict().items()):
+            digest.update(key.encode() + value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / f"weights-rank{dist.get_global_rank()}.sha256").write_text(digest.hexdigest() + "\n")
+        return result
+
+    training.trainer.fit = fit_then_digest
+    sys.argv = [script, *argv]
+    runpy.run_path(script, run_name="__main__")
+
+
 def tensorboard_view(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """{tag: [(step, value), ...]} as TensorBoard shows the run (purges applied), every point kept."""
     from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
@@ -639,4 +674,6 @@ if __name__ == "__main__" and len(sys.argv) > 4 and sys.argv[1] == "pause":
     _paused_main(*sys.argv[2:])
 if __name__ == "__main__" and len(sys.argv) > 4 and sys.argv[1] == "spike":
     _spiked_main(*sys.argv[2:])
+if __name__ == "__main__" and len(sys.argv) > 3 and sys.argv[1] == "digest":
+    _digest_main(*sys.argv[2:])
 

@@ -150,15 +150,17 @@ def _wsd(batch: int, warmup: int, total: int, decay_fraction: float, alpha_f: fl
 @pytest.mark.slow
 def test_a_muon_run_with_wsd_and_momentum_warmup_trains_and_a_sigkilled_two_rank_run_replays_it(dataset, tmp_path):
     """Muon's state, the WSD schedule and the momentum warmup all come back on resume: the re-run's losses, lrs,
-    momenta and weights are the uninterrupted run's."""
+    momenta and weights are the uninterrupted run's. Both ranks of the DDP run end with bit-identical weights."""
     def args(name: str) -> list[str]:
         return tiny_args(dataset, tmp_path, f"run_name={name}", "optimizer.name=muon", "max_duration=24ba",
                          "save_interval=8ba", "eval_interval=1000ba", "model.dropout=0.1", "scheduler.name=wsd",
                          "scheduler.t_warmup=4ba", "scheduler.decay_fraction=0.25", "scheduler.alpha_f=0.1",
                          "optimizer.muon.momentum_warmup=10ba")
 
-    first = run_train(args("a"), nproc=2)
+    first = run_train(args("a"), nproc=2, digests=tmp_path / "digests")
     assert first.stdout.count("optimizer: Muon on 8 hidden matrices") == 1  # rank 0 only
+    ranks = [(tmp_path / "digests" / f"weights-rank{r}.sha256").read_text() for r in (0, 1)]
+    assert ranks[0] == ranks[1]  # DDP: both ranks end with bit-identical weights (the same all-reduced gradient)
     la = losses(tmp_path / "a")
     assert sum(la[s] for s in range(20, 25)) < sum(la[s] for s in range(1, 6)) - 1.0  # it learns
     rows = rows_by_step(tmp_path / "a")  # step s trains batch s - 1: its lr and momentum are those of s - 1
