@@ -62,8 +62,10 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 # -n auto: one pytest worker per core (pytest-xdist); --dist loadfile keeps each module's tests, and so its
-# module-scoped fixtures (a reference run, a dataset), in one worker.
-XDIST := -n auto --dist loadfile
+# module-scoped fixtures (a reference run, a dataset), in one worker. --no-loadscope-reorder: modules go out in the
+# order tests/conftest.py sorts them (the most slow tests first), not xdist's default (the most tests first, which
+# left the long training modules for the end); --durations: the slowest tests, to see where the time goes.
+XDIST := -n auto --dist loadfile --no-loadscope-reorder --durations=25
 
 test: $(STAMP) $(LMEVAL_STAMP)
 	$(PY) -m pytest $(XDIST) tests

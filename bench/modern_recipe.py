@@ -83,7 +83,7 @@ def train(ds: Path, work: Path, recipe: str, lr: float, steps: int, adamw_lr: fl
     """One run through our trainer. With ``stop_at``, the run is stopped once its val loss reaches it (the schedule
     is still the ``steps``-step one: stopping early changes nothing before the stop)."""
     key, _ = SWEEPS[recipe]
-    name = f"{recipe}-{lr:g}"
+    name = f"{recipe}-{lr:g}" if recipe == "plain" else f"{recipe}-{lr:g}-adamw{adamw_lr:g}"
     shape = ["model.preset=micro", "model.n_layer=2", "model.n_embd=32"] if smoke else ["model.preset=nano"]
     args = [str(ROOT / "yamls" / "tiny.yaml"), f"data.path={ds}", f"runs_root={work / 'runs'}", f"run_name={name}",
             *shape, "model.n_head=4", "global_train_batch_size=32", "device_train_microbatch_size=32",
@@ -92,7 +92,7 @@ def train(ds: Path, work: Path, recipe: str, lr: float, steps: int, adamw_lr: fl
             f"scheduler.t_warmup={max(1, steps // 20)}ba", f"optimizer.lr={adamw_lr}", *RECIPES[recipe],
             f"{key}={lr}"]
     run_dir = work / "runs" / name
-    if not finished(run_dir, steps):
+    if not finished(run_dir, steps, stop_at):
         shutil.rmtree(run_dir, ignore_errors=True)  # a run cut off by a killed benchmark starts over
         proc = subprocess.Popen([sys.executable, str(ROOT / "gpt_pile_composer.py"), *args], cwd=ROOT,
                                 stdout=subprocess.DEVNULL)
@@ -114,11 +114,11 @@ def reached(run_dir: Path, target: float) -> bool:
     return any(r.get(VAL, float("inf")) <= target for r in rows)
 
 
-def finished(run_dir: Path, steps: int) -> bool:
-    """Whether a kept run (``--work``) already trained all ``steps`` or was stopped at its target: a re-run of the
-    benchmark reuses it."""
+def finished(run_dir: Path, steps: int, target: Optional[float]) -> bool:
+    """Whether a kept run (``--work``) already trained all ``steps`` or was stopped at or below ``target``: a re-run
+    of the benchmark reuses it."""
     if (run_dir / STOPPED).exists():
-        return True
+        return target is None or float((run_dir / STOPPED).read_text()) <= target
     if not (run_dir / "metrics.jsonl").exists():
         return False
     return len(step_end_times(metrics_rows(run_dir))) >= steps
@@ -138,26 +138,38 @@ def main() -> int:
     p.add_argument("--no-sweep", action="store_true", help="each recipe at its middle lr only")
     p.add_argument("--cpu-smoke", action="store_true", help="tiny model, 12 steps, no sweep (the suite's run)")
     p.add_argument("--work", type=Path, help="keep the dataset and runs here (default: a temporary folder)")
+    p.add_argument("--adamw-lr", type=float, help="the Muon recipes' AdamW lr (embeddings, head, learned mixes); "
+                                                   "default: plain's best")
+    p.add_argument("--muon-only-at", type=float, metavar="LOSS",
+                   help="run only the two Muon recipes, each stopped at LOSS (a guess at or below plain's final val "
+                        "loss), into --work beside a plain sweep running on the other core; no report")
     args = p.parse_args()
+    if args.muon_only_at is not None and args.adamw_lr is None:
+        print("error: --muon-only-at runs without plain's sweep, so it needs --adamw-lr (e.g. 2e-3)", file=sys.stderr)
+        return 2
     steps = 12 if args.cpu_smoke else args.steps
     with tempfile.TemporaryDirectory(prefix="modern-recipe-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         ds = prepare(work, args.cpu_smoke)
         lrs = {r: (lrs[1],) if args.no_sweep or args.cpu_smoke else lrs for r, (_, lrs) in SWEEPS.items()}
-        plain = [train(ds, work, "plain", lr, steps, lr, args.cpu_smoke) for lr in lrs["plain"]]
-        target = best(plain).vals[-1][1]
-        sweep = {"plain": plain}
+        sweep = {}
+        if args.muon_only_at is None:
+            sweep["plain"] = [train(ds, work, "plain", lr, steps, lr, args.cpu_smoke) for lr in lrs["plain"]]
+        target = args.muon_only_at if args.muon_only_at is not None else best(sweep["plain"]).vals[-1][1]
+        adamw_lr = args.adamw_lr or best(sweep["plain"]).lr
         for recipe in ("muon-only", "modern"):
-            sweep[recipe] = [train(ds, work, recipe, lr, steps, best(plain).lr, args.cpu_smoke, stop_at=target)
+            sweep[recipe] = [train(ds, work, recipe, lr, steps, adamw_lr, args.cpu_smoke, stop_at=target)
                              for lr in lrs[recipe]]
-        report(sweep, target, steps)
+        if "plain" in sweep:
+            report(sweep, target, steps, adamw_lr)
     return 0
 
 
-def report(sweep: dict[str, list[Run]], target: float, steps: int) -> None:
+def report(sweep: dict[str, list[Run]], target: float, steps: int, adamw_lr: float) -> None:
     """Every run of the sweep, then each recipe's best and the ratio the goal is about."""
     print(f"\ntarget: plain's best final val loss after {steps} steps = {target:.4f} nats/byte")
+    print(f"the Muon recipes' AdamW lr: {adamw_lr:g} (plain's best: {best(sweep['plain']).lr:g})")
     print(f"{'recipe':<10} {'lr':>8} {'last val':>9} {'steps to target':>16} {'train s to target':>18} "
           f"{'tokens/s':>9}  best")
     winners = {name: best(runs, None if name == "plain" else target) for name, runs in sweep.items()}
