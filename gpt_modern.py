@@ -286,6 +286,10 @@ class ModernGPT(nn.Module):
         if not config.untied_head:
             self.transformer.wte.weight = self.lm_head.weight
         n_skips = config.n_layer // 2 if config.unet_skips else 0
+        # decided once (not in every forward, where torch.compile would trace the device query): auto = a CUDA
+        # device of this process supports it
+        self.use_fp8_head = config.fp8_head == "true" or (
+            config.fp8_head == "auto" and torch.cuda.is_available() and fp8_supported(torch.device("cuda")))
         self.skip_weights = nn.Parameter(torch.ones(n_skips)) if n_skips else None
         self.init_weights()
 
@@ -346,10 +350,11 @@ class ModernGPT(nn.Module):
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B, T, padded vocab): ``lm_head``, in float8 when training where ``fp8_head`` allows it and
-        the shape suits ``torch._scaled_mm`` (B * T a multiple of 16; generation's single rows stay in bf16)."""
+        the shape suits ``torch._scaled_mm`` (B * T and C multiples of 16, as the padded vocab is; generation's
+        single rows stay as they are)."""
         B, T, C = x.size()
-        mode = self.config.fp8_head
-        if self.training and mode != "false" and (B * T) % 16 == 0 and (mode == "true" or fp8_supported(x.device)):
+        fits = (B * T) % 16 == 0 and C % 16 == 0
+        if self.training and self.use_fp8_head and (x.is_cuda or self.config.fp8_head == "true") and fits:
             return Fp8Matmul.apply(x.reshape(B * T, C), self.lm_head.weight, torch._scaled_mm).view(B, T, -1)
         return self.lm_head(x)
 

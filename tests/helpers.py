@@ -317,12 +317,13 @@ def final_weights(run_dir: Path) -> dict:
 
 
 def final_model(run_dir: Path) -> dict:
-    """The final model weights of a run folder: its latest checkpoint's, gathered when that is sharded (FSDP)."""
+    """The final model weights of a run folder by the GPT's own names: its latest checkpoint's, gathered when that
+    is sharded (FSDP), so that a sharded run and a full-state-dict one compare."""
     if (Path(run_dir) / "checkpoints" / "latest-rank0.pt").resolve().is_dir():
         from evaluation.checkpoints import load_gpt
 
         return load_gpt(str(run_dir)).state_dict()
-    return final_weights(run_dir)
+    return {k.removeprefix("model."): v for k, v in final_weights(run_dir).items()}
 
 
 def assert_same_run(a: Path, b: Path) -> None:

@@ -103,7 +103,7 @@ def test_modern_muon_losses_track_over_one_rank_ddp_and_fsdp_and_fsdp_resumes_ex
     """Same global batch, 30 steps: 1 rank and DDP agree to float rounding, FSDP2 (Muon gathering each matrix's
     rows, orthogonalizing it whole and keeping its own rows; momentum buffers sharded) within 1e-3 (measured: 4.5e-4;
     reduce-scatter sums in another order than all-reduce). A SIGKILLed FSDP run re-run replays its uninterrupted
-    twin bit for bit from the sharded checkpoint."""
+    twin bit for bit, from a sharded checkpoint and from a full (gathered) one."""
     def args(name: str, *extra: str) -> list[str]:
         return tiny_args(dataset, tmp_path, f"run_name={name}", "model.arch=modern", "optimizer.name=muon",
                          "optimizer.muon.lr=0.005", "optimizer.lr=3e-4", "model.n_layer=2", "model.n_head=4",
@@ -119,11 +119,11 @@ def test_modern_muon_losses_track_over_one_rank_ddp_and_fsdp_and_fsdp_resumes_ex
     assert max(abs(fsdp[s] - ddp[s]) / ddp[s] for s in ddp) <= 1e-3
     assert ddp[30] < ddp[1] - 0.2
 
-    run = tmp_path / "again"
-    kill_when(start_train(args("again", "parallelism=fsdp"), tmp_path / "first.log", nproc=2),
-              lambda: last_step(run) >= 14)
-    run_train(args("again", "parallelism=fsdp"), nproc=2)
-    assert_same_run(tmp_path / "fsdp", run)
+    for name, state_dict in (("again", "sharded"), ("full", "full")):  # both checkpoint forms hold Muon's state
+        run, fsdp_args = tmp_path / name, args(name, "parallelism=fsdp", f"fsdp.state_dict_type={state_dict}")
+        kill_when(start_train(fsdp_args, tmp_path / f"{name}.log", nproc=2), lambda: last_step(run) >= 14)
+        run_train(fsdp_args, nproc=2)
+        assert_same_run(tmp_path / "fsdp", run)
 
 
 def test_the_modern_yaml_sets_the_whole_recipe(dataset):
