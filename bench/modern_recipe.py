@@ -5,6 +5,13 @@
     .venv/bin/python bench/modern_recipe.py --cpu-smoke     # tiny: what the suite runs, so the script cannot rot
     .venv/bin/python bench/modern_recipe.py --work DIR      # keep the runs in DIR; a re-run reuses the finished ones
 
+On 2 cores, one run per core (each pinned, one thread): the plain sweep on one core, the Muon recipes on the other,
+stopped at a guess at or below plain's final loss, then the report reusing every run::
+
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python bench/modern_recipe.py --work W --adamw-lr 2e-3 &
+    OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python bench/modern_recipe.py --work W --adamw-lr 2e-3 --muon-only-at 1.17
+    .venv/bin/python bench/modern_recipe.py --work W --adamw-lr 2e-3        # the report (reruns a run stopped too soon)
+
 The data: the demo's corpus (this Python's standard library, byte-tokenized, as ``make demo`` builds it), seq 256,
 large enough that no run repeats an epoch. The model: the ``nano`` shape (4 layers, 4 heads, 128 wide), 8,192 tokens a
 step (Muon's extra Newton-Schulz FLOPs stay about 8 % of a step), ``precision=auto`` (bf16 where this CPU is faster
@@ -143,6 +150,7 @@ def main() -> int:
     p.add_argument("--muon-only-at", type=float, metavar="LOSS",
                    help="run only the two Muon recipes, each stopped at LOSS (a guess at or below plain's final val "
                         "loss), into --work beside a plain sweep running on the other core; no report")
+    p.add_argument("--only", choices=("muon-only", "modern"), help="with --muon-only-at: this one recipe")
     args = p.parse_args()
     if args.muon_only_at is not None and args.adamw_lr is None:
         print("error: --muon-only-at runs without plain's sweep, so it needs --adamw-lr (e.g. 2e-3)", file=sys.stderr)
@@ -158,7 +166,7 @@ def main() -> int:
             sweep["plain"] = [train(ds, work, "plain", lr, steps, lr, args.cpu_smoke) for lr in lrs["plain"]]
         target = args.muon_only_at if args.muon_only_at is not None else best(sweep["plain"]).vals[-1][1]
         adamw_lr = args.adamw_lr or best(sweep["plain"]).lr
-        for recipe in ("muon-only", "modern"):
+        for recipe in (args.only,) if args.only else ("muon-only", "modern"):
             sweep[recipe] = [train(ds, work, recipe, lr, steps, adamw_lr, args.cpu_smoke, stop_at=target)
                              for lr in lrs[recipe]]
         if "plain" in sweep:
