@@ -8,8 +8,9 @@
 On 2 cores, one run per core (each pinned, one thread): the plain sweep on one core, the Muon recipes on the other,
 stopped at a guess at or below plain's final loss, then the report reusing every run::
 
-    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python bench/modern_recipe.py --work W --adamw-lr 2e-3 &
-    OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python bench/modern_recipe.py --work W --adamw-lr 2e-3 --muon-only-at 1.17
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python bench/modern_recipe.py --work W --only plain &
+    OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python bench/modern_recipe.py --work W --only muon-only --stop-at 1.17 \
+        --adamw-lr 2e-3 && ... --only modern ...
     .venv/bin/python bench/modern_recipe.py --work W --adamw-lr 2e-3        # the report (reruns a run stopped too soon)
 
 The data: the demo's corpus (this Python's standard library, byte-tokenized, as ``make demo`` builds it), seq 256,
@@ -147,13 +148,16 @@ def main() -> int:
     p.add_argument("--work", type=Path, help="keep the dataset and runs here (default: a temporary folder)")
     p.add_argument("--adamw-lr", type=float, help="the Muon recipes' AdamW lr (embeddings, head, learned mixes); "
                                                    "default: plain's best")
-    p.add_argument("--muon-only-at", type=float, metavar="LOSS",
-                   help="run only the two Muon recipes, each stopped at LOSS (a guess at or below plain's final val "
-                        "loss), into --work beside a plain sweep running on the other core; no report")
-    p.add_argument("--only", choices=("muon-only", "modern"), help="with --muon-only-at: this one recipe")
+    p.add_argument("--only", choices=tuple(SWEEPS), help="one recipe's sweep (no report): e.g. plain on one core, "
+                                                          "the others on the other with --stop-at")
+    p.add_argument("--stop-at", type=float, metavar="LOSS",
+                   help="stop the Muon recipes' runs at LOSS (a guess at or below plain's final val loss) instead of "
+                        "at plain's, so that they run beside plain's sweep; the report reruns any run stopped too soon")
     args = p.parse_args()
-    if args.muon_only_at is not None and args.adamw_lr is None:
-        print("error: --muon-only-at runs without plain's sweep, so it needs --adamw-lr (e.g. 2e-3)", file=sys.stderr)
+    recipes = (args.only,) if args.only else tuple(SWEEPS)
+    if "plain" not in recipes and None in (args.stop_at, args.adamw_lr):
+        print("error: the Muon recipes without plain's sweep need --stop-at and --adamw-lr (e.g. --stop-at 1.17 "
+              "--adamw-lr 2e-3)", file=sys.stderr)
         return 2
     steps = 12 if args.cpu_smoke else args.steps
     with tempfile.TemporaryDirectory(prefix="modern-recipe-") as tmp:
@@ -162,14 +166,14 @@ def main() -> int:
         ds = prepare(work, args.cpu_smoke)
         lrs = {r: (lrs[1],) if args.no_sweep or args.cpu_smoke else lrs for r, (_, lrs) in SWEEPS.items()}
         sweep = {}
-        if args.muon_only_at is None:
+        if "plain" in recipes:
             sweep["plain"] = [train(ds, work, "plain", lr, steps, lr, args.cpu_smoke) for lr in lrs["plain"]]
-        target = args.muon_only_at if args.muon_only_at is not None else best(sweep["plain"]).vals[-1][1]
-        adamw_lr = args.adamw_lr or best(sweep["plain"]).lr
-        for recipe in (args.only,) if args.only else ("muon-only", "modern"):
-            sweep[recipe] = [train(ds, work, recipe, lr, steps, adamw_lr, args.cpu_smoke, stop_at=target)
+        target = best(sweep["plain"]).vals[-1][1] if "plain" in sweep else None
+        adamw_lr, stop = args.adamw_lr or best(sweep["plain"]).lr, args.stop_at or target
+        for recipe in (r for r in recipes if r != "plain"):
+            sweep[recipe] = [train(ds, work, recipe, lr, steps, adamw_lr, args.cpu_smoke, stop_at=stop)
                              for lr in lrs[recipe]]
-        if "plain" in sweep:
+        if len(sweep) == len(SWEEPS):
             report(sweep, target, steps, adamw_lr)
     return 0
 
