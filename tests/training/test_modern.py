@@ -139,6 +139,7 @@ def test_the_modern_yaml_sets_the_whole_recipe(dataset):
     assert [getattr(cfg, k) for k in same] == [getattr(single, k) for k in same]
     config = model_config(cfg, read_metadata(dataset), False)
     assert type(config).__name__ == "ModernConfig" and (config.n_layer, config.n_embd) == (12, 768)
+    assert cfg.model.fp8_head == config.fp8_head == "auto"  # float8 head where the GPU has it
 
 
 @pytest.mark.parametrize("key, extra, message", [
