@@ -160,7 +160,8 @@ def reference_scaled_mm(a: torch.Tensor, b: torch.Tensor, scale_a: torch.Tensor,
     float8 values back."""
     assert a.is_contiguous() and b.t().is_contiguous(), "a row-major, b column-major"
     assert all(d % 16 == 0 for d in (*a.shape, b.size(1))), (a.shape, b.shape)
-    assert {a.dtype, b.dtype} <= {torch.float8_e4m3fn, torch.float8_e5m2} and not a.dtype == b.dtype == torch.float8_e5m2
+    assert {a.dtype, b.dtype} <= {torch.float8_e4m3fn, torch.float8_e5m2}
+    assert not a.dtype == b.dtype == torch.float8_e5m2, "e5m2 @ e5m2 has no kernel"
     assert scale_a.dtype == scale_b.dtype == torch.float32 and scale_a.numel() == scale_b.numel() == 1
     return ((a.float() * scale_a) @ (b.float() * scale_b)).to(out_dtype)
 
@@ -220,3 +221,21 @@ def test_the_fp8_head_is_off_where_unsupported_and_at_generation():
     assert torch.equal(forced(idx), off.eval()(idx))
     with pytest.raises(NotImplementedError, match="_scaled_mm"):  # in training it would call the kernel CPU lacks
         forced.train()(idx)
+
+
+def test_the_fp8_head_passes_torch_scaled_mm_own_checks_on_the_meta_device():
+    """A training step of a modern model with ``fp8_head=true`` on the meta device: every one of the head's three
+    matmuls goes through ``torch._scaled_mm`` itself, whose meta kernel checks what the CUDA one needs (row-major
+    first operand, column-major second, dimensions of 16, fp32 scalar scales) and returns the output's shape and
+    dtype; torch has no CPU kernel to run, but these checks run here. The same kernel refuses a wrong layout."""
+    with torch.device("meta"):
+        model = ModernGPT(ModernConfig(**TINY, fp8_head="true")).train()
+        idx = torch.randint(0, TINY["vocab_size"], (2, 16))
+    logits = model(idx)
+    next_token_loss(logits, idx).backward()
+    assert logits.shape == (2, 16, TINY["vocab_size"])
+    assert model.lm_head.weight.grad.shape == model.lm_head.weight.shape
+    a, b = (torch.empty(n, 32, device="meta", dtype=torch.float8_e4m3fn) for n in (64, 128))
+    one = torch.ones((), device="meta")
+    with pytest.raises(RuntimeError, match="mat2 must be col_major"):
+        torch._scaled_mm(a, b.t().contiguous(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
