@@ -5,13 +5,16 @@
     .venv/bin/python bench/modern_recipe.py --cpu-smoke     # tiny: what the suite runs, so the script cannot rot
     .venv/bin/python bench/modern_recipe.py --work DIR      # keep the runs in DIR; a re-run reuses the finished ones
 
-On 2 cores, one run per core (each pinned, one thread): the plain sweep on one core, the Muon recipes on the other,
-stopped at a guess at or below plain's final loss, then the report reusing every run::
+On 2 cores, one run per core (each pinned, one thread): plain's sweep first (its best lr is the Muon recipes' AdamW
+lr), then one Muon recipe per core, stopped at a guess at or below plain's final loss, then the report, which reuses
+every run (the figures in BENCHMARKS.md were taken this way)::
 
-    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python bench/modern_recipe.py --work W --only plain &
-    OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python bench/modern_recipe.py --work W --only muon-only --stop-at 1.17 \
-        --adamw-lr 2e-3 && ... --only modern ...
-    .venv/bin/python bench/modern_recipe.py --work W --adamw-lr 2e-3        # the report (reruns a run stopped too soon)
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python bench/modern_recipe.py --work W --only plain
+    OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python bench/modern_recipe.py --work W --only muon-only --stop-at 1.10 \
+        --adamw-lr 4e-3 &
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python bench/modern_recipe.py --work W --only modern --stop-at 1.10 \
+        --adamw-lr 4e-3
+    .venv/bin/python bench/modern_recipe.py --work W --adamw-lr 4e-3        # the report (reruns a run stopped too soon)
 
 The data: the demo's corpus (this Python's standard library, byte-tokenized, as ``make demo`` builds it), seq 256,
 large enough that no run repeats an epoch. The model: the ``nano`` shape (4 layers, 4 heads, 128 wide), 8,192 tokens a
