@@ -236,6 +236,11 @@ def fp8_supported(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= FP8_CAPABILITY
 
 
+def fp8_available() -> bool:
+    """Whether this process has a CUDA device that runs ``torch._scaled_mm`` (where ``fp8_head=auto`` turns it on)."""
+    return torch.cuda.is_available() and fp8_supported(torch.device("cuda"))
+
+
 def to_fp8(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """``t`` as ``dtype`` (a float8) scaled so that its absolute max lands on the format's largest value, and the
     fp32 scale that multiplies it back."""
@@ -288,8 +293,7 @@ class ModernGPT(nn.Module):
         n_skips = config.n_layer // 2 if config.unet_skips else 0
         # decided once (not in every forward, where torch.compile would trace the device query): auto = a CUDA
         # device of this process supports it
-        self.use_fp8_head = config.fp8_head == "true" or (
-            config.fp8_head == "auto" and torch.cuda.is_available() and fp8_supported(torch.device("cuda")))
+        self.use_fp8_head = config.fp8_head == "true" or (config.fp8_head == "auto" and fp8_available())
         self.skip_weights = nn.Parameter(torch.ones(n_skips)) if n_skips else None
         self.init_weights()
 

@@ -33,7 +33,7 @@ from core.runs import METRICS_FILE
 from core.streams import StreamSource
 from core.tokenizer import Tokenizer
 from gpt import GPTConfig
-from gpt_modern import FP8_CAPABILITY, fp8_supported
+from gpt_modern import FP8_CAPABILITY, fp8_available
 from loaders.choices import Item
 from loaders.dataset import LoaderSettings, build_dataspec, check_compatible, dataset_tokenizer, fetch_metadata
 from loaders.shm import clean_stale_shared_memory
@@ -194,8 +194,7 @@ def check_gpu_only(gpt_config: GPTConfig, device: str) -> None:
         raise ConfigError("model.flex_attention=true on CPU: torch 2.7 compiles only FlexAttention's forward there, "
                           "so it cannot train; use model.flex_attention=auto (on CPU the window runs through SDPA "
                           "with its mask)")
-    if getattr(gpt_config, "fp8_head", "auto") == "true" and not (
-            device == "gpu" and fp8_supported(torch.device("cuda"))):
+    if getattr(gpt_config, "fp8_head", "auto") == "true" and not (device == "gpu" and fp8_available()):
         where = "on CPU" if device == "cpu" else \
             f"on a CUDA device of compute capability {torch.cuda.get_device_capability()}"
         raise ConfigError(f"model.fp8_head=true {where}: float8 matmuls (torch._scaled_mm) need CUDA compute "
