@@ -418,12 +418,12 @@ def modern_model(shape: Shape, device: str, **fields: Any) -> tuple[torch.nn.Mod
 
 
 def muon(model: torch.nn.Module, device: str) -> torch.optim.Optimizer:
-    """training/muon.py's optimizer as ``yamls/gpt2-modern.yaml`` sets it (Newton-Schulz in bf16 on CUDA)."""
-    from training.muon import Muon, muon_groups, route
+    """The trainer's Muon with ``yamls/gpt2-modern.yaml``'s settings (Newton-Schulz in bf16 on CUDA)."""
+    from training.config import load_config
+    from training.trainer import build_muon
 
-    return Muon(muon_groups(route(model.named_parameters()), lr=0.05, momentum=0.95, ns_steps=5,
-                            lr_scale="spectral", weight_decay=0.0, adamw_lr=3e-3, betas=(0.8, 0.95), eps=1e-10,
-                            adamw_weight_decay=0.0, ns_dtype="bfloat16" if device == "cuda" else "float32"))
+    cfg = load_config(str(ROOT / "yamls" / "gpt2-modern.yaml"), [])
+    return build_muon(cfg, model, "gpu" if device == "cuda" else "cpu")
 
 
 def step_ms(model: torch.nn.Module, loss: Callable, t: dict, device: str, n: int = 5) -> float:

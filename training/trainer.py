@@ -238,7 +238,7 @@ def build_optimizer(cfg: TrainConfig, model: ComposerGPT, device: str = "cpu") -
     picks the implementation, not the update: both decay by lr_t * weight_decay per step (PyTorch-AdamW units)."""
     o = cfg.optimizer
     if o.name == "muon":  # routed by role, not by ndim (training/muon.py)
-        return build_muon(cfg, model, device)
+        return build_muon(cfg, model.model, device)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -262,11 +262,11 @@ def build_scheduler(cfg: TrainConfig) -> ComposerScheduler:
     return CosineAnnealingWithWarmupScheduler(t_warmup=s.t_warmup, alpha_f=s.alpha_f)
 
 
-def build_muon(cfg: TrainConfig, model: ComposerGPT, device: str) -> Muon:
-    """Muon for the blocks' matrices, AdamW (``optimizer.*``) for the rest, routed by role; the routing is printed
-    once (rank 0). Newton-Schulz in bf16 on GPU, fp32 on CPU."""
+def build_muon(cfg: TrainConfig, gpt: torch.nn.Module, device: str) -> Muon:
+    """Muon for the blocks' matrices of ``gpt`` (gpt.py's or gpt_modern's model), AdamW (``optimizer.*``) for the
+    rest, routed by role; the routing is printed once (rank 0). Newton-Schulz in bf16 on GPU, fp32 on CPU."""
     o, m = cfg.optimizer, cfg.optimizer.muon
-    r = route(model.model.named_parameters())
+    r = route(gpt.named_parameters())
     if dist.get_global_rank() == 0:
         print(r.describe(), flush=True)
     return Muon(muon_groups(r, lr=m.lr, momentum=m.momentum, ns_steps=m.ns_steps, lr_scale=m.lr_scale,
