@@ -446,10 +446,11 @@ def one_batch(model: torch.nn.Module, x: torch.Tensor, device: str) -> torch.Ten
         return model.train()(x).float()
 
 
-def modern_row(name: str, shape: Shape, device: str, opt: Callable, **fields: Any) -> dict[str, Any]:
-    """One timed variant of part C: tokens/s and the optimizer's step time."""
+def recipe_row(name: str, shape: Shape, device: str, opt: Optional[Callable], **fields: Any) -> dict[str, Any]:
+    """One timed variant of part C: tokens/s and the optimizer's step time. ``fields``: a ModernGPT's config fields;
+    none: gpt.py's GPT (stepped with ``adamw`` when ``opt`` is None)."""
     torch._dynamo.reset()
-    model, loss, flops = modern_model(shape, device, **fields) if name != "gpt.py + AdamW" else ours(shape, device)
+    model, loss, _ = modern_model(shape, device, **fields) if fields else ours(shape, device)
     t = time_steps(model, loss, shape, device, opt)
     return {"recipe": name, "tokens_per_s": round(shape.batch * shape.seq / t["step_s"]),
             "optimizer_step_ms": step_ms(model, loss, t, device), "model": model, "x": t["x"]}
@@ -470,11 +471,11 @@ def part_c_model(shape: Shape, device: str, clock: Clock) -> list[dict]:
     """gpt.py + AdamW against modern + Muon (tokens/s, optimizer step ms), the FP8 head on and off (tokens/s, loss
     difference on one batch, same weights), a sliding window through FlexAttention and through SDPA with its mask
     (tokens/s, largest logit difference)."""
-    plain = modern_row("gpt.py + AdamW", shape, device, None)
-    off = modern_row("modern + Muon", shape, device, muon, fp8_head="false")
+    plain = recipe_row("gpt.py + AdamW", shape, device, None)
+    off = recipe_row("modern + Muon", shape, device, muon, fp8_head="false")
     rows = [plain, off]
     if (why := gpu_only_problem(device, "fp8")) is None and clock.left() > 20:
-        on = modern_row("modern + Muon, FP8 head", shape, device, muon, fp8_head="true")
+        on = recipe_row("modern + Muon, FP8 head", shape, device, muon, fp8_head="true")
         on["model"].load_state_dict(off["model"].state_dict())
         x, y = off["x"], torch.roll(off["x"], -1, 1)
         losses = [next_token_loss(one_batch(r["model"], x, device), y).item() for r in (on, off)]
@@ -484,9 +485,9 @@ def part_c_model(shape: Shape, device: str, clock: Clock) -> list[dict]:
         rows.append({"recipe": "modern + Muon, FP8 head", "skipped": why or "over the time budget"})
     window = max(1, shape.seq // 4)
     if (why := gpu_only_problem(device, "flex")) is None and clock.left() > 40:
-        flex = modern_row(f"modern, window {window}, FlexAttention", shape, device, muon, window=window,
+        flex = recipe_row(f"modern, window {window}, FlexAttention", shape, device, muon, window=window,
                           flex_attention="true")
-        dense = modern_row(f"modern, window {window}, SDPA + mask", shape, device, muon, window=window,
+        dense = recipe_row(f"modern, window {window}, SDPA + mask", shape, device, muon, window=window,
                            flex_attention="false")
         dense["model"].load_state_dict(flex["model"].state_dict())
         diff = one_batch(flex["model"], flex["x"], device) - one_batch(dense["model"], flex["x"], device)
