@@ -201,12 +201,13 @@ def start_train(args: Sequence[str], log: Path, nproc: int = 0, env: Optional[di
     """Start a training run in its own process group (so a test can SIGKILL all of it), output to ``log``.
 
     ``pause=(WHERE, MARKER)`` (one process only) runs it through this file's pause launcher: at WHERE
-    (``checkpoint:NAME``: half-way through writing checkpoint NAME; ``eval:N``: at the N-th eval batch) the run
-    creates MARKER and waits there to be killed, so ``kill_when(proc, MARKER.exists)`` lands exactly there.
-    ``spike``: see :func:`train_cmd`."""
+    (``checkpoint:NAME``: half-way through writing checkpoint NAME; ``eval:N``: at the N-th eval batch;
+    ``batch:N``: at the start of the first training batch after N batches) the run creates MARKER and waits there
+    to be killed, so ``kill_when(proc, MARKER.exists)`` lands exactly there, however loaded the machine.
+    ``spike``: see :func:`train_cmd` (with ``pause``, the pause launcher runs the spike launcher)."""
     cmd, env, cwd = train_cmd(args, nproc, spike), env or train_env(), cwd or workdir()
     if pause is not None:
-        assert nproc == 0 and spike is None, "the pause launcher runs one process, unspiked"
+        assert nproc == 0, "the pause launcher runs one process"
         cmd = [PYTHON, str(Path(__file__).resolve()), "pause", pause[0], str(pause[1]), *cmd[1:]]
     if shm is not None:
         cmd, env = shm.cmd(cmd, cwd), shm.env(env)
@@ -532,7 +533,9 @@ def _paused_main(where: str, marker: str, script: str, *argv: str) -> None:
     """``python tests/helpers.py pause WHERE MARKER SCRIPT ARGS``: run SCRIPT as ``__main__`` with one pause point.
 
     ``checkpoint:NAME``: the checkpoint file NAME is written half (a real partial zip on disk), then the run parks;
-    ``eval:N``: the run parks in the N-th eval batch's forward. Test code only: nothing in the product knows of it."""
+    ``eval:N``: the run parks in the N-th eval batch's forward; ``batch:N``: the run parks at the first BATCH_START
+    whose timestamp is N batches (after a rollback, that of the new trajectory: the old one never got there). SCRIPT
+    may be this file's spike launcher. Test code only: nothing in the product knows of it."""
     import io
     import runpy
 
@@ -568,6 +571,23 @@ def _paused_main(where: str, marker: str, script: str, *argv: str) -> None:
             return eval_forward(self, batch, outputs)
 
         ComposerGPT.eval_forward = eval_forward_or_park
+    elif kind == "batch":
+        from composer import Callback
+
+        import training.trainer
+
+        class ParkAtBatch(Callback):
+            def batch_start(self, state, logger) -> None:
+                if int(state.timestamp.batch) == int(arg):
+                    _park(Path(marker))
+
+        fit = training.trainer.fit
+
+        def fit_with_park(trainer, *args, **kwargs):
+            trainer.state.callbacks.append(ParkAtBatch())
+            return fit(trainer, *args, **kwargs)
+
+        training.trainer.fit = fit_with_park
     else:
         raise SystemExit(f"unknown pause point {where!r}")
     sys.argv = [script, *argv]

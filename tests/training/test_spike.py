@@ -103,13 +103,15 @@ def test_sigkill_during_and_after_the_recovery_replays_the_spiked_run(dataset, r
     """Killed right after the rollback (it resumes from before the spike and meets it again), then after the first
     checkpoint of the new trajectory (it resumes past the skipped samples), then run to the end."""
     run, args = tmp_path / "k", spike_args(dataset, tmp_path, "k")
-    spike = (spiked_sample(reference, SPIKE_STEP), 50.0)
-    after_rollback = lambda: last_step(run) >= 14 and "spike/rollbacks" in rows_by_step(run).get(13, {})  # noqa: E731
-    kill_when(start_train(args, tmp_path / "first.log", spike=spike), after_rollback)
-    assert (run / "checkpoints" / "latest-rank0.pt").resolve().name == CHECKPOINT
-    latest = run / "checkpoints" / "latest-rank0.pt"
-    after_checkpoint = lambda: latest.resolve().name == "ep0-ba16-rank0.pt" and last_step(run) >= 17  # noqa: E731
-    kill_when(start_train(args, tmp_path / "second.log", spike=spike), after_checkpoint)
+    spike, latest = (spiked_sample(reference, SPIKE_STEP), 50.0), run / "checkpoints" / "latest-rank0.pt"
+    first, second = tmp_path / "first.parked", tmp_path / "second.parked"
+    # parked at the start of step 15 of the new trajectory (the old one stopped at 14), step 14 logged
+    kill_when(start_train(args, tmp_path / "first.log", spike=spike, pause=("batch:14", first)), first.exists)
+    assert last_step(run) == 14 and "spike/rollbacks" in rows_by_step(run)[13]
+    assert latest.resolve().name == CHECKPOINT
+    # resumed from ep0-ba12, met the spike again, rolled back; parked at the start of step 18, ep0-ba16 written
+    kill_when(start_train(args, tmp_path / "second.log", spike=spike, pause=("batch:17", second)), second.exists)
+    assert last_step(run) == 17 and latest.resolve().name == "ep0-ba16-rank0.pt"
     run_train(args, spike=spike)
     assert_same_run(spiked[0], run)
     assert (run / "rollbacks.jsonl").read_text() == (spiked[0] / "rollbacks.jsonl").read_text()
