@@ -5,9 +5,10 @@
 Data: tiny Shakespeare (assets/tinyshakespeare.txt), paragraphs as documents, bytes tokenizer, seq 64,
 10 % of paragraphs (by hash) for val. Config: yamls/nanogpt-cpu.yaml (nanoGPT's README CPU run). Both sides start
 from the same seed, read the same StreamingDataset batches in the same order, and use the same warmup+cosine
-schedule, AdamW settings and clipping; the plain loop uses torch.optim.AdamW as nanoGPT does. Prints tokens/s of
-each (training time only: eval excluded on both sides; best of --repeats interleaved runs, since run-to-run
-noise on a shared 2-core machine is a few percent), their ratio, wall times, and final val bits/byte.
+schedule, AdamW settings and clipping: torch.optim.AdamW on both (the yaml's ``adamw``, nanoGPT's optimizer), with
+the trainer's kernel (fused). Prints tokens/s of each (training time only: eval excluded on both sides; best of
+--repeats interleaved runs, since run-to-run noise on a shared 2-core machine is a few percent), their ratio, wall
+times, and final val bits/byte.
 Goals: ratio >= 0.97; val <= 2.72 bits/byte (nanoGPT's own run: 1.886 nats/char = 2.72 bits/char, 91 s).
 
 With ``--nanogpt DIR`` (a nanoGPT checkout; copied to a temporary folder, never into this project), nanoGPT's own
@@ -130,6 +131,7 @@ def plain_loop(ds: str, steps: int) -> dict:
     from loaders.dataset import LoaderSettings, build_dataspec, dataset_tokenizer, fetch_metadata
     from loaders.shm import clean_stale_shared_memory
     from training.config import load_config
+    from training.trainer import adamw_kernel
 
     cfg = load_config(str(YAML), [f"data.path={ds}"])
     clean_stale_shared_memory()
@@ -146,7 +148,7 @@ def plain_loop(ds: str, steps: int) -> dict:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0}]
-    opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **adamw_kernel("cpu"))  # the trainer's
     warmup = int(cfg.scheduler.t_warmup.removesuffix("ba"))
 
     def lr_at(t: int) -> float:  # Composer's CosineAnnealingWithWarmupScheduler, written out

@@ -41,9 +41,9 @@ from core import remote
 from core.errors import InputError, MetadataError, OptionError, OutputExistsError, RemoteError
 from core.files import remove, write_atomic
 from core.metadata import METADATA_FILE, TOKENIZER_DIR, DatasetMetadata, SplitStats
-from upstream import defer_streaming_vision
+from upstream import defer_streaming_datasets
 
-defer_streaming_vision()  # before Streaming's first import (MDSWriter): its vision datasets are not needed here
+defer_streaming_datasets()  # before Streaming's first import (MDSWriter): its datasets are not needed here
 
 TASKS_DIR = "tasks"
 DONE_FILE = "done.json"

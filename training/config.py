@@ -89,8 +89,8 @@ class MuonConfig:
 @dataclass
 class OptimizerConfig:
     """AdamW in one of two implementations (``name``), the same update either way: ``decoupled_adamw``, Composer's
-    DecoupledAdamW (a per-parameter loop; the CPU yamls'), or ``adamw``, ``torch.optim.AdamW`` with its fused CUDA
-    kernel on GPU (foreach on CPU; the GPU yamls'). ``weight_decay`` is in PyTorch AdamW units (decay per step =
+    DecoupledAdamW (a per-parameter loop), or ``adamw``, ``torch.optim.AdamW`` with its fused kernel (CUDA and CPU;
+    the GPU yamls' and the nanoGPT ones'). ``weight_decay`` is in PyTorch AdamW units (decay per step =
     lr * weight_decay), as in nanoGPT and litgpt; for DecoupledAdamW it is converted to Composer's decoupled form,
     which multiplies by lr / initial lr. Decay applies to matrices (>= 2-D) only."""
 
@@ -260,7 +260,7 @@ SHUFFLE_ALGOS = ("py1e", "py1b", "py1br", "py1s", "py2s", "naive")  # Streaming 
 PARALLELISMS = ("ddp", "fsdp")
 # gpt.GELU_APPROXIMATIONS, spelled out so that a config is checked before torch loads (a test keeps them equal)
 GELU_APPROXIMATIONS = ("tanh", "none")
-# Composer's DecoupledAdamW | torch.optim.AdamW (fused on CUDA) | Muon + AdamW (training/muon.py)
+# Composer's DecoupledAdamW | torch.optim.AdamW (fused) | Muon + AdamW (training/muon.py)
 OPTIMIZERS = ("decoupled_adamw", "adamw", "muon")
 # gpt_modern.ARCHS and training.muon.LR_SCALES, spelled out so that a config is checked before torch loads (a test
 # keeps them equal)

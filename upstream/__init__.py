@@ -44,9 +44,6 @@ except UpstreamVersionError as e:  # at import time, before any script's own err
     raise SystemExit(2) from None
 
 
-VISION = "streaming.vision"
-
-
 class _DeferredModule(types.ModuleType):
     """Stands in ``sys.modules`` for a module not imported yet; the first public attribute asked of it imports the
     real module, which then replaces it (dunder lookups, such as ``inspect``'s scans of ``sys.modules``, do not)."""
@@ -73,20 +70,25 @@ def _defer(name: str, spec: importlib.machinery.ModuleSpec) -> None:
     sys.modules[name] = stub
 
 
-def defer_streaming_vision() -> None:
-    """Streaming 0.13.0 slowness (``streaming/__init__.py``): ``import streaming`` imports its vision datasets and,
-    through them, torchvision and torch._dynamo: ~1.1 s of every converter's start, for classes nothing here uses.
-    Before Streaming is first imported, ``streaming.vision`` is registered as a :class:`_DeferredModule`: it is
-    imported, as before, when first used. A process that imported Streaming already is left as it is."""
-    if "streaming" in sys.modules or VISION in sys.modules:
+DEFERRED_STREAMING = ("streaming.vision", "streaming.text", "streaming.multimodal")
+
+
+def defer_streaming_datasets() -> None:
+    """Streaming 0.13.0 slowness (``streaming/__init__.py``): ``import streaming`` imports its vision, text and
+    multimodal datasets and, through them, torchvision and torch._dynamo (vision) and transformers' AutoTokenizer
+    machinery (text: C4 and the Pile): ~1.4 s of every converter's and trainer's start, for classes nothing here
+    uses. Before Streaming is first imported, those three subpackages are registered as
+    :class:`_DeferredModule` stand-ins: each is imported, as before, when first used. A process that imported Streaming
+    already is left as it is."""
+    if "streaming" in sys.modules or any(name in sys.modules for name in DEFERRED_STREAMING):
         return
     top = importlib.util.find_spec("streaming")  # a top-level spec: nothing is imported
     if top is None or not top.submodule_search_locations:
         return
-    spec = importlib.machinery.PathFinder.find_spec(VISION, list(top.submodule_search_locations))
-    if spec is None:
-        return
-    _defer(VISION, spec)
+    for name in DEFERRED_STREAMING:
+        spec = importlib.machinery.PathFinder.find_spec(name, list(top.submodule_search_locations))
+        if spec is not None:
+            _defer(name, spec)
 
 
 MCLI = "mcli"
@@ -149,5 +151,5 @@ def lighten_composer_import() -> None:
         _defer(MCLI, spec)
 
 
-defer_streaming_vision()
+defer_streaming_datasets()
 lighten_composer_import()

@@ -110,16 +110,21 @@ def test_decay_per_step_is_lr_times_weight_decay(name):
 
 
 def test_optimizer_name_picks_the_implementation():
-    """decoupled_adamw: Composer's DecoupledAdamW; adamw: torch.optim.AdamW, foreach on CPU and fused on GPU (the
-    kernel choice is checked without a GPU: the fused CUDA kernel only runs there)."""
+    """decoupled_adamw: Composer's DecoupledAdamW; adamw: torch.optim.AdamW with its fused kernel on CPU (run
+    here) and GPU."""
     from composer.optim import DecoupledAdamW
 
     from training.trainer import adamw_kernel
 
-    assert type(_optimizer(_model())[1]) is DecoupledAdamW  # the default: the CPU yamls' optimizer
-    adamw = _optimizer(_model(), "optimizer.name=adamw")[1]
-    assert type(adamw) is torch.optim.AdamW and adamw.defaults["foreach"] and not adamw.defaults["fused"]
-    assert adamw_kernel("gpu") == {"fused": True} and adamw_kernel("cpu") == {"foreach": True}
+    assert type(_optimizer(_model())[1]) is DecoupledAdamW  # the default
+    model = _model()
+    adamw = _optimizer(model, "optimizer.name=adamw")[1]
+    assert type(adamw) is torch.optim.AdamW and adamw.defaults["fused"] and not adamw.defaults["foreach"]
+    assert adamw_kernel("gpu") == adamw_kernel("cpu") == {"fused": True}
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    adamw.step()  # the fused CPU kernel runs (torch < 2.4 had none: it would raise here)
+    assert all(int(adamw.state[p]["step"]) == 1 for p in model.parameters())
 
 
 def test_the_gpu_yamls_use_torch_adamw_and_compile_per_block_and_the_cpu_yamls_neither():
@@ -127,9 +132,10 @@ def test_the_gpu_yamls_use_torch_adamw_and_compile_per_block_and_the_cpu_yamls_n
     for name in gpu:
         cfg = load_config(str(REPO / "yamls" / name), ["data.streams=null", "data.path=x"])
         assert cfg.optimizer.name == "adamw" and cfg.compile.enabled and cfg.compile.per_block
-    for name in ("tiny.yaml", "nanogpt-cpu.yaml", "nanogpt-cpu-fast.yaml"):
+    for name, optimizer in (("tiny.yaml", "decoupled_adamw"), ("nanogpt-cpu.yaml", "adamw"),
+                            ("nanogpt-cpu-fast.yaml", "adamw")):  # nanoGPT's own optimizer, fused on CPU too
         cfg = load_config(str(REPO / "yamls" / name), ["data.path=x"])
-        assert cfg.optimizer.name == "decoupled_adamw" and not cfg.compile.enabled
+        assert cfg.optimizer.name == optimizer and not cfg.compile.enabled
 
 
 def _closed_form(t: int, lr: float, t_warmup: int, total: int, alpha_f: float) -> float:

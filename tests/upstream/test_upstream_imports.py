@@ -1,9 +1,10 @@
 """Import-time slowness of the pinned packages, and what importing ``upstream`` first leaves out (DESIGN rows 24
 and 26). Fresh interpreters, the real packages.
 
-``import streaming`` imports torchvision (and torch._dynamo through it) for Streaming's vision datasets; importing
-``upstream`` first defers that module until it is used (torch._dynamo may still come with transformers, which
-``streaming.text`` imports, unless transformers is told USE_TORCH=0 as the converter does).
+``import streaming`` imports torchvision (and torch._dynamo through it) for Streaming's vision datasets, and
+transformers' AutoTokenizer for its text ones; importing ``upstream`` first defers both subpackages (and
+``streaming.multimodal``) until they are used. (Streaming's own dataloader module still imports transformers' base
+classes: that part stays.)
 
 ``import composer`` (and our first ``from composer.algorithms import``) imports transformers, matplotlib.pyplot and
 the platform client mcli; after ``upstream``, none of them until used."""
@@ -29,18 +30,25 @@ def _loaded(code: str, heavy: tuple[str, ...] = HEAVY) -> list[dict]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_upstream_import_streaming_loads_torchvision():
-    assert _loaded("import streaming\nmark()") == [{"torchvision": True, "torch._dynamo": True}]
+AUTO_TOKENIZER = "transformers.models.auto.tokenization_auto"
 
 
-def test_ours_defers_streaming_vision_until_it_is_used():
+def test_upstream_import_streaming_loads_torchvision_and_autotokenizer():
+    assert _loaded("import streaming\nmark()", (*HEAVY, AUTO_TOKENIZER)) == [
+        {"torchvision": True, "torch._dynamo": True, AUTO_TOKENIZER: True}]
+
+
+def test_ours_defers_streaming_vision_and_text_until_they_are_used():
     marks = _loaded("import upstream.streaming\nmark()\n"
                     "import inspect\n[hasattr(m, '__file__') for m in list(sys.modules.values())]\n"
                     "inspect.getmodule(upstream.streaming.LeanMDSWriter)\nmark()\n"  # scans of sys.modules
                     "import streaming\nfrom streaming.vision import StreamingCIFAR10\nmark()\n"
                     "assert streaming.vision.StreamingCIFAR10 is StreamingCIFAR10\n"
-                    "import streaming.vision.coco\nassert streaming.vision.coco.StreamingCOCO\nmark()")
-    assert [m["torchvision"] for m in marks] == [False, False, True, True]
+                    "import streaming.vision.coco\nassert streaming.vision.coco.StreamingCOCO\nmark()\n"
+                    "from streaming.text import StreamingC4\nassert streaming.text.StreamingC4 is StreamingC4\n"
+                    "assert streaming.multimodal.StreamingInsideWebVid\nmark()", ("torchvision", AUTO_TOKENIZER))
+    assert [m["torchvision"] for m in marks] == [False, False, True, True, True]
+    assert [m[AUTO_TOKENIZER] for m in marks] == [False, False, False, False, True]
 
 
 COMPOSER_HEAVY = ("transformers", "matplotlib.pyplot", "mcli")
