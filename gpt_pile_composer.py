@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from core.cli import fail, reports_errors
+from core.cli import exit_fast, fail, reports_errors
 from core.metadata import check_local_datasets
 from training.config import TrainConfig, load_config
 
@@ -66,4 +66,4 @@ def train(cfg: TrainConfig) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_fast(main(sys.argv[1:]))  # sys.exit's, less ~0.7 s of module teardown (core/cli.py)

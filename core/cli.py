@@ -7,9 +7,12 @@ errors of :class:`ScriptParser` look the same.
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
+import os
 import sys
-from typing import Callable
+import threading
+from typing import Callable, NoReturn
 
 from core.errors import UserFacingError
 
@@ -51,3 +54,20 @@ def reports_errors(main: Callable[..., int]) -> Callable[..., int]:
             return fail(e)
 
     return guarded
+
+
+def exit_fast(code: int) -> NoReturn:
+    """End the process as ``sys.exit(code)`` would, less the interpreter's deallocation of every module: ~0.7 s after
+    a training run (torch, Composer, Streaming and what they import), paid by every run, every requeue and every
+    test that starts one. What a normal exit does before that is kept, in CPython's order: non-daemon threads are
+    joined and threading's exit hooks run (concurrent.futures' workers), then the atexit handlers (Composer's
+    engine, loggers, wandb, multiprocessing, logging), then stdout and stderr are flushed. Call it only from the
+    main thread of a script whose own files are closed (the training script's are: ``trainer.close()``)."""
+    threading._shutdown()  # type: ignore[attr-defined]  # what Py_FinalizeEx runs first
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing left to say on it
+            pass
+    os._exit(code)
