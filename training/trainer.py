@@ -62,6 +62,7 @@ from upstream.composer import (
     MarkEpochEnds,
     RestoreRNGOnResume,
     WandBLoggerNoArtifacts,
+    lean_engine_events,
     per_node_signal_files,
     poll_bucket_pointer,
     resolve_peak,
@@ -385,6 +386,7 @@ def build_trainer(cfg: TrainConfig, model: ComposerGPT, data: RunData, device: s
     if sharded_in_bucket(cfg):
         poll_bucket_pointer(trainer._checkpoint_saver)
     skip_engine_debug_log(trainer)
+    lean_engine_events(trainer)
     restore_rng_on_resume(trainer)
     guard_checkpoints(trainer)
     return trainer

@@ -263,3 +263,73 @@ def test_upstream_trainer_start_runs_a_cpuinfo_subprocess(side):
         assert int(processes) >= 1  # py-cpuinfo starts a second interpreter to read the CPU's name
     else:
         assert int(processes) == 0 and name.strip()  # the name, from /proc/cpuinfo
+
+
+def _traced_fit(lean: bool, monkeypatch) -> tuple[list[tuple[str, str]], int]:
+    """A real 3-batch fit (micro GPT, one eval) with callbacks and a logger that record the handlers they run, in
+    order; and how many times the base ``Callback.run_event`` ran (upstream's per-callback dispatch)."""
+    import torch
+    from composer import Trainer
+    from composer.core import Callback, Evaluator
+    from composer.loggers import LoggerDestination
+
+    from gpt import GPTConfig
+    from training.model import ComposerGPT
+    from upstream.composer import lean_engine_events
+
+    trace: list[tuple[str, str]] = []
+
+    class Some(Callback):
+        def batch_start(self, state, logger):
+            trace.append(("some", "batch_start"))
+
+        def after_loss(self, state, logger):
+            trace.append(("some", "after_loss"))
+
+        def eval_end(self, state, logger):
+            trace.append(("some", "eval_end"))
+
+    class Every(Callback):
+        def run_event(self, event, state, logger):
+            trace.append(("every", event.value))
+
+    class Log(LoggerDestination):
+        def batch_end(self, state, logger):
+            trace.append(("log", "batch_end"))
+
+    base, calls = Callback.run_event, [0]
+
+    def counted(self, event, state, logger):
+        calls[0] += 1
+        return base(self, event, state, logger)
+
+    monkeypatch.setattr(Callback, "run_event", counted)
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 257, (12, 17))
+    batches = torch.utils.data.DataLoader([{"input_ids": t[:-1], "labels": t[1:]} for t in tokens], batch_size=4)
+    model = ComposerGPT(GPTConfig(block_size=16, vocab_size=257, n_layer=1, n_head=1, n_embd=8), torch.ones(257))
+    val = Evaluator(label="val", dataloader=batches, metric_names=list(model.val_metrics))
+    trainer = Trainer(model=model, train_dataloader=batches, eval_dataloader=val, eval_interval="3ba",
+                      max_duration="3ba", callbacks=[Log(), Some(), Every()], device="cpu", progress_bar=False,
+                      log_to_console=False)
+    if lean:
+        lean_engine_events(trainer)
+    calls[0] = 0  # INIT ran in the constructor, upstream's way either way
+    trainer.fit()
+    return trace, calls[0]
+
+
+def test_upstream_engine_runs_every_callbacks_run_event_at_every_event(monkeypatch):
+    trace, calls = _traced_fit(False, monkeypatch)
+    events = sum(1 for who, _ in trace if who == "every")
+    handled = len(trace) - events
+    assert calls > events + handled  # Some and Log are dispatched at (nearly) every event, handled or not
+
+
+def test_lean_engine_events_runs_the_same_handlers_in_the_same_order(monkeypatch):
+    monkeypatch.delenv("ENGINE_DEBUG", raising=False)
+    upstream, _ = _traced_fit(False, monkeypatch)
+    ours, calls = _traced_fit(True, monkeypatch)
+    assert ours == upstream and ("log", "batch_end") in ours and ("some", "eval_end") in ours
+    assert [e for who, e in ours if who == "some"] == ["batch_start", "after_loss"] * 3 + ["eval_end"]
+    assert calls == 0  # no base run_event: only the handlers
