@@ -52,7 +52,7 @@ def lean_engine_events(trainer: Trainer) -> None:
     tuples through StringEnum.__eq__ (``is_after_event``/``is_before_event``, asked even with no profiler), asserts
     on its own state, splits the callbacks into loggers and others with isinstance, and for each callback builds a
     nullcontext and calls ``Callback.run_event``, which looks up the event's method and calls it: most often the
-    base class's no-op (BENCHMARKS.md, nanoGPT parity: ~0.5 ms of a step on CPU). With no profiler, after INIT:
+    base class's no-op (BENCHMARKS.md, nanoGPT parity: 0.3-0.45 ms of a step on CPU). With no profiler, after INIT:
     the same calls in the same order (algorithms, then the other callbacks, then the loggers), made only to the
     callbacks that handle the event (they override ``run_event`` or the event's method). INIT, a profiler,
     ENGINE_DEBUG or a closed engine take upstream's path."""
