@@ -65,8 +65,10 @@ COMPILED = "gpt.py, torch.compile"
 
 
 def overrides(ds: str, steps: int, precision: str) -> list[str]:
-    """The run, as dotlist overrides of nanoGPT's CPU yaml (its optimizer and schedule): the mini model, batch 8."""
+    """The run, as dotlist overrides of nanoGPT's CPU yaml (its optimizer settings and schedule): the mini model,
+    batch 8, and Composer's DecoupledAdamW, the implementation llm-foundry's side runs too (part 3)."""
     return [f"data.path={ds}", "model.preset=mini", "model.bias=true", "model.dropout=0.0",
+            "optimizer.name=decoupled_adamw",
             f"global_train_batch_size={BATCH}", f"device_train_microbatch_size={BATCH}",
             f"device_eval_batch_size={BATCH}", f"max_duration={steps}ba", f"precision={precision}", f"seed={SEED}"]
 
