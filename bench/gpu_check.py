@@ -75,13 +75,13 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def adamw(params: list[torch.nn.Parameter], device: str) -> torch.optim.Optimizer:
-    """torch's AdamW, fused on CUDA (foreach on CPU), decay on matrices only: what ``optimizer.name=adamw`` uses."""
+def adamw(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """torch's fused AdamW (on CUDA and CPU), decay on matrices only: what ``optimizer.name=adamw`` uses
+    (training/trainer.py's ADAMW_KERNEL; spelled out here because part A imports no Composer)."""
     decay = [p for p in params if p.dim() >= 2]
     rest = [p for p in params if p.dim() < 2]
-    kernel = {"fused": True} if device == "cuda" else {"foreach": True}
     return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                             lr=6e-4, betas=(0.9, 0.95), **kernel)
+                             lr=6e-4, betas=(0.9, 0.95), fused=True)
 
 
 def ours(shape: Shape, device: str, how: str = "eager", smoke: bool = False) -> tuple[torch.nn.Module, Callable, int]:
@@ -167,7 +167,7 @@ def time_steps(model, loss, shape: Shape, device: str, optimizer: Optional[Calla
     """Warm-up steps (the first compiles), then ``shape.steps`` timed ones: seconds of the first step, s/step.
     ``optimizer(model, device)`` builds the optimizer (default: ``adamw`` over every trainable parameter)."""
     torch.manual_seed(0)
-    opt = optimizer(model, device) if optimizer else adamw([p for p in model.parameters() if p.requires_grad], device)
+    opt = optimizer(model, device) if optimizer else adamw([p for p in model.parameters() if p.requires_grad])
     x = torch.randint(0, shape.vocab, (shape.batch, shape.seq), device=device)
     y = torch.randint(0, shape.vocab, (shape.batch, shape.seq), device=device)
 
@@ -379,7 +379,7 @@ def plain_loop(ds: Path, shape: Shape, steps: int, device: str) -> dict:
     clean_stale_shared_memory()
     loader = build_dataspec([StreamSource(str(ds))], "train", shape.batch, LoaderSettings(shuffle_seed=17)).dataloader
     model, loss, _ = ours(replace(shape, vocab=fetch_metadata(str(ds), None).vocab_size), device)
-    opt = adamw(list(model.parameters()), device)
+    opt = adamw(list(model.parameters()))
     ends, t0 = [], time.perf_counter()
     for batch in loader:
         x, y = batch["input_ids"].to(device), batch["labels"].to(device)

@@ -131,7 +131,7 @@ def plain_loop(ds: str, steps: int) -> dict:
     from loaders.dataset import LoaderSettings, build_dataspec, dataset_tokenizer, fetch_metadata
     from loaders.shm import clean_stale_shared_memory
     from training.config import load_config
-    from training.trainer import adamw_kernel
+    from training.trainer import ADAMW_KERNEL
 
     cfg = load_config(str(YAML), [f"data.path={ds}"])
     clean_stale_shared_memory()
@@ -148,7 +148,7 @@ def plain_loop(ds: str, steps: int) -> dict:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0}]
-    opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **adamw_kernel("cpu"))  # the trainer's
+    opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **ADAMW_KERNEL)  # the trainer's
     warmup = int(cfg.scheduler.t_warmup.removesuffix("ba"))
 
     def lr_at(t: int) -> float:  # Composer's CosineAnnealingWithWarmupScheduler, written out

@@ -234,6 +234,12 @@ def settle_precision(cfg: TrainConfig, model: ComposerGPT, data: RunData, device
         prepare_run_dir(cfg)
 
 
+# torch.optim.AdamW's fused kernel, on GPU (one kernel for all parameters: no per-tensor launches, no host sync) and
+# on CPU too: torch 2.7's fused CPU AdamW steps the nano model in 0.38 ms where foreach, the for-loop and Composer's
+# DecoupledAdamW take 1.3-1.7 ms (BENCHMARKS.md, nanoGPT parity), ~3 % of that step.
+ADAMW_KERNEL = {"fused": True}
+
+
 def build_optimizer(cfg: TrainConfig, model: ComposerGPT, device: str = "cpu") -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices (>= 2-D) only; biases, LayerNorms stay undecayed. ``optimizer.name``
     picks the implementation, not the update: both decay by lr_t * weight_decay per step (PyTorch-AdamW units)."""
@@ -245,7 +251,7 @@ def build_optimizer(cfg: TrainConfig, model: ComposerGPT, device: str = "cpu") -
     no_decay = [p for p in params if p.dim() < 2]
     if o.name == "adamw":
         groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **adamw_kernel(device))
+        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **ADAMW_KERNEL)
     # DecoupledAdamW decays by weight_decay * lr_t / initial lr per step: scaling by the initial lr gives lr_t * wd
     return DecoupledAdamW(
         [{"params": decay, "weight_decay": o.weight_decay * o.lr}, {"params": no_decay, "weight_decay": 0.0}],
@@ -273,13 +279,6 @@ def build_muon(cfg: TrainConfig, gpt: torch.nn.Module, device: str) -> Muon:
     return Muon(muon_groups(r, lr=m.lr, momentum=m.momentum, ns_steps=m.ns_steps, lr_scale=m.lr_scale,
                             weight_decay=m.weight_decay, adamw_lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps,
                             adamw_weight_decay=o.weight_decay, ns_dtype="bfloat16" if device == "gpu" else "float32"))
-
-
-def adamw_kernel(device: str) -> dict[str, bool]:
-    """torch.optim.AdamW's fused kernel, on GPU (one kernel for all parameters: no per-tensor launches, no host
-    sync) and on CPU too: torch 2.7's fused CPU AdamW steps the nano model in 0.38 ms where foreach, the for-loop
-    and Composer's DecoupledAdamW take 1.3-1.7 ms (BENCHMARKS.md, nanoGPT parity), ~3 % of that step."""
-    return {"fused": True}
 
 
 def wandb_id(run_name: str) -> str:

@@ -114,13 +114,13 @@ def test_optimizer_name_picks_the_implementation():
     here) and GPU."""
     from composer.optim import DecoupledAdamW
 
-    from training.trainer import adamw_kernel
+    from training.trainer import ADAMW_KERNEL
 
     assert type(_optimizer(_model())[1]) is DecoupledAdamW  # the default
     model = _model()
     adamw = _optimizer(model, "optimizer.name=adamw")[1]
     assert type(adamw) is torch.optim.AdamW and adamw.defaults["fused"] and not adamw.defaults["foreach"]
-    assert adamw_kernel("gpu") == adamw_kernel("cpu") == {"fused": True}
+    assert ADAMW_KERNEL == {"fused": True}  # on every device
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     adamw.step()  # the fused CPU kernel runs (torch < 2.4 had none: it would raise here)
