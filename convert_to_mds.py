@@ -32,7 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", metavar="DIR", help="output dataset folder, or s3://bucket/prefix (endpoint: "
                                                 "S3_ENDPOINT_URL)")
     p.add_argument("--tokenizer", metavar="TOK",
-                   help="'bytes', a folder with tokenizer.json or vocab.json + merges.txt, or a cached HF name")
+                   help="'bytes', 'gpt2', 'chars' (the corpus's characters, as nanoGPT's shakespeare_char), a folder "
+                        "with tokenizer.json or vocab.json + merges.txt, or a cached HF name")
     p.add_argument("--tokenizer-backend", choices=("auto", "hf", "tiktoken"), default="auto",
                    help="what encodes: for GPT-2's BPE tiktoken (auto; 3-4x faster, the same ids) or the HF "
                         "tokenizer (hf); every other tokenizer: hf. The output is the same bytes either way")

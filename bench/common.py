@@ -14,8 +14,8 @@ GPT2_TOKENIZER = ROOT / "assets" / "gpt2"
 def prepare_data(work: Path, seq_len: int = 64, tokenizer: str = "bytes", val_fraction: float = 0.1,
                  copies: int = 1) -> Path:
     """Tiny Shakespeare converted by our converter: paragraphs as documents, ``val_fraction`` of them (by hash) for
-    val. ``tokenizer`` is ``bytes`` or ``gpt2`` (the shared GPT-2 BPE folder); ``copies`` > 1 repeats the text
-    (a bigger dataset, same paragraphs, same split). Returns the dataset root."""
+    val. ``tokenizer`` is ``bytes``, ``chars`` or ``gpt2`` (the shipped GPT-2 BPE folder); ``copies`` > 1 repeats
+    the text (a bigger dataset, same paragraphs, same split). Returns the dataset root."""
     from conversion.convert import convert
 
     src = work / "src" / f"shakespeare-x{copies}.jsonl"

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/nanogpt_parity.py [--steps 2000]
 
-Data: tiny Shakespeare (assets/tinyshakespeare.txt), paragraphs as documents, bytes tokenizer, seq 64,
+Data: tiny Shakespeare (assets/tinyshakespeare.txt), paragraphs as documents, the chars tokenizer (nanoGPT's
+shakespeare_char: the text's 65 characters, nanoGPT's ids, plus EOS), seq 64,
 10 % of paragraphs (by hash) for val. Config: yamls/nanogpt-cpu.yaml (nanoGPT's README CPU run). Both sides start
 from the same seed, read the same StreamingDataset batches in the same order, and use the same warmup+cosine
 schedule, AdamW settings and clipping: torch.optim.AdamW on both (the yaml's ``adamw``, nanoGPT's optimizer), with
@@ -13,9 +14,10 @@ Goals: ratio >= 0.97; val <= 2.72 bits/byte (nanoGPT's own run: 1.886 nats/char 
 
 With ``--nanogpt DIR`` (a nanoGPT checkout; copied to a temporary folder, never into this project), nanoGPT's own
 ``train.py`` also runs, with its README CPU command, on the same text prepared by its own
-``data/shakespeare_char/prepare.py`` (char-level: one char = one byte of this ASCII text, so its nats/char and our
-nats/byte compare). Reported beside ours: wall time for the same config and steps (process start to exit, both
-sides: start-up, eval and checkpoints included), and the wall time from process start until
+``data/shakespeare_char/prepare.py`` (the same 65 characters and ids as our chars tokenizer, so the two nats/char
+compare; one char is one byte of this ASCII text, so bits/char = bits/byte). Reported beside ours: wall time for
+the same config and steps (process start to exit, both sides: start-up, eval and checkpoints included), and the
+wall time from process start until
 ``yamls/nanogpt-cpu-fast.yaml`` (the same data and model; another lr, batch and schedule) writes its first val
 loss at or below nanoGPT's final one. Goals (issue 20): same-steps wall <= 1.0x nanoGPT's; time to its final val
 loss <= 0.5x its wall.
@@ -110,7 +112,7 @@ def report_nanogpt(nano: dict, same: dict, fast: dict) -> None:
     print(f"nanoGPT's own train.py: wall {nano['wall_s']:.1f} s, final val {nano['val_loss']:.4f} nats/char "
           f"({nano['val_loss'] / math.log(2):.3f} bits)")
     print(f"same config, same steps, wall: ours {same['wall_s']:.1f} s = {same['wall_s'] / nano['wall_s']:.2f}x "
-          f"nanoGPT's (goal <= 1.0); final val {same['val_loss']:.4f} nats/byte")
+          f"nanoGPT's (goal <= 1.0); final val {same['val_loss']:.4f} nats/char")
     if fast["reached_s"] is None:
         print(f"{FAST_YAML.name} never reached nanoGPT's final val loss (its final: {fast['val_loss']:.4f})")
     else:
@@ -210,7 +212,7 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="nanogpt-parity-") as tmp:
         work = Path(tmp)
-        ds = prepare_data(work)
+        ds = prepare_data(work, tokenizer="chars")
         plains, ourss, nanos, fasts = [], [], [], []
         for i in range(args.repeats):
             if args.nanogpt:
@@ -222,7 +224,7 @@ def main() -> int:
     print("train seconds per run: plain " + ", ".join(f"{r['train_s']:.1f}" for r in plains)
           + "; ours " + ", ".join(f"{r['train_s']:.1f}" for r in ourss))
     rows = [("plain PyTorch loop", plain), ("our Composer trainer", ours)]
-    print(f"nanoGPT parity, {args.steps} steps, batch 12 x 64 tokens, 4 layers/4 heads/128 dim, bytes tokenizer")
+    print(f"nanoGPT parity, {args.steps} steps, batch 12 x 64 tokens, 4 layers/4 heads/128 dim, chars tokenizer")
     print(f"{'':24}{'tokens/s':>10}{'train s':>10}{'wall s':>9}{'val nats':>10}{'val bits/byte':>15}")
     for name, r in rows:
         print(f"{name:24}{r['tokens'] / r['train_s']:>10.0f}{r['train_s']:>10.1f}{r['wall_s']:>9.1f}"

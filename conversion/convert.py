@@ -47,7 +47,7 @@ from core.metadata import (
     read_metadata,
     tokenizer_files,
 )
-from core.tokenizer import Tokenizer, load_tokenizer, resolve_backend, token_dtype
+from core.tokenizer import CHARS, Tokenizer, char_tokenizer, load_tokenizer, resolve_backend, token_dtype
 
 __all__ = ["ConvertRequest", "Conversion", "HFSource", "assign_split", "convert", "run", "TRAIN", "VAL"]
 
@@ -138,7 +138,7 @@ def prepare(req: ConvertRequest) -> Prepared:
     check_options(req.seq_len, req.val_fraction, req.text_key, req.compression, req.size_limit)
     req = replace(req, workers=resolve_workers(req.workers))
     paths = _inputs(req)
-    tok = load_tokenizer(req.tokenizer)
+    tok = _char_tokenizer(req, paths) if req.tokenizer == CHARS else load_tokenizer(req.tokenizer)
     # the encoder that runs, settled once (refused before anything is read or written)
     req = replace(req, tokenizer_backend=resolve_backend(tok, req.tokenizer_backend))
     return Prepared(req, paths, tok, request_record(req, paths, tok))
@@ -163,6 +163,15 @@ def run(req: ConvertRequest) -> Conversion:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return conv
+
+
+def _char_tokenizer(req: ConvertRequest, paths: list[Path]) -> Tokenizer:
+    """``--tokenizer chars``: the corpus's own characters, found by a first pass over every document (as nanoGPT's
+    shakespeare_char ``prepare.py`` does): meant for small corpora. Bad records are counted by the real pass."""
+    alphabet: set[str] = set()
+    for doc in _documents(req, paths, BadRecords() if req.skip_bad else None):
+        alphabet.update(doc.text)
+    return char_tokenizer(alphabet)
 
 
 def _inputs(req: ConvertRequest) -> list[Path]:

@@ -5,7 +5,8 @@ to the shards), and generation decodes with it. Two kinds:
 
 * ``bytes``: built in, ids 0..255 are the UTF-8 bytes, 256 is EOS. Needs no files.
 * ``hf``: a Hugging Face fast tokenizer: a hub name (must already be cached: we never download), or a local
-  directory holding ``tokenizer.json`` or GPT-2 BPE files ``vocab.json`` + ``merges.txt``.
+  directory holding ``tokenizer.json`` or GPT-2 BPE files ``vocab.json`` + ``merges.txt``. The ``chars`` tokenizer
+  (nanoGPT's shakespeare_char: one token per character of the corpus, :func:`char_tokenizer`) is one of these.
 
 Encoding backends (conversion's ``--tokenizer-backend``): the HF tokenizer is the reference; GPT-2's BPE itself
 (recognised by the hash of its canonical ``tokenizer.json``) can also be encoded by ``tiktoken``, 3-4x faster, built
@@ -21,7 +22,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -29,6 +30,8 @@ from core.errors import TokenizerError
 
 BYTES_EOS_ID = 256
 GPT2 = "gpt2"
+CHARS = "chars"  # built by conversion from the corpus's characters (conversion.convert), not loadable by name
+CHARS_EOS = "<|endoftext|>"
 GPT2_FILES = Path(__file__).resolve().parent.parent / "assets" / "gpt2"  # shipped: MIT, see assets/README.md
 _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 _EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>")
@@ -105,11 +108,21 @@ class HFTokenizer(Tokenizer):
         self.eos_id = _find_eos_id(self.hf, name)
 
     def encode(self, text: str) -> list[int]:
-        return self.hf.backend_tokenizer.encode(text, add_special_tokens=False).ids
+        return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        encs = self.hf.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        try:
+            encs = self.hf.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        except Exception as e:  # tokenizers raises a bare Exception, e.g. a chars tokenizer given a new character
+            raise self._unencodable(texts, e) from None
         return [e.ids for e in encs]
+
+    def _unencodable(self, texts: Sequence[str], error: Exception) -> TokenizerError:
+        vocab = self.hf.get_vocab()
+        unknown = sorted({ch for text in texts for ch in text} - vocab.keys())
+        which = f"characters not in its vocabulary: {''.join(unknown[:20])!r}; " if unknown else ""
+        return TokenizerError(f"tokenizer {self.name!r} cannot encode this text ({error}): {which}"
+                              "use text written only in the tokenizer's vocabulary, or another tokenizer")
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=False)
@@ -155,8 +168,9 @@ def byte_decoder() -> dict[str, int]:
 def _hf_token_bytes(hf, vocab_size: int) -> np.ndarray:
     """Byte length per token, read off the token strings (byte-level BPE exactly; byte-fallback and ▁ too)."""
     byte_decoder_ = byte_decoder()
-    decoder_type = json.loads(hf.backend_tokenizer.to_str()).get("decoder") or {}
-    byte_level = "ByteLevel" in json.dumps(decoder_type)
+    decoder_type = json.dumps(json.loads(hf.backend_tokenizer.to_str()).get("decoder") or {})
+    byte_level = "ByteLevel" in decoder_type
+    metaspace = "Metaspace" in decoder_type or "\\u2581" in decoder_type  # SentencePiece's \u2581 decodes to " "
     special = set(hf.all_special_ids) | set(hf.added_tokens_decoder.keys())
     table = np.zeros(vocab_size, dtype=np.int64)
     for i, tok in enumerate(hf.convert_ids_to_tokens(list(range(vocab_size)))):
@@ -167,7 +181,7 @@ def _hf_token_bytes(hf, vocab_size: int) -> np.ndarray:
         elif _BYTE_FALLBACK.match(tok):
             table[i] = 1
         else:
-            table[i] = len(tok.replace("\u2581", " ").encode("utf-8"))
+            table[i] = len((tok.replace("\u2581", " ") if metaspace else tok).encode("utf-8"))
     return table
 
 
@@ -178,6 +192,9 @@ def load_tokenizer(spec: str) -> Tokenizer:
         return ByteTokenizer()
     if spec == GPT2:
         return _gpt2_bpe(GPT2_FILES, GPT2)
+    if spec == CHARS:
+        raise TokenizerError("the 'chars' tokenizer is built from a corpus by convert_to_mds.py --tokenizer chars; "
+                             "to use one, give the tokenizer/ folder of a dataset converted with it")
     path = Path(spec).expanduser()
     if path.is_dir():
         return _load_dir(path)
@@ -206,6 +223,31 @@ def _load_dir(path: Path) -> Tokenizer:
     raise TokenizerError(
         f"{path} holds no tokenizer: expected tokenizer.json, or GPT-2 BPE files vocab.json + merges.txt"
     )
+
+
+def char_tokenizer(alphabet: Iterable[str]) -> Tokenizer:
+    """nanoGPT's shakespeare_char as a tokenizer: each character of ``alphabet`` (a corpus's characters) is one
+    token, with nanoGPT's ids (the sorted characters' positions), and EOS ``<|endoftext|>`` is the last id. Built
+    as a Hugging Face fast tokenizer (single characters, WordLevel), so saving, loading, HF export and conversion's
+    workers treat it as any ``hf`` one. On a small corpus its vocab is ~65 rows where ``bytes`` has 257: the
+    output layer and softmax of a small model shrink with it (bits/byte stay exact: each token's byte length is
+    its character's UTF-8 length)."""
+    from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as RustTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted(set(alphabet))
+    if not chars:
+        raise TokenizerError("--tokenizer chars found no text in the inputs to build its vocabulary from; "
+                             "give inputs that hold text")
+    vocab = {ch: i for i, ch in enumerate(chars)}
+    vocab[CHARS_EOS] = len(chars)
+    rust = RustTokenizer(models.WordLevel(vocab, unk_token=None))
+    rust.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character alone
+    rust.decoder = decoders.Fuse()  # tokens join with nothing between them
+    rust.add_special_tokens([AddedToken(CHARS_EOS, special=True)])
+    hf = PreTrainedTokenizerFast(tokenizer_object=rust, eos_token=CHARS_EOS, clean_up_tokenization_spaces=False)
+    return HFTokenizer(hf, CHARS)
 
 
 def _gpt2_bpe(folder: Path, name: str) -> Tokenizer:

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import zstandard
 
-from conversion.convert import BATCH_CHARS, assign_split, convert
+from conversion.convert import BATCH_CHARS, ConvertRequest, assign_split, convert
+from conversion.convert import run as run_conversion
 from conversion.packing import Packer, flatten_documents
 from conversion.sources import expand_inputs, iter_documents, supported_suffixes
 from core.errors import DataError, InputError, OptionError, OutputExistsError
@@ -138,6 +139,27 @@ def test_gpt2_dataset_round_trip(tmp_path, gpt2_dir, read_split):
     assert tok.decode(stream[:len(tok.encode(docs[0]))].tolist()) == docs[0]
     table = tok.token_bytes()
     assert int(table[expected].sum()) == meta.splits["train"].bytes == sum(len(d.encode()) for d in docs)
+
+
+def test_chars_dataset_round_trip(tmp_path, read_split):
+    """--tokenizer chars: the vocabulary is the corpus's characters (a first pass over every input), saved next to
+    the shards like any tokenizer, and the shards hold nanoGPT's char ids."""
+    docs = ["First Citizen:\nBefore we proceed", "naïve café 東京 🙂", "a literal <|endoftext|> stays text"]
+    out = tmp_path / "ds"
+    meta = convert([str(write_jsonl(tmp_path / "d.jsonl", docs))], str(out), "chars", 8, val_fraction=0,
+                   progress=False)
+    chars = sorted(set("".join(docs)))
+    assert (meta.vocab_size, meta.eos_id, meta.dtype) == (len(chars) + 1, len(chars), "uint16")
+    assert (meta.tokenizer["kind"], meta.tokenizer["name"]) == ("hf", "chars")
+    tok = load_tokenizer(str(out / "tokenizer"))
+    assert tok.identity()["sha256"] == meta.tokenizer["sha256"] and tok.vocab_size == meta.vocab_size
+    stream = stream_of(read_split(out / "train"))
+    expected = np.concatenate([[chars.index(ch) for ch in d] + [len(chars)] for d in docs])
+    assert np.array_equal(stream, expected[:len(stream)]) and len(expected) - len(stream) < 9
+    assert meta.splits["train"].bytes == sum(len(d.encode()) for d in docs) == int(tok.token_bytes()[expected].sum())
+    again = run_conversion(ConvertRequest((str(tmp_path / "d.jsonl"),), str(out), "chars", 8, val_fraction=0,
+                                          progress=False))
+    assert again.skipped and again.metadata == meta  # the same corpus gives the same alphabet: already converted
 
 
 # ---------------------------------------------------------------------------------------------------------- packing

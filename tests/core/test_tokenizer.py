@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from core.errors import DataError, TokenizerError
-from core.tokenizer import ByteTokenizer, load_tokenizer, token_dtype
+from core.tokenizer import ByteTokenizer, char_tokenizer, load_tokenizer, token_dtype
 
 TEXTS = [
     "Hello, world!",
@@ -62,10 +62,38 @@ def test_bytes_tokenizer():
     assert tok.token_bytes()[tok.eos_id] == 0
 
 
-@pytest.mark.parametrize("spec", ["bytes", "gpt2"])
+def test_chars_tokenizer_is_nanogpts_shakespeare_char():
+    """ids as nanoGPT's prepare.py gives them (the sorted alphabet's positions), EOS last, exact byte lengths."""
+    tok = char_tokenizer("".join(TEXTS))
+    chars = sorted(set("".join(TEXTS)))
+    assert (tok.kind, tok.name, tok.vocab_size, tok.eos_id) == ("hf", "chars", len(chars) + 1, len(chars))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    table = tok.token_bytes()
+    for text in TEXTS:
+        ids = tok.encode(text)
+        assert ids == [stoi[ch] for ch in text]  # a literal <|endoftext|> stays its 13 characters
+        assert tok.decode(ids + [tok.eos_id]) == text + "<|endoftext|>"
+        assert int(table[ids].sum()) == len(text.encode("utf-8"))  # é: 2 bytes, 🙂: 4
+    assert table[tok.eos_id] == 0
+    assert tok.encode_batch(TEXTS) == [tok.encode(t) for t in TEXTS]
+    assert char_tokenizer("\u2581a").token_bytes().tolist() == [1, 3, 0]  # SentencePiece's mark is just a character
+
+
+def test_chars_tokenizer_refuses_a_new_character():
+    tok = char_tokenizer("abc ")
+    with pytest.raises(TokenizerError, match="characters not in its vocabulary: 'dz'"):
+        tok.encode("a bad cz")
+    with pytest.raises(TokenizerError, match="found no text in the inputs"):
+        char_tokenizer("")
+    with pytest.raises(TokenizerError, match="convert_to_mds.py --tokenizer chars"):
+        load_tokenizer("chars")
+
+
+@pytest.mark.parametrize("spec", ["bytes", "gpt2", "chars"])
 def test_save_load_round_trip(spec, gpt2_dir, tmp_path):
     """What conversion saves into DIR/tokenizer rebuilds the same tokenizer for training."""
-    tok = load_tokenizer(str(gpt2_dir) if spec == "gpt2" else "bytes")
+    tok = {"gpt2": lambda: load_tokenizer(str(gpt2_dir)), "bytes": lambda: load_tokenizer("bytes"),
+           "chars": lambda: char_tokenizer("".join(TEXTS))}[spec]()
     tok.save(tmp_path / "tokenizer")
     back = load_tokenizer(str(tmp_path / "tokenizer"))
     assert (back.kind, back.vocab_size, back.eos_id) == (tok.kind, tok.vocab_size, tok.eos_id)

@@ -13,7 +13,7 @@ import generate
 from gpt import GPT, GPTConfig, KVCache
 from sampling import generate as generate_ids
 from sampling import sample_next, top_p_filter
-from tests.helpers import REPO, error_line, make_dataset, metrics_rows, run_script, start_train, tiny_args
+from tests.helpers import REPO, error_line, make_dataset, metrics_rows, run_script, run_train, start_train, tiny_args
 
 VOCAB = 257
 BLOCK = 16
@@ -171,6 +171,25 @@ def test_bad_arguments_one_error_line_exit_2(hf_dir, capsys, source, args, messa
         code = e.code
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in error_line(err), err
+
+
+def test_a_chars_run_trains_on_its_alphabet_and_generates_in_it(tmp_path, shakespeare_text, capsys):
+    """--tokenizer chars end to end: training sizes the model from the tokenizer saved next to the shards
+    (the text's characters + EOS), generation writes only those characters, and a prompt with a character
+    outside them is one error line naming it."""
+    text = shakespeare_text[:40_000]
+    ds = make_dataset(tmp_path, text, seq_len=32, tokenizer="chars")
+    alphabet = set(text)
+    run_train(tiny_args(ds, tmp_path, "run_name=chars", "max_duration=3ba", "eval_interval=1000ba"))
+    run = tmp_path / "chars"
+    assert generate.main([str(run), "--prompt", "ROMEO:", "--max-new-tokens", "20", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prompt_ids"] == [sorted(alphabet).index(ch) for ch in "ROMEO:"]  # nanoGPT's ids
+    assert max(out["new_ids"]) <= len(alphabet) and set(out["text"]) <= alphabet | set("<|endoftext>")
+    assert generate.main([str(run), "--prompt", "café €5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "characters not in its vocabulary: '5é€'" in error_line(err), err
 
 
 # ---------------------------------------------------------------- samples during training
