@@ -15,11 +15,12 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def test_the_fast_recipe_changes_only_lr_batch_schedule_and_eval_cadence():
-    """'A better lr, schedule or batch on the same data': the model, data, optimizer kind and precision rule stay."""
+    """'A better lr, schedule or batch on the same data': the model, data, optimizer kind and precision rule stay
+    (Adam's betas change with the lr)."""
     base, fast = (_flat(plain_config(load_config(str(y), []))) for y in (YAML, FAST_YAML))
     changed = {k for k in base if base[k] != fast[k]}
     assert changed == {"run_name", "global_train_batch_size", "device_train_microbatch_size", "max_duration",
-                       "eval_interval", "save_interval", "optimizer.lr", "scheduler.name", "scheduler.t_warmup",
+                       "eval_interval", "save_interval", "optimizer.lr", "optimizer.betas", "scheduler.name", "scheduler.t_warmup",
                        "scheduler.decay_fraction", "scheduler.alpha_f", "log_interval"}
     assert fast["device_eval_batch_size"] == base["device_eval_batch_size"]  # the same 20 val batches
 
