@@ -190,6 +190,22 @@ def test_a_chars_run_trains_on_its_alphabet_and_generates_in_it(tmp_path, shakes
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "characters not in its vocabulary: '5é€'" in error_line(err), err
+    # exported, transformers reads the same tokenizer and model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evaluation.checkpoints import load_gpt
+
+    proc = run_script("export_hf.py", run, tmp_path / "export", timeout=120)
+    assert proc.returncode == 0 and "tokenizer: " in proc.stdout, proc.stderr[-3000:]
+    tok = AutoTokenizer.from_pretrained(tmp_path / "export")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    assert tok.encode("ROMEO:") == out["prompt_ids"]
+    assert tok.decode(out["new_ids"], skip_special_tokens=True) == out["text"][len("ROMEO:"):]
+    assert (len(tok), tok.eos_token_id) == (len(alphabet) + 1, len(alphabet))
+    idx = torch.tensor([tok.encode(text[:32])])  # the model reads 32
+    with torch.no_grad():
+        torch.testing.assert_close(hf(idx).logits[..., :len(tok)], load_gpt(str(run))(idx)[..., :len(tok)],
+                                   atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------- samples during training
