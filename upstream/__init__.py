@@ -91,6 +91,70 @@ def defer_streaming_datasets() -> None:
             _defer(name, spec)
 
 
+STREAMING_DATALOADER = "streaming.base.dataloader"
+# what Streaming's dataloader module imports from transformers, only to recognise batches of these classes
+DATALOADER_NAMES = {"transformers.feature_extraction_utils": "BatchFeature",
+                    "transformers.tokenization_utils_base": "BatchEncoding"}
+
+
+class _ClassOfAModuleNotImported(type):
+    """Metaclass of a stand-in for ``module.Name``: ``isinstance(x, stand_in)`` is ``isinstance(x, module.Name)``
+    once the real module is imported, and False before (no object can be an instance of a class never created)."""
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        real = getattr(sys.modules.get(cls.__module__), cls.__name__, None)
+        return isinstance(real, type) and not isinstance(real, _ClassOfAModuleNotImported) and isinstance(obj, real)
+
+
+class _StreamingDataLoaderWithoutTransformers(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds ``streaming.base.dataloader`` and runs its code with the two transformers modules it imports standing
+    in ``sys.modules`` as stand-ins that hold its two names (:class:`_ClassOfAModuleNotImported`); the stand-ins are
+    removed as soon as its top level has run, so that any later import of transformers is the real one."""
+
+    def __init__(self) -> None:
+        self._real: Optional[importlib.abc.Loader] = None
+
+    def find_spec(self, name: str, path: object = None,
+                  target: object = None) -> Optional[importlib.machinery.ModuleSpec]:
+        if name != STREAMING_DATALOADER or "transformers" in sys.modules:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)  # type: ignore[arg-type]
+        if spec is None or spec.loader is None:
+            return None
+        self._real, spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None  # the default module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        assert self._real is not None
+        stand_ins = {}
+        for name, cls in DATALOADER_NAMES.items():
+            stand_ins[name] = types.ModuleType(name)
+            setattr(stand_ins[name], cls, _ClassOfAModuleNotImported(cls, (), {"__module__": name}))
+        sys.modules.update(stand_ins)
+        try:
+            self._real.exec_module(module)
+        finally:
+            for name, stand_in in stand_ins.items():
+                if sys.modules.get(name) is stand_in:
+                    del sys.modules[name]
+
+
+def streaming_dataloader_without_transformers() -> None:
+    """Streaming 0.13.0 slowness (``streaming/base/dataloader.py``): ``import streaming`` imports transformers (~0.5 s
+    of every process that reads or writes shards) for two class names, ``BatchEncoding`` and ``BatchFeature``,
+    that ``StreamingDataLoader`` only tests batches against with ``isinstance``. Before Streaming is first imported,
+    its dataloader module is run against stand-ins whose ``isinstance`` asks the real class once transformers is
+    imported and is False before (when no such batch can exist): the same answers, without the import. A process
+    that imported Streaming or transformers already is left as it is."""
+    if STREAMING_DATALOADER in sys.modules or "transformers" in sys.modules:
+        return
+    if not any(isinstance(f, _StreamingDataLoaderWithoutTransformers) for f in sys.meta_path):
+        sys.meta_path.insert(0, _StreamingDataLoaderWithoutTransformers())
+
+
 MCLI = "mcli"
 UNUSED_BY_TORCHMETRICS = ("transformers", "matplotlib")  # the optional packages its import-time flags name
 
@@ -152,4 +216,5 @@ def lighten_composer_import() -> None:
 
 
 defer_streaming_datasets()
+streaming_dataloader_without_transformers()
 lighten_composer_import()

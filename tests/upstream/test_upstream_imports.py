@@ -3,8 +3,9 @@ and 26). Fresh interpreters, the real packages.
 
 ``import streaming`` imports torchvision (and torch._dynamo through it) for Streaming's vision datasets, and
 transformers' AutoTokenizer for its text ones; importing ``upstream`` first defers both subpackages (and
-``streaming.multimodal``) until they are used. (Streaming's own dataloader module still imports transformers' base
-classes: that part stays.)
+``streaming.multimodal``) until they are used. Streaming's own dataloader module imports transformers for two class
+names it tests batches against; after ``upstream`` it runs against stand-ins that answer those tests as the real
+classes would (DESIGN row 28).
 
 ``import composer`` (and our first ``from composer.algorithms import``) imports transformers, matplotlib.pyplot and
 the platform client mcli; after ``upstream``, none of them until used."""
@@ -71,3 +72,29 @@ def test_ours_leaves_them_out_until_they_are_used():
         COMPOSER_HEAVY)
     assert marks == [dict.fromkeys(COMPOSER_HEAVY, False), {"transformers": False, "matplotlib.pyplot": False,
                                                              "mcli": True}, dict.fromkeys(COMPOSER_HEAVY, True)]
+
+
+def test_upstream_import_streaming_loads_transformers_for_its_dataloader():
+    assert _loaded("import streaming\nmark()", ("transformers",)) == [{"transformers": True}]
+
+
+def test_ours_imports_streaming_without_transformers_and_its_batch_checks_answer_the_same():
+    """StreamingDataLoader counts a batch's samples by its type: a dict, transformers' BatchEncoding or BatchFeature
+    (both UserDicts), a tensor, or else a sequence. The same counts once transformers is imported, and every later
+    import of transformers gets the real modules."""
+    marks = _loaded(
+        "import upstream\nimport torch\nfrom streaming import StreamingDataLoader\nmark()\n"
+        "count = StreamingDataLoader._get_batch_size\n"
+        "from collections import UserDict\n"
+        "assert count(None, {'a': [1, 2, 3]}) == 3 and count(None, torch.zeros(4, 2)) == 4\n"
+        "assert count(None, [torch.zeros(6), torch.zeros(6)]) == 6\n"
+        "from streaming.base import dataloader\n"
+        "assert not isinstance(UserDict(), dataloader.BatchEncoding)\nmark()\n"
+        "from transformers.tokenization_utils_base import BatchEncoding\n"
+        "from transformers.feature_extraction_utils import BatchFeature\n"
+        "assert BatchEncoding is not dataloader.BatchEncoding and 'UserDict' in str(BatchEncoding.__mro__)\n"
+        "assert count(None, BatchEncoding({'input_ids': [[1, 2]] * 5})) == 5\n"
+        "assert count(None, BatchFeature({'x': [0] * 7})) == 7\n"
+        "assert isinstance(BatchEncoding(), dataloader.BatchEncoding)\n"
+        "assert not isinstance(BatchFeature(), dataloader.BatchEncoding)\nmark()", ("transformers",))
+    assert marks == [{"transformers": False}, {"transformers": False}, {"transformers": True}]
