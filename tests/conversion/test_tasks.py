@@ -114,6 +114,24 @@ def test_three_machines_by_two_workers_write_the_bytes_of_one_command(inputs, on
     assert again.returncode == 0 and "(0 converted, 1 already done)" in again.stdout
 
 
+def test_chars_tasks_each_find_the_whole_corpus_alphabet(inputs, tmp_path, read_split):
+    """--tokenizer chars across machines: every task reads all inputs for the alphabet (not only its own files), so
+    the tasks' tokenizers agree, they merge, and the ids are those of one command."""
+    common = ("--tokenizer", "chars", "--seq-len", SEQ_LEN, "--val-fraction", "0", "--no-progress")
+    out, one = tmp_path / "ds", tmp_path / "one"
+    for i in range(2):
+        proc = run_convert(inputs, "--out", out, *common, "--num-tasks", 2, "--task", i)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert run_convert("--merge", out).returncode == 0
+    assert run_convert(inputs, "--out", one, *common, "--num-tasks", 2).returncode == 0  # all tasks, one command
+    alphabet = sorted({ch for f in sorted(inputs.glob("*.jsonl")) for line in f.read_text().splitlines()
+                       for ch in json.loads(line)["text"]})
+    meta = json.loads((out / "metadata.json").read_text())
+    assert (meta["vocab_size"], meta["eos_id"]) == (len(alphabet) + 1, len(alphabet))
+    assert meta["tokenizer"] == json.loads((one / "metadata.json").read_text())["tokenizer"]
+    assert np.array_equal(read_split(out / "train"), read_split(one / "train"))
+
+
 def test_the_merged_index_is_the_bytes_streaming_merge_index_writes(one_command, tmp_path):
     """--merge writes the index itself (Streaming's import costs a merge ~1.5 s of torch): the very bytes of
     Streaming's own ``merge_index`` over the same partitions."""
