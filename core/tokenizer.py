@@ -108,12 +108,15 @@ class HFTokenizer(Tokenizer):
         self.eos_id = _find_eos_id(self.hf, name)
 
     def encode(self, text: str) -> list[int]:
-        return self.encode_batch([text])[0]
+        try:  # encode, not encode_batch: a batch marks the Rust thread pool used (a warning at a later fork)
+            return self.hf.backend_tokenizer.encode(text, add_special_tokens=False).ids
+        except Exception as e:  # tokenizers raises a bare Exception, e.g. a chars tokenizer given a new character
+            raise self._unencodable([text], e) from None
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         try:
             encs = self.hf.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        except Exception as e:  # tokenizers raises a bare Exception, e.g. a chars tokenizer given a new character
+        except Exception as e:  # as in encode
             raise self._unencodable(texts, e) from None
         return [e.ids for e in encs]
 
