@@ -114,6 +114,7 @@ def test_three_machines_by_two_workers_write_the_bytes_of_one_command(inputs, on
     assert again.returncode == 0 and "(0 converted, 1 already done)" in again.stdout
 
 
+@pytest.mark.slow
 def test_chars_tasks_each_find_the_whole_corpus_alphabet(inputs, tmp_path, read_split):
     """--tokenizer chars across machines: every task reads all inputs for the alphabet (not only its own files), so
     the tasks' tokenizers agree, they merge, and the ids are those of one command."""

@@ -173,6 +173,7 @@ def test_bad_arguments_one_error_line_exit_2(hf_dir, capsys, source, args, messa
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in error_line(err), err
 
 
+@pytest.mark.slow  # trains, then export_hf.py as a subprocess
 def test_a_chars_run_trains_on_its_alphabet_and_generates_in_it(tmp_path, shakespeare_text, capsys):
     """--tokenizer chars end to end: training sizes the model from the tokenizer saved next to the shards
     (the text's characters + EOS), generation writes only those characters, and a prompt with a character
