@@ -134,7 +134,8 @@ class Prepared:
 
 
 def prepare(req: ConvertRequest) -> Prepared:
-    """Everything that can be checked before any input is read or output written."""
+    """Everything that can be checked before any output is written, and before any input is read except by
+    ``--tokenizer chars``, whose vocabulary is the inputs' characters."""
     check_options(req.seq_len, req.val_fraction, req.text_key, req.compression, req.size_limit)
     req = replace(req, workers=resolve_workers(req.workers))
     paths = _inputs(req)

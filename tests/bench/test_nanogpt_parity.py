@@ -20,8 +20,8 @@ def test_the_fast_recipe_changes_only_lr_batch_schedule_and_eval_cadence():
     base, fast = (_flat(plain_config(load_config(str(y), []))) for y in (YAML, FAST_YAML))
     changed = {k for k in base if base[k] != fast[k]}
     assert changed == {"run_name", "global_train_batch_size", "device_train_microbatch_size", "max_duration",
-                       "eval_interval", "save_interval", "optimizer.lr", "optimizer.betas", "scheduler.name", "scheduler.t_warmup",
-                       "scheduler.decay_fraction", "scheduler.alpha_f", "log_interval"}
+                       "eval_interval", "save_interval", "optimizer.lr", "optimizer.betas", "scheduler.name",
+                       "scheduler.t_warmup", "scheduler.decay_fraction", "scheduler.alpha_f", "log_interval"}
     assert fast["device_eval_batch_size"] == base["device_eval_batch_size"]  # the same 20 val batches
 
 
