@@ -115,20 +115,19 @@ def report_nanogpt(rounds: list[dict]) -> None:
     """Each round's nanoGPT run beside the runs next to it; the goals are read off the median of the rounds' ratios
     (this 2-core machine's speed swings by up to ~25 % over minutes, more than the gap: a best-of on each side pairs
     runs from different speeds)."""
+    same = [r["ours"]["wall_s"] / r["nano"]["wall_s"] for r in rounds]
+    fast = [(r["fast"]["reached_s"] or math.inf) / r["nano"]["wall_s"] for r in rounds]
     for i, r in enumerate(rounds):
-        nano, same, fast = r["nano"], r["ours"], r["fast"]
-        reached = "never" if fast["reached_s"] is None else f"{fast['reached_s']:.1f} s"
-        print(f"round {i + 1}: nanoGPT {nano['wall_s']:.1f} s (val {nano['val_loss']:.4f}); ours same steps "
-              f"{same['wall_s']:.1f} s = {same['wall_s'] / nano['wall_s']:.3f}x; fast recipe to nanoGPT's val {reached}"
-              + ("" if fast["reached_s"] is None else f" = {fast['reached_s'] / nano['wall_s']:.3f}x"))
-    same = statistics.median(r["ours"]["wall_s"] / r["nano"]["wall_s"] for r in rounds)
-    fast = statistics.median((r["fast"]["reached_s"] or math.inf) / r["nano"]["wall_s"] for r in rounds)
-    nano = min(rounds, key=lambda r: r["nano"]["wall_s"])["nano"]
-    print(f"nanoGPT's own train.py: final val {nano['val_loss']:.4f} nats/char ({nano['val_loss'] / math.log(2):.3f} "
-          f"bits), wall " + ", ".join(f"{r['nano']['wall_s']:.1f}" for r in rounds) + " s")
-    print(f"same config, same steps, wall ours / nanoGPT's: median of {len(rounds)} rounds {same:.3f}x (goal <= 1.0)")
+        reached = "never" if r["fast"]["reached_s"] is None else f"{r['fast']['reached_s']:.1f} s = {fast[i]:.3f}x"
+        print(f"round {i + 1}: nanoGPT {r['nano']['wall_s']:.1f} s (val {r['nano']['val_loss']:.4f}); ours same steps "
+              f"{r['ours']['wall_s']:.1f} s = {same[i]:.3f}x; fast recipe to nanoGPT's val {reached}")
+    nano_val = rounds[-1]["nano"]["val_loss"]
+    print(f"nanoGPT's own train.py: final val {nano_val:.4f} nats/char ({nano_val / math.log(2):.3f} bits), wall "
+          + ", ".join(f"{r['nano']['wall_s']:.1f}" for r in rounds) + " s")
+    print(f"same config, same steps, wall ours / nanoGPT's: median of {len(rounds)} rounds "
+          f"{statistics.median(same):.3f}x (goal <= 1.0)")
     print(f"time to nanoGPT's final val loss, process start to the val row, {FAST_YAML.name}: median of "
-          f"{len(rounds)} rounds {fast:.3f}x nanoGPT's wall (goal <= 0.5); final val "
+          f"{len(rounds)} rounds {statistics.median(fast):.3f}x nanoGPT's wall (goal <= 0.5); final val "
           f"{rounds[-1]['fast']['val_loss']:.4f}")
 
 
@@ -244,8 +243,8 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="nanogpt-parity-") as tmp:
         rounds = run_rounds(Path(tmp), args.steps, args.repeats, args.nanogpt)
-    plain, ours = min((r["plain"] for r in rounds), key=lambda r: r["train_s"]), \
-        min((r["ours"] for r in rounds), key=lambda r: r["train_s"])
+    plain = min((r["plain"] for r in rounds), key=lambda r: r["train_s"])
+    ours = min((r["ours"] for r in rounds), key=lambda r: r["train_s"])
     print("train seconds per round: plain " + ", ".join(f"{r['plain']['train_s']:.1f}" for r in rounds)
           + "; ours " + ", ".join(f"{r['ours']['train_s']:.1f}" for r in rounds))
     print(f"nanoGPT parity, {args.steps} steps, batch 12 x 64 tokens, 4 layers/4 heads/128 dim, chars tokenizer "
